@@ -1,0 +1,81 @@
+# livedub — one Makefile for set-up, tests, demo and benchmarks.
+# `make demo` and `make test` each run `setup` first, so a fresh clone needs nothing else.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := ffmpeg nginx-light libnginx-mod-rtmp python3-gi gir1.2-gst-rtsp-server-1.0 \
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+PYTEST_ARGS ?=
+
+.PHONY: setup apt venv test test-unit test-integration lint demo bench soak \
+	e2e-up e2e-down e2e-test e2e-test-full e2e-test-p1 e2e-test-p2 e2e-test-p3 e2e-reliability clean
+
+setup: apt venv
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing apt packages:$$missing"; \
+		SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(BIN)/livedub: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/livedub
+
+test: setup
+	$(BIN)/pytest -p no:cacheprovider -ra $(PYTEST_ARGS) tests
+
+test-unit: setup
+	$(BIN)/pytest -ra tests/unit
+
+test-integration: setup
+	$(BIN)/pytest -ra tests/integration
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
+demo: setup
+	$(BIN)/livedub demo
+
+bench: setup
+	$(BIN)/python -m bench.run
+
+soak: setup
+	$(BIN)/python -m bench.soak
+
+e2e-up: setup
+	$(BIN)/livedub e2e-env up
+
+e2e-down: setup
+	$(BIN)/livedub e2e-env down
+
+e2e-test: setup
+	$(BIN)/pytest -ra tests/e2e
+
+e2e-test-full: setup
+	$(BIN)/pytest -ra -v tests/e2e
+
+e2e-test-p1: setup
+	$(BIN)/pytest -ra -m p1 tests/e2e
+
+e2e-test-p2: setup
+	$(BIN)/pytest -ra -m p2 tests/e2e
+
+e2e-test-p3: setup
+	$(BIN)/pytest -ra -m p3 tests/e2e
+
+e2e-reliability: setup
+	$(BIN)/python tests/e2e/reliability.py --runs $${RUNS:-20}
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,5 @@
+import sys
+
+from livedub.cli import main
+
+sys.exit(main())
