@@ -20,6 +20,7 @@ _SUBCOMMAND_MODULES = (
     "livedub.worker.cli",
     "livedub.media.cli",
     "livedub.orchestrator.cli",
+    "livedub.orchestrator.serve_cli",
 )
 
 

@@ -1,0 +1,441 @@
+"""Live input: open RTSP (TCP) / RTMP / SRT / a file by URL and deliver timestamped media.
+
+A reader thread does the blocking libav work (demux; audio decode + conversion to int16 PCM;
+video stays compressed) and hands items to asyncio through a bounded queue, so read-ahead is
+bounded and a slow consumer back-pressures the reader. A watchdog ends a read that stalls longer
+than `read_timeout_s` (libav's own timeouts do not bound every wait); the stalled thread is
+abandoned and a new connection is made. Connections are retried at `reconnect_delays_s`
+(1 s, 2 s, 4 s) before `InputUnavailable`; an input without audio raises `NoAudioTrack` at once.
+Streams are picked by type, never by index. Files can be read as fast as possible or paced to
+real time.
+
+This module never repairs or rebases timestamps (see timeline.py) and never touches the output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+import numpy as np
+
+from livedub.clock import Clock, SystemClock
+from livedub.log import bind
+from livedub.media.audio import frame_to_pcm, layout_for
+from livedub.media.errors import InputUnavailable, NoAudioTrack
+from livedub.media.observer import InputState, MediaObserver, NullObserver
+from livedub.media.settings import MediaSettings
+from livedub.media.urls import input_options_for, is_live, strip_file_scheme
+
+_log = logging.getLogger(__name__)
+
+NS_PER_S = 1_000_000_000
+
+
+def to_ns(ts: int | None, time_base: Fraction | None) -> int | None:
+    if ts is None or time_base is None:
+        return None
+    return (ts * time_base.numerator * NS_PER_S) // time_base.denominator
+
+
+class VideoTemplate:
+    """A private copy of a video stream's codec parameters (SPS/PPS etc.).
+
+    Output streams are created from it with `add_stream_from_template`, which is safe after the
+    input container that it was copied from has been closed (a reconnect closes it).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._holder = av.open(io.BytesIO(), "w", format="matroska")
+        self.stream = self._holder.add_stream_from_template(stream)
+        self.codec_name: str = stream.codec_context.name
+        self.width: int = stream.codec_context.width
+        self.height: int = stream.codec_context.height
+        self.time_base: Fraction = stream.time_base or Fraction(1, 90000)
+        rate = stream.average_rate or stream.guessed_rate
+        self.frame_rate: Fraction | None = Fraction(rate) if rate else None
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    """Sent once per connection, before its media."""
+
+    generation: int
+    url: str
+    has_video: bool
+    video_codec: str | None
+    video_template: VideoTemplate | None
+    video_frame_ns: int
+    audio_codec: str
+    input_sample_rate: int
+    input_channels: int
+    sample_rate: int  # of the delivered PCM
+    channels: int
+    read_wall: float
+
+
+@dataclass(frozen=True, slots=True)
+class RawVideo:
+    generation: int
+    data: bytes
+    pts_ns: int | None
+    dts_ns: int | None
+    duration_ns: int | None
+    keyframe: bool
+    read_wall: float
+
+
+@dataclass(frozen=True, slots=True)
+class RawAudio:
+    generation: int
+    pcm: np.ndarray  # int16 (n, channels) at InputInfo.sample_rate
+    pts_ns: int | None
+    read_wall: float
+
+
+@dataclass(frozen=True)
+class ReaderEnd:
+    generation: int
+    kind: str  # "eof" | "error" | "open_failed" | "no_audio" | "stall"
+    detail: str = ""
+
+
+InputEvent = InputInfo | RawVideo | RawAudio
+
+_TIMEOUT = object()
+
+
+class _Handoff:
+    """Bounded thread → asyncio queue. `put` blocks the reader while full (read-ahead bound)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int) -> None:
+        self._q: queue.Queue[object] = queue.Queue(maxsize)
+        self._loop = loop
+        self._event = asyncio.Event()
+        self.stop = threading.Event()
+
+    def put(self, item: object) -> bool:
+        while True:
+            if self.stop.is_set():
+                return False
+            try:
+                self._q.put(item, timeout=0.2)
+                break
+            except queue.Full:
+                continue
+        try:
+            self._loop.call_soon_threadsafe(self._event.set)
+        except RuntimeError:  # loop closed
+            return False
+        return True
+
+    async def get(self, timeout_s: float) -> object:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            try:
+                return self._q.get_nowait()
+            except queue.Empty:
+                pass
+            self._event.clear()
+            try:
+                return self._q.get_nowait()
+            except queue.Empty:
+                pass
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return _TIMEOUT
+            try:
+                await asyncio.wait_for(self._event.wait(), remaining)
+            except TimeoutError:
+                return _TIMEOUT
+
+
+class _Reader(threading.Thread):
+    """One connection: open, announce `InputInfo`, then demux/decode until EOF, error or stop."""
+
+    def __init__(
+        self,
+        *,
+        generation: int,
+        url: str,
+        options: dict[str, str],
+        settings: MediaSettings,
+        handoff: _Handoff,
+        pcm_format: tuple[int, int] | None,
+        realtime: bool,
+        clock: Clock,
+    ) -> None:
+        super().__init__(name=f"media-input-{generation}", daemon=True)
+        self.generation = generation
+        self.url = url
+        self.options = options
+        self.settings = settings
+        self.handoff = handoff
+        self.pcm_format = pcm_format
+        self.realtime = realtime
+        self.clock = clock
+
+    def run(self) -> None:
+        put = self.handoff.put
+        gen = self.generation
+        try:
+            container = av.open(
+                strip_file_scheme(self.url),
+                "r",
+                options=self.options,
+                timeout=(self.settings.open_timeout_s, self.settings.read_timeout_s),
+            )
+        except Exception as exc:  # noqa: BLE001 - every open failure is retried the same way
+            put(ReaderEnd(gen, "open_failed", f"{type(exc).__name__}: {exc}"))
+            return
+        try:
+            self._read(container)
+        except Exception as exc:  # noqa: BLE001 - libav raises many types; all end the connection
+            put(ReaderEnd(gen, "error", f"{type(exc).__name__}: {exc}"))
+        finally:
+            try:
+                container.close()
+            except Exception:  # noqa: BLE001
+                _log.debug("input close failed", exc_info=True)
+
+    def _read(self, container: Any) -> None:
+        put = self.handoff.put
+        gen = self.generation
+        stop = self.handoff.stop
+        if not container.streams.audio:
+            put(ReaderEnd(gen, "no_audio", "no audio stream"))
+            return
+        astream = container.streams.audio[0]
+        vstream = container.streams.video[0] if container.streams.video else None
+        in_rate = astream.codec_context.sample_rate
+        in_channels = astream.codec_context.channels or 2
+        if self.pcm_format is not None:
+            rate, channels = self.pcm_format
+        else:
+            rate = self.settings.sample_rate_hz or in_rate
+            channels = self.settings.channels or min(2, in_channels)
+        template = VideoTemplate(vstream) if vstream is not None else None
+        frame_ns = NS_PER_S // 30
+        if template is not None and template.frame_rate:
+            frame_ns = int(NS_PER_S / template.frame_rate)
+        info = InputInfo(
+            generation=gen,
+            url=self.url,
+            has_video=vstream is not None,
+            video_codec=template.codec_name if template else None,
+            video_template=template,
+            video_frame_ns=frame_ns,
+            audio_codec=astream.codec_context.name,
+            input_sample_rate=in_rate,
+            input_channels=in_channels,
+            sample_rate=rate,
+            channels=channels,
+            read_wall=self.clock.wall(),
+        )
+        if not put(info):
+            return
+        resampler = av.AudioResampler(format="s16", layout=layout_for(channels), rate=rate)
+        streams = [s for s in (vstream, astream) if s is not None]
+        pace_base: tuple[float, float] | None = None  # (media seconds, monotonic)
+        for packet in container.demux(*streams):
+            if stop.is_set():
+                return
+            tb = packet.time_base
+            if self.realtime:
+                key = packet.dts if packet.dts is not None else packet.pts
+                if key is not None and tb is not None:
+                    media_s = float(key * tb)
+                    now = self.clock.monotonic()
+                    if pace_base is None or abs(media_s - pace_base[0] - (now - pace_base[1])) > 2.0:
+                        pace_base = (media_s, now)
+                    wait = pace_base[1] + (media_s - pace_base[0]) - now
+                    if wait > 0 and stop.wait(wait):
+                        return
+            if packet.stream.type == "video":
+                if packet.size == 0:
+                    continue
+                item: object = RawVideo(
+                    generation=gen,
+                    data=bytes(packet),
+                    pts_ns=to_ns(packet.pts, tb),
+                    dts_ns=to_ns(packet.dts, tb),
+                    duration_ns=to_ns(packet.duration, tb) if packet.duration else None,
+                    keyframe=packet.is_keyframe,
+                    read_wall=self.clock.wall(),
+                )
+                if not put(item):
+                    return
+                continue
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as exc:
+                _log.warning("audio packet undecodable: %s", exc)
+                continue
+            for frame in frames:
+                parts = [frame_to_pcm(f) for f in resampler.resample(frame)]
+                if not parts:
+                    continue
+                pcm = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                item = RawAudio(
+                    generation=gen,
+                    pcm=pcm,
+                    pts_ns=to_ns(frame.pts, frame.time_base),
+                    read_wall=self.clock.wall(),
+                )
+                if not put(item):
+                    return
+        tail = [frame_to_pcm(f) for f in resampler.resample(None)]
+        if tail:
+            put(RawAudio(gen, np.concatenate(tail), None, self.clock.wall()))
+        put(ReaderEnd(gen, "eof"))
+
+
+class MediaInput:
+    """Connect (and re-connect) to an input URL and yield its media as `InputEvent`s.
+
+    `events()` yields an `InputInfo` at the start of every connection, then `RawVideo` /
+    `RawAudio` items. It returns at EOF when `end_on_eof`, raises `NoAudioTrack` at once for an
+    input without audio, and raises `InputUnavailable` when the retry budget is spent.
+    """
+
+    def __init__(
+        self,
+        settings: MediaSettings,
+        *,
+        clock: Clock | None = None,
+        observer: MediaObserver | None = None,
+        realtime: bool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.url = settings.input_url
+        self.clock = clock or SystemClock()
+        self.observer = observer or NullObserver()
+        live = is_live(self.url)
+        self.realtime = (not live and settings.paced) if realtime is None else realtime
+        if settings.input_realtime is not None and realtime is None:
+            self.realtime = settings.input_realtime and not live
+        self.end_on_eof = (not live) if settings.end_on_eof is None else settings.end_on_eof
+        self.retry_delays_s: tuple[float, ...] = settings.reconnect_delays_s if live else ()
+        self.options = {**input_options_for(self.url), **settings.input_options}
+        self.generation = 0
+        self.pcm_format: tuple[int, int] | None = None
+        self.log = bind(_log, stream_id=settings.stream_id)
+        self._handoff: _Handoff | None = None
+        self.stalls = 0
+        self.reconnects = 0
+
+    def _state(self, state: InputState, detail: str | None = None) -> None:
+        try:
+            self.observer.on_input_state(state, detail)
+        except Exception:  # noqa: BLE001 - observers must not break the input
+            self.log.exception("observer failed")
+
+    def close(self) -> None:
+        if self._handoff is not None:
+            self._handoff.stop.set()
+
+    async def events(self) -> AsyncIterator[InputEvent]:
+        failures = 0
+        first = True
+        while True:
+            self.generation += 1
+            gen = self.generation
+            self._state(InputState.CONNECTING if first else InputState.RECONNECTING, self.url)
+            first = False
+            end: ReaderEnd | None = None
+            got_media = False
+            async for item in self._run_reader(gen):
+                if isinstance(item, ReaderEnd):
+                    end = item
+                    break
+                if isinstance(item, InputInfo):
+                    if self.pcm_format is None:
+                        self.pcm_format = (item.sample_rate, item.channels)
+                    self.log.info(
+                        "input connected",
+                        ctx={
+                            "url": self.url,
+                            "generation": gen,
+                            "video": item.video_codec,
+                            "audio": item.audio_codec,
+                            "rate": item.input_sample_rate,
+                            "channels": item.input_channels,
+                        },
+                    )
+                    self._state(InputState.READING, self.url)
+                else:
+                    got_media = True
+                yield item  # type: ignore[misc]
+            assert end is not None
+            if end.kind == "no_audio":
+                self.log.error("audio track required for dubbing", ctx={"url": self.url})
+                self._state(InputState.FAILED, "no audio track")
+                raise NoAudioTrack(self.url)
+            if end.kind == "eof" and self.end_on_eof:
+                self.log.info("input ended", ctx={"url": self.url})
+                self._state(InputState.ENDED, "eof")
+                return
+            if got_media:
+                failures = 0
+            if failures >= len(self.retry_delays_s):
+                self.log.error(
+                    "input unavailable: retries exhausted",
+                    ctx={"url": self.url, "last_error": end.kind, "detail": end.detail},
+                )
+                self._state(InputState.FAILED, end.detail or end.kind)
+                raise InputUnavailable(f"input {self.url} unavailable: {end.kind} {end.detail}".strip())
+            delay = self.retry_delays_s[failures]
+            failures += 1
+            self.reconnects += 1
+            self.log.warning(
+                "input lost, reconnecting",
+                ctx={"url": self.url, "reason": end.kind, "detail": end.detail, "retry_in_s": delay, "attempt": failures},
+            )
+            self._state(InputState.RECONNECTING, f"{end.kind}: retry {failures} in {delay:g}s")
+            await self.clock.sleep(delay)
+
+    async def _run_reader(self, gen: int) -> AsyncIterator[object]:
+        loop = asyncio.get_running_loop()
+        handoff = _Handoff(loop, self.settings.read_ahead_items)
+        self._handoff = handoff
+        reader = _Reader(
+            generation=gen,
+            url=self.url,
+            options=self.options,
+            settings=self.settings,
+            handoff=handoff,
+            pcm_format=self.pcm_format,
+            realtime=self.realtime,
+            clock=self.clock,
+        )
+        reader.start()
+        opened = False
+        try:
+            while True:
+                timeout = self.settings.read_timeout_s if opened else self.settings.open_timeout_s + 2.0
+                item = await handoff.get(timeout)
+                if item is _TIMEOUT:
+                    self.stalls += 1
+                    phase = "read" if opened else "open"
+                    self.log.warning(
+                        "input stalled: watchdog fired",
+                        ctx={"url": self.url, "phase": phase, "timeout_s": timeout},
+                    )
+                    yield ReaderEnd(gen, "stall", f"no data for {timeout:g}s ({phase})")
+                    return
+                if isinstance(item, InputInfo):
+                    opened = True
+                yield item
+                if isinstance(item, ReaderEnd):
+                    return
+        finally:
+            handoff.stop.set()

@@ -1,0 +1,611 @@
+"""Live output: codec-copied video + ONE continuous AAC encoder, paced to `W0 + pts + D`.
+
+`OutputCore` is the scheduling logic, free of threads and I/O so that it is unit-tested with
+fake times, a fake encoder and a fake sink:
+- it takes each segment's audio (`SegmentAudio.take`) at the segment's deadline — the wall time
+  its first sample is due minus the encoder look-ahead and a margin — or earlier once resolved;
+- it feeds the encoder exactly the segment's samples, so audio PTS follow the sample clock;
+- it writes video and audio packets interleaved by timestamp at `W0 + ts + D` (paced), or as
+  fast as both streams allow (unpaced, for file → file);
+- it starts the output at the first video keyframe, and in paced mode fills a segment that has
+  not arrived by its deadline with silence, so the output never stalls and never has a gap.
+
+`MediaOutput` runs an `OutputCore` in its own thread against a real libav muxer. A failure to
+open or write raises/records `OutputFailed`. Nothing here ever waits for the worker or STS.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Protocol
+
+import av
+import numpy as np
+
+from livedub.clock import Clock, SystemClock
+from livedub.log import bind
+from livedub.media.audio import layout_for, pcm_to_planar_float
+from livedub.media.errors import OutputFailed
+from livedub.media.input import VideoTemplate
+from livedub.media.segment import NS_PER_S, Segment, VideoPacket
+from livedub.media.settings import MediaSettings
+from livedub.media.urls import output_format_for, strip_file_scheme
+
+_log = logging.getLogger(__name__)
+
+AAC_FRAME = 1024
+# The encoder emits a packet for samples [p, p+1024) only after about two more frames went in.
+ENCODER_LOOKAHEAD_SAMPLES = 3 * AAC_FRAME
+
+
+def deadline_wall(
+    w0: float, t0_ns: int, delay_s: float, lookahead_s: float, margin_s: float
+) -> float:
+    """Wall time at which a segment starting at `t0_ns` must be taken (paced mode)."""
+    return w0 + t0_ns / NS_PER_S + delay_s - lookahead_s - margin_s
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedAudio:
+    pts_ns: int
+    packet: Any  # av.Packet in production; anything in tests
+
+
+class AudioEncoder(Protocol):
+    lookahead_samples: int
+
+    def encode(self, pcm: np.ndarray, abs_sample: int) -> list[EncodedAudio]:
+        """Encode contiguous PCM whose first sample sits at `abs_sample` (1/rate units)."""
+        ...
+
+    def flush(self) -> list[EncodedAudio]: ...
+
+
+class PacketSink(Protocol):
+    def write_video(self, pkt: VideoPacket) -> None: ...
+
+    def write_audio(self, pkt: EncodedAudio) -> None: ...
+
+
+TakenFn = Callable[[Segment | None, int, str, str | None], None]
+DelayFn = Callable[[float], None]
+
+
+class OutputCore:
+    """Decide when to take segment audio, encode it, and write packets. See module docstring.
+
+    Call the `push_*`/`set_*`/`end` methods as things happen and `poll(now)` whenever woken;
+    `poll` does everything due at `now` and returns the wall time it next needs to run
+    (`math.inf` = only when new input arrives).
+    """
+
+    def __init__(
+        self,
+        *,
+        paced: bool,
+        delay_s: float,
+        sample_rate: int,
+        channels: int,
+        segment_samples: int,
+        has_video: bool,
+        encoder: AudioEncoder,
+        sink: PacketSink,
+        margin_s: float = 0.25,
+        unpaced_wait_s: float = 0.0,
+        fill_missing: bool = True,
+        on_taken: TakenFn | None = None,
+        on_delay: DelayFn | None = None,
+    ) -> None:
+        self.paced = paced
+        self.delay_s = delay_s
+        self.rate = sample_rate
+        self.channels = channels
+        self.n = segment_samples
+        self.has_video = has_video
+        self.encoder = encoder
+        self.sink = sink
+        self.lookahead_s = encoder.lookahead_samples / sample_rate
+        self.margin_s = margin_s
+        self.unpaced_wait_s = unpaced_wait_s
+        self.fill_missing = fill_missing
+        self.on_taken = on_taken
+        self.on_delay = on_delay
+        self.w0: float | None = None
+        self.t0_ns: int | None = None
+        self.kf_ns: int | None = None
+        self._skip_until: int | None = None  # global sample index where output audio starts
+        self._segments: dict[int, tuple[Segment, float]] = {}
+        self._next_k = 0
+        self._video: deque[VideoPacket] = deque()
+        self._audio: deque[EncodedAudio] = deque()
+        self._video_horizon_ns = -math.inf
+        self._audio_horizon_ns = -math.inf
+        self._ended = False
+        self._audio_done = False
+        self._feeding_started = False
+        self._next_delay_report_ns: int | None = None
+        self.done = False
+        # Counters (read by tests and the pipeline).
+        self.video_written = 0
+        self.audio_written = 0
+        self.video_dropped_before_keyframe = 0
+        self.filled_segments: list[int] = []
+        self.late_segments: list[int] = []
+        self.samples_fed = 0
+
+    # -- inputs -----------------------------------------------------------------------------
+    def set_anchor(self, w0: float) -> None:
+        if self.w0 is None:
+            self.w0 = w0
+
+    def set_audio_start(self, t0_ns: int) -> None:
+        if self.t0_ns is None:
+            self.t0_ns = t0_ns
+            self._update_skip()
+
+    def push_video(self, pkt: VideoPacket) -> None:
+        if self.kf_ns is None:
+            if not pkt.keyframe:
+                self.video_dropped_before_keyframe += 1
+                return
+            self.kf_ns = pkt.pts_ns
+            self._update_skip()
+        self._video.append(pkt)
+        self._video_horizon_ns = max(self._video_horizon_ns, pkt.dts_ns)
+
+    def push_segment(self, seg: Segment, arrived_wall: float) -> None:
+        if self.t0_ns is None:
+            self.set_audio_start(seg.t0_ns - seg.batch * self.n * NS_PER_S // self.rate)
+        if seg.batch < self._next_k:
+            # Its time has passed (it was filled with silence): too late to be heard.
+            seg.audio.take("input_late")
+            self.late_segments.append(seg.batch)
+            if self.on_taken is not None:
+                self.on_taken(seg, seg.batch, "silence", "input_late")
+            return
+        self._segments[seg.batch] = (seg, arrived_wall)
+
+    def end(self) -> None:
+        """No more input will come; drain everything, then `done`."""
+        self._ended = True
+
+    # -- scheduling -------------------------------------------------------------------------
+    def deadline(self, batch: int) -> float:
+        assert self.w0 is not None and self.t0_ns is not None
+        t0 = self.t0_ns + batch * self.n * NS_PER_S // self.rate
+        return deadline_wall(self.w0, t0, self.delay_s, self.lookahead_s, self.margin_s)
+
+    def _update_skip(self) -> None:
+        if self._skip_until is not None or self.t0_ns is None:
+            return
+        if not self.has_video:
+            self._skip_until = 0
+        elif self.kf_ns is not None:
+            lead_ns = self.kf_ns - self.t0_ns
+            self._skip_until = max(0, math.ceil(lead_ns * self.rate / NS_PER_S))
+
+    def poll(self, now: float) -> float:
+        wake = math.inf
+        wake = min(wake, self._feed_due(now))
+        wake = min(wake, self._write_due(now))
+        if (
+            self._ended
+            and self._audio_done
+            and not self._video
+            and not self._audio
+            and not self.done
+        ):
+            self.done = True
+        return wake
+
+    def _feed_due(self, now: float) -> float:
+        wake = math.inf
+        while not self._audio_done:
+            if self.t0_ns is None:
+                if self._ended:
+                    self._finish_audio()
+                break
+            k = self._next_k
+            entry = self._segments.get(k)
+            paced_ready = self.paced and self.w0 is not None
+            if self._skip_until is None:
+                # Output starts at a video keyframe: wait for it (bounded by the deadline).
+                if self._ended:
+                    self._skip_until = 0
+                elif paced_ready and now >= self.deadline(k):
+                    _log.warning("no video keyframe by the first audio deadline; audio starts alone")
+                    self._skip_until = 0
+                else:
+                    if paced_ready:
+                        wake = min(wake, self.deadline(k))
+                    break
+            if entry is None:
+                if self._ended:
+                    if self._segments:
+                        self._next_k = min(self._segments)
+                        continue
+                    self._finish_audio()
+                    break
+                if paced_ready and self.fill_missing:
+                    dl = self.deadline(k)
+                    if now >= dl:
+                        self._feed(None, k, np.zeros((self.n, self.channels), np.int16), "silence", "input_late")
+                        continue
+                    wake = min(wake, dl)
+                break
+            seg, arrived = entry
+            if self.paced:
+                if self.w0 is None:
+                    break
+                dl = self.deadline(k)
+                if not seg.audio.resolved and now < dl:
+                    wake = min(wake, dl)
+                    break
+            elif not seg.audio.resolved and now < arrived + self.unpaced_wait_s:
+                wake = min(wake, arrived + self.unpaced_wait_s)
+                break
+            del self._segments[k]
+            pcm, source, reason = seg.audio.take("deadline")
+            self._feed(seg, k, pcm, source, reason)
+        return wake
+
+    def _feed(self, seg: Segment | None, k: int, pcm: np.ndarray, source: str, reason: str | None) -> None:
+        start = k * self.n  # segments are contiguous on the sample clock
+        if seg is None:
+            self.filled_segments.append(k)
+            _log.warning("segment missing at its deadline: output silence", extra={"ctx": {"batch": k}})
+        n = pcm.shape[0]
+        skip = 0
+        assert self._skip_until is not None
+        if start < self._skip_until:
+            skip = min(n, self._skip_until - start)
+        if skip < n:
+            assert self.t0_ns is not None
+            origin = round(self.t0_ns * self.rate / NS_PER_S)
+            packets = self.encoder.encode(pcm[skip:], origin + start + skip)
+            self._feeding_started = True
+            self.samples_fed += n - skip
+            self._queue_audio(packets)
+        self._next_k = k + 1
+        if self.on_taken is not None:
+            self.on_taken(seg, k, source, reason)
+
+    def _queue_audio(self, packets: list[EncodedAudio]) -> None:
+        for p in packets:
+            self._audio.append(p)
+            self._audio_horizon_ns = max(self._audio_horizon_ns, p.pts_ns)
+
+    def _finish_audio(self) -> None:
+        if self._feeding_started:
+            self._queue_audio(self.encoder.flush())
+        self._audio_done = True
+        self._audio_horizon_ns = math.inf
+
+    def _write_due(self, now: float) -> float:
+        if self.paced and self.w0 is None:
+            return math.inf
+        if not self.paced:
+            horizon = min(
+                math.inf if (not self.has_video or self._ended) else self._video_horizon_ns,
+                self._audio_horizon_ns,
+            )
+        while self._video or self._audio:
+            v = self._video[0] if self._video else None
+            a = self._audio[0] if self._audio else None
+            if v is not None and (a is None or v.dts_ns <= a.pts_ns):
+                key = v.dts_ns
+                is_video = True
+            else:
+                assert a is not None
+                key = a.pts_ns
+                is_video = False
+            if self.paced:
+                assert self.w0 is not None
+                due = self.w0 + key / NS_PER_S + self.delay_s
+                if now < due:
+                    return due
+            elif key > horizon:
+                return math.inf
+            if is_video:
+                self.sink.write_video(self._video.popleft())
+                self.video_written += 1
+            else:
+                self.sink.write_audio(self._audio.popleft())
+                self.audio_written += 1
+                self._report_delay(key, now)
+        return math.inf
+
+    def _report_delay(self, key_ns: int, now: float) -> None:
+        if not self.paced or self.on_delay is None or self.w0 is None or self.t0_ns is None:
+            return
+        if self._next_delay_report_ns is None:
+            self._next_delay_report_ns = key_ns
+        if key_ns >= self._next_delay_report_ns:
+            self._next_delay_report_ns = key_ns + self.n * NS_PER_S // self.rate
+            self.on_delay(now - (self.w0 + key_ns / NS_PER_S))
+
+
+class StreamAudioEncoder:
+    """The one continuous AAC encoder of an output, fed int16 PCM in exact 1024-sample frames."""
+
+    lookahead_samples = ENCODER_LOOKAHEAD_SAMPLES
+
+    def __init__(self, stream: Any, sample_rate: int, channels: int) -> None:
+        self.stream = stream
+        self.rate = sample_rate
+        self.channels = channels
+        self.layout = layout_for(channels)
+        self.time_base = Fraction(1, sample_rate)
+        self._carry = np.zeros((0, channels), dtype=np.int16)
+        self._next: int | None = None
+
+    def _frame(self, pcm: np.ndarray, pts: int) -> av.AudioFrame:
+        frame = av.AudioFrame.from_ndarray(pcm_to_planar_float(pcm), format="fltp", layout=self.layout)
+        frame.sample_rate = self.rate
+        frame.pts = pts
+        frame.time_base = self.time_base
+        return frame
+
+    def _wrap(self, packets: list[Any]) -> list[EncodedAudio]:
+        out = []
+        for p in packets:
+            if p.pts is None:
+                continue
+            out.append(EncodedAudio(pts_ns=p.pts * NS_PER_S // self.rate, packet=p))
+        return out
+
+    def encode(self, pcm: np.ndarray, abs_sample: int) -> list[EncodedAudio]:
+        if self._next is None:
+            self._next = abs_sample
+        expected = self._next + self._carry.shape[0]
+        if abs_sample != expected:
+            raise ValueError(f"non-contiguous audio: got sample {abs_sample}, expected {expected}")
+        data = np.concatenate([self._carry, pcm]) if self._carry.shape[0] else pcm
+        out: list[EncodedAudio] = []
+        pos = 0
+        while data.shape[0] - pos >= AAC_FRAME:
+            frame = self._frame(data[pos : pos + AAC_FRAME], self._next)
+            out.extend(self._wrap(self.stream.encode(frame)))
+            pos += AAC_FRAME
+            self._next += AAC_FRAME
+        self._carry = data[pos:].copy()
+        return out
+
+    def flush(self) -> list[EncodedAudio]:
+        out: list[EncodedAudio] = []
+        if self._carry.shape[0] and self._next is not None:
+            out.extend(self._wrap(self.stream.encode(self._frame(self._carry, self._next))))
+            self._next += self._carry.shape[0]
+            self._carry = self._carry[:0]
+        out.extend(self._wrap(self.stream.encode(None)))
+        return out
+
+
+class _MuxSink:
+    """Writes packets to a libav container; keeps each stream's dts strictly increasing."""
+
+    def __init__(self, container: Any, vstream: Any | None, astream: Any) -> None:
+        self.container = container
+        self.vstream = vstream
+        self.astream = astream
+        self._last_vdts: int | None = None
+        self._last_adts: int | None = None
+
+    def write_video(self, pkt: VideoPacket) -> None:
+        assert self.vstream is not None
+        tb: Fraction = self.vstream.time_base
+        den, num = tb.denominator, tb.numerator * NS_PER_S
+        dts = (pkt.dts_ns * den + num // 2) // num
+        pts = (pkt.pts_ns * den + num // 2) // num
+        if self._last_vdts is not None and dts <= self._last_vdts:
+            dts = self._last_vdts + 1
+        pts = max(pts, dts)
+        self._last_vdts = dts
+        p = av.Packet(pkt.data)
+        p.stream = self.vstream
+        p.time_base = tb
+        p.pts = pts
+        p.dts = dts
+        p.duration = max(0, (pkt.duration_ns * den + num // 2) // num)
+        p.is_keyframe = pkt.keyframe
+        self.container.mux(p)
+
+    def write_audio(self, pkt: EncodedAudio) -> None:
+        p = pkt.packet
+        p.stream = self.astream
+        if self._last_adts is not None and p.dts is not None and p.dts <= self._last_adts:
+            p.dts = self._last_adts + 1
+            p.pts = max(p.pts, p.dts)
+        self._last_adts = p.dts
+        self.container.mux(p)
+
+
+class MediaOutput:
+    """A threaded libav output driven by an `OutputCore` (see module docstring).
+
+    Thread-safe API for the pipeline: `push_video`, `push_segment`, `set_anchor`,
+    `set_audio_start`, `end`; `wait()` blocks until drained; `error` holds an `OutputFailed`.
+    """
+
+    def __init__(
+        self,
+        settings: MediaSettings,
+        *,
+        video_template: VideoTemplate | None,
+        sample_rate: int,
+        channels: int,
+        on_taken: TakenFn | None = None,
+        on_delay: DelayFn | None = None,
+        on_done: Callable[[], None] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.url = settings.output_url
+        self.video_template = video_template
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.on_taken = on_taken
+        self.on_delay = on_delay
+        self.on_done = on_done
+        self.clock = clock or SystemClock()
+        self.log = bind(_log, stream_id=settings.stream_id)
+        self.container: Any = None
+        self.core: OutputCore | None = None
+        self.error: OutputFailed | None = None
+        self._cond = threading.Condition()
+        self._inbox: list[tuple[str, Any]] = []
+        self._thread: threading.Thread | None = None
+        self._finished = threading.Event()
+        self._abort = False
+
+    def open(self) -> None:
+        """Open the container, create streams and write the header (connects for URLs)."""
+        s = self.settings
+        try:
+            fmt, opts = (s.output_format, {}) if s.output_format else output_format_for(self.url)
+            opts = {**opts, **s.output_options}
+            container = av.open(strip_file_scheme(self.url), "w", format=fmt, options=opts)
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise OutputFailed(f"cannot open output {self.url}: {exc}") from exc
+        try:
+            vstream = None
+            if self.video_template is not None:
+                vstream = container.add_stream_from_template(self.video_template.stream)
+            astream = container.add_stream("aac", rate=self.sample_rate, layout=layout_for(self.channels))
+            astream.bit_rate = s.output_audio_bitrate
+            container.start_encoding()
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            try:
+                container.close()
+            except Exception:  # noqa: BLE001
+                pass
+            raise OutputFailed(f"cannot start output {self.url}: {exc}") from exc
+        self.container = container
+        encoder = StreamAudioEncoder(astream, self.sample_rate, self.channels)
+        self.core = OutputCore(
+            paced=s.paced,
+            delay_s=s.effective_output_delay_s,
+            sample_rate=self.sample_rate,
+            channels=self.channels,
+            segment_samples=s.segment_samples(self.sample_rate),
+            has_video=vstream is not None,
+            encoder=encoder,
+            sink=_MuxSink(container, vstream, astream),
+            margin_s=s.deadline_margin_s,
+            unpaced_wait_s=s.unpaced_wait_s,
+            fill_missing=s.fill_missing_audio,
+            on_taken=self.on_taken,
+            on_delay=self.on_delay,
+        )
+        self.log.info(
+            "output opened",
+            ctx={"url": self.url, "format": fmt, "paced": s.paced, "delay_s": s.effective_output_delay_s},
+        )
+
+    def start(self) -> None:
+        if self.core is None:
+            raise RuntimeError("open() first")
+        self._thread = threading.Thread(target=self._run, name="media-output", daemon=True)
+        self._thread.start()
+
+    # -- thread-safe inputs -----------------------------------------------------------------
+    def _post(self, op: str, arg: Any = None) -> None:
+        with self._cond:
+            self._inbox.append((op, arg))
+            self._cond.notify()
+
+    def set_anchor(self, w0: float) -> None:
+        self._post("anchor", w0)
+
+    def set_audio_start(self, t0_ns: int) -> None:
+        self._post("audio_start", t0_ns)
+
+    def push_video(self, pkt: VideoPacket) -> None:
+        self._post("video", pkt)
+
+    def push_segment(self, seg: Segment) -> None:
+        self._post("segment", (seg, self.clock.wall()))
+
+    def end(self) -> None:
+        self._post("end")
+
+    def abort(self) -> None:
+        """Stop without draining (used on fatal errors elsewhere)."""
+        with self._cond:
+            self._abort = True
+            self._cond.notify()
+
+    @property
+    def finished(self) -> bool:
+        return self._finished.is_set()
+
+    def wait(self, timeout_s: float | None = None) -> bool:
+        return self._finished.wait(timeout_s)
+
+    # -- thread -----------------------------------------------------------------------------
+    def _apply(self, op: str, arg: Any) -> None:
+        core = self.core
+        assert core is not None
+        if op == "video":
+            core.push_video(arg)
+        elif op == "segment":
+            core.push_segment(*arg)
+        elif op == "anchor":
+            core.set_anchor(arg)
+        elif op == "audio_start":
+            core.set_audio_start(arg)
+        elif op == "end":
+            core.end()
+
+    def _run(self) -> None:
+        core = self.core
+        assert core is not None
+        try:
+            while True:
+                with self._cond:
+                    inbox, self._inbox = self._inbox, []
+                    aborted = self._abort
+                if aborted:
+                    break
+                for op, arg in inbox:
+                    self._apply(op, arg)
+                now = self.clock.wall()
+                wake = core.poll(now)
+                if core.done:
+                    break
+                with self._cond:
+                    if not self._inbox and not self._abort:
+                        timeout = 1.0 if math.isinf(wake) else max(0.0, min(1.0, wake - self.clock.wall()))
+                        if timeout > 0:
+                            self._cond.wait(timeout)
+        except (av.FFmpegError, OSError) as exc:
+            self.error = OutputFailed(f"output {self.url} write failed: {exc}")
+            self.log.error("output write failed", ctx={"url": self.url, "error": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - a bug: still end the output with a clear error
+            self.error = OutputFailed(f"output {self.url} failed: {type(exc).__name__}: {exc}")
+            self.log.exception("output thread crashed", ctx={"url": self.url})
+        finally:
+            self._close()
+            self._finished.set()
+            if self.on_done is not None:
+                try:
+                    self.on_done()
+                except Exception:  # noqa: BLE001
+                    self.log.exception("on_done failed")
+
+    def _close(self) -> None:
+        if self.container is None:
+            return
+        try:
+            self.container.close()
+        except (av.FFmpegError, OSError) as exc:
+            if self.error is None:
+                self.error = OutputFailed(f"output {self.url} close failed: {exc}")
+            self.log.error("output close failed", ctx={"url": self.url, "error": str(exc)})
+        self.container = None

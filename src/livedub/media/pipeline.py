@@ -1,0 +1,454 @@
+"""The media pipeline of one stream: input → timeline → A/V sync → segmenter → output.
+
+`MediaPipeline.run()` connects the input, opens the output on the first connection, cuts exact
+segments and hands each one to the output (which takes its audio at the deadline) and to the
+async `on_segment` hook (the worker sends it to STS from there and later calls
+`segment.audio.set_dubbed(...)` or `set_fallback(...)`). The hook runs as its own task: it can
+never block or stall the media. `run_passthrough()` is the same pipeline with no STS: every
+segment resolves to its original audio with reason "passthrough".
+
+This module decides nothing about STS, circuit breakers or metrics: it reports through the
+`MediaObserver` (always on the event-loop thread) and returns an exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from livedub.clock import Clock, SystemClock
+from livedub.exitcodes import ExitCode
+from livedub.log import bind
+from livedub.media.errors import InputUnavailable, NoAudioTrack, OutputFailed
+from livedub.media.input import InputInfo, MediaInput, RawAudio, RawVideo
+from livedub.media.observer import MediaObserver, NullObserver
+from livedub.media.output import ENCODER_LOOKAHEAD_SAMPLES, MediaOutput, deadline_wall
+from livedub.media.segment import NS_PER_S, Segment, Segmenter, VideoPacket
+from livedub.media.segment_files import SegmentFileWriter
+from livedub.media.settings import MediaSettings
+from livedub.media.sync import DriftCorrector
+from livedub.media.timeline import Timeline, TimestampRepairer
+from livedub.media.urls import is_live
+
+_log = logging.getLogger(__name__)
+
+SegmentHook = Callable[[Segment], Awaitable[None]]
+
+
+class _SafeObserver:
+    """Forwards to an observer; an exception in it is logged, never propagated."""
+
+    def __init__(self, inner: MediaObserver) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        target = getattr(self._inner, name)
+
+        def call(*args: Any) -> None:
+            try:
+                target(*args)
+            except Exception:  # noqa: BLE001
+                _log.exception("media observer %s failed", name)
+
+        return call
+
+
+@dataclass
+class PipelineStats:
+    """What happened, for tests, logs and the worker's final report."""
+
+    segments_created: int = 0
+    segments_output: Counter[str] = field(default_factory=Counter)  # by source
+    reasons: Counter[str] = field(default_factory=Counter)  # by fallback reason
+    late_segments: int = 0
+    hook_errors: int = 0
+    video_packets: int = 0
+    audio_frames: int = 0
+    timestamps_repaired: int = 0
+    discontinuities: int = 0
+    reconnects: int = 0
+    drift_corrections: int = 0
+    samples_inserted: int = 0
+    samples_dropped: int = 0
+    gap_samples_filled: int = 0
+    max_abs_drift_ms: float = 0.0
+    last_output_delay_s: float | None = None
+
+
+class MediaPipeline:
+    """One stream's media path. See module docstring.
+
+    Args:
+        settings: the media knobs (input/output URLs, segment length, delay, ...).
+        observer: receives events (segment created/output, sync delta, input state, ...).
+        on_segment: async hook called (as a task) for each new segment that should be dubbed.
+        clock: time source (SystemClock by default).
+    """
+
+    def __init__(
+        self,
+        settings: MediaSettings,
+        observer: MediaObserver | None = None,
+        *,
+        on_segment: SegmentHook | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.settings = settings
+        self.observer: Any = _SafeObserver(observer or NullObserver())
+        self.on_segment = on_segment
+        self.clock = clock or SystemClock()
+        self.log = bind(_log, stream_id=settings.stream_id)
+        self.stats = PipelineStats()
+        self.input = MediaInput(settings, clock=self.clock, observer=self.observer)
+        self.output: MediaOutput | None = None
+        self.segmenter: Segmenter | None = None
+        self.drift: DriftCorrector | None = None
+        self.timeline = Timeline(
+            int(settings.discontinuity_threshold_s * NS_PER_S), self._on_discontinuity
+        )
+        self.writer: SegmentFileWriter | None = None
+        if settings.segment_dir is not None:
+            self.writer = SegmentFileWriter(
+                settings.segment_dir,
+                settings.stream_id,
+                retention=settings.segment_retention,
+                bitrate=settings.transport_bitrate,
+                on_error=self.observer.on_write_error,
+            )
+        self._repairer: TimestampRepairer[RawVideo] | None = None
+        self._info: InputInfo | None = None
+        self._w0: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop = False
+        self._drain_on_stop = True
+        self._output_done = asyncio.Event()
+        self._delay_s = settings.effective_output_delay_s
+        self._sample_rate = 0
+
+    # -- public -----------------------------------------------------------------------------
+    @property
+    def output_delay_s(self) -> float:
+        return self._delay_s
+
+    @property
+    def w0(self) -> float | None:
+        """Wall time at which input-timeline 0 was read (None before the first packet)."""
+        return self._w0
+
+    def request_stop(self, *, drain: bool = True) -> None:
+        """Stop reading; with `drain`, the output still writes what it has (up to D seconds)."""
+        self._stop = True
+        self._drain_on_stop = drain
+        self.input.close()
+        if not drain and self.output is not None:
+            self.output.abort()
+
+    async def run(self) -> int:
+        """Run until the input ends (0), is unavailable (10), has no audio (11), or the output
+        fails (12). The output is always drained and closed before returning."""
+        self._loop = asyncio.get_running_loop()
+        self._output_done = asyncio.Event()
+        code = ExitCode.OK
+        try:
+            code = await self._read_loop()
+        except NoAudioTrack as exc:
+            self.log.error(str(exc), ctx={"url": self.settings.input_url})
+            code = exc.exit_code
+        except InputUnavailable as exc:
+            self.log.error("input unavailable", ctx={"error": str(exc)})
+            code = exc.exit_code
+        except OutputFailed as exc:
+            self.log.error("output failed", ctx={"error": str(exc)})
+            code = exc.exit_code
+        finally:
+            self.input.close()
+        code = await self._finish(code)
+        self.log.info(
+            "media pipeline finished",
+            ctx={
+                "exit_code": int(code),
+                "segments": self.stats.segments_created,
+                "output": dict(self.stats.segments_output),
+                "reasons": dict(self.stats.reasons),
+            },
+        )
+        return int(code)
+
+    # -- reading ----------------------------------------------------------------------------
+    async def _read_loop(self) -> ExitCode:
+        async for ev in self.input.events():
+            if isinstance(ev, RawAudio):
+                self._on_audio(ev)
+            elif isinstance(ev, RawVideo):
+                self._on_video(ev)
+            elif isinstance(ev, InputInfo):
+                await self._on_info(ev)
+            if self.output is not None and self.output.error is not None:
+                raise self.output.error
+            if self._stop:
+                break
+        return ExitCode.OK
+
+    async def _on_info(self, info: InputInfo) -> None:
+        if self._repairer is not None:
+            for st in self._repairer.flush():
+                self._emit_video(st.item, st.pts_ns, st.dts_ns, st.duration_ns)
+        self._repairer = TimestampRepairer(max(1, info.video_frame_ns))
+        if self._info is None:
+            self._info = info
+            await self._open(info)
+            return
+        self.stats.reconnects += 1
+        resume_at: int | None = None
+        if self._w0 is not None and (is_live(self.settings.input_url) or self.settings.paced):
+            resume_at = int((info.read_wall - self._w0) * NS_PER_S)
+        self.timeline.new_connection(resume_at)
+        first = self._info
+        if (info.video_codec, info.has_video) != (first.video_codec, first.has_video):
+            self.log.warning(
+                "input streams changed after reconnect; output keeps the first layout",
+                ctx={"video": info.video_codec, "was": first.video_codec},
+            )
+
+    async def _open(self, info: InputInfo) -> None:
+        s = self.settings
+        self._sample_rate = info.sample_rate
+        n = s.segment_samples(info.sample_rate)
+        lookahead_s = ENCODER_LOOKAHEAD_SAMPLES / info.sample_rate
+        paced = s.paced
+
+        def deadline_for(t0_ns: int) -> float:
+            if not paced or self._w0 is None:
+                return float("inf")
+            return deadline_wall(self._w0, t0_ns, self._delay_s, lookahead_s, s.deadline_margin_s)
+
+        self.segmenter = Segmenter(
+            stream_id=s.stream_id,
+            sample_rate=info.sample_rate,
+            channels=info.channels,
+            segment_samples=n,
+            min_tail_samples=round(s.min_tail_s * info.sample_rate),
+            has_video=info.has_video,
+            deadline_for=deadline_for,
+        )
+        self.drift = DriftCorrector(
+            info.sample_rate,
+            bound_ms=s.drift_bound_ms,
+            target_ms=s.drift_target_ms,
+            max_slew=s.drift_max_slew,
+            window_frames=s.drift_window_frames,
+            gap_fill_ms=s.gap_fill_threshold_ms,
+            on_correction=self._on_correction,
+            log=self.log,
+        )
+        if self.writer is not None:
+            self.writer.video_template = info.video_template
+        output = MediaOutput(
+            s,
+            video_template=info.video_template,
+            sample_rate=info.sample_rate,
+            channels=info.channels,
+            on_taken=self._taken_from_thread,
+            on_delay=self._delay_from_thread,
+            on_done=self._done_from_thread,
+            clock=self.clock,
+        )
+        await asyncio.to_thread(output.open)
+        output.start()
+        self.output = output
+        self.observer.on_output_delay(self._delay_s)
+
+    def _anchor(self, key_ns: int, read_wall: float) -> None:
+        if self._w0 is None:
+            self._w0 = read_wall - key_ns / NS_PER_S
+            assert self.output is not None
+            self.output.set_anchor(self._w0)
+
+    def _on_video(self, ev: RawVideo) -> None:
+        assert self._repairer is not None
+        self.stats.video_packets += 1
+        for st in self._repairer.push(ev, ev.pts_ns, ev.dts_ns, ev.duration_ns):
+            self._emit_video(st.item, st.pts_ns, st.dts_ns, st.duration_ns)
+        self.stats.timestamps_repaired = self._repairer.repaired_count
+        self._drain_segments()
+
+    def _emit_video(self, ev: RawVideo, pts_ns: int, dts_ns: int, duration_ns: int) -> None:
+        assert self.segmenter is not None and self.output is not None
+        shift = self.timeline.shift("video", dts_ns, duration_ns)
+        pkt = VideoPacket(ev.data, pts_ns + shift, dts_ns + shift, duration_ns, ev.keyframe)
+        self._anchor(pkt.dts_ns, ev.read_wall)
+        self.segmenter.push_video(pkt)
+        self.output.push_video(pkt)
+
+    def _on_audio(self, ev: RawAudio) -> None:
+        assert self.segmenter is not None and self.drift is not None and self.output is not None
+        self.stats.audio_frames += 1
+        rate = self._sample_rate
+        pts: int | None = None
+        if ev.pts_ns is not None:
+            duration_ns = ev.pcm.shape[0] * NS_PER_S // rate
+            pts = ev.pts_ns + self.timeline.shift("audio", ev.pts_ns, duration_ns)
+            self._anchor(pts, ev.read_wall)
+        pcm = self.drift.process(ev.pcm, pts)
+        if self.segmenter.audio_t0_ns is None:
+            t0 = self.drift.t0_ns if self.drift.t0_ns is not None else 0
+            self.output.set_audio_start(t0)
+            self._anchor(t0, ev.read_wall)
+        self.segmenter.push_audio(pcm, self.drift.t0_ns)
+        d = self.drift
+        self.stats.drift_corrections = d.corrections
+        self.stats.samples_inserted = d.samples_inserted
+        self.stats.samples_dropped = d.samples_dropped
+        self.stats.gap_samples_filled = d.gap_samples_filled
+        self.stats.max_abs_drift_ms = d.max_abs_deviation_ms
+        self._drain_segments()
+
+    def _drain_segments(self, segments: list[Segment] | None = None) -> None:
+        assert self.segmenter is not None and self.output is not None
+        ready = self.segmenter.pop_ready() if segments is None else segments
+        for seg in ready:
+            seg.av_sync_delta_ms = round(self.drift.deviation_ms, 3) if self.drift else 0.0
+            self.stats.segments_created += 1
+            self.log.info(
+                "segment created",
+                ctx={
+                    "fragment_id": seg.id,
+                    "batch": seg.batch,
+                    "t0_ms": seg.t0_ns // 1_000_000,
+                    "samples": seg.n_samples,
+                    "video_packets": len(seg.video_packets),
+                    "tail": seg.is_tail,
+                },
+            )
+            self.observer.on_segment_created(seg)
+            if self.settings.paced and self.clock.wall() > seg.audio.deadline_wall:
+                self.stats.late_segments += 1
+                self.log.warning(
+                    "segment reached the output after its deadline (delay too small?)",
+                    ctx={"fragment_id": seg.id, "batch": seg.batch},
+                )
+                self.observer.on_late_segment(seg)
+            if self.writer is not None:
+                self.writer.write_segment(seg)
+            self.output.push_segment(seg)
+            if seg.dub and self.on_segment is not None:
+                task = asyncio.get_running_loop().create_task(self._run_hook(seg))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _run_hook(self, seg: Segment) -> None:
+        assert self.on_segment is not None
+        try:
+            await self.on_segment(seg)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the worker's bug must not stop the media
+            self.stats.hook_errors += 1
+            self.log.exception("on_segment hook failed", ctx={"fragment_id": seg.id})
+            seg.audio.set_fallback("hook_error")
+
+    # -- callbacks from other threads -------------------------------------------------------
+    def _call_in_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            pass
+
+    def _taken_from_thread(self, seg: Segment | None, batch: int, source: str, reason: str | None) -> None:
+        self._call_in_loop(self._on_taken, seg, batch, source, reason)
+
+    def _delay_from_thread(self, delay_s: float) -> None:
+        self._call_in_loop(self._on_delay, delay_s)
+
+    def _done_from_thread(self) -> None:
+        self._call_in_loop(self._output_done.set)
+
+    def _on_taken(self, seg: Segment | None, batch: int, source: str, reason: str | None) -> None:
+        if seg is None:
+            self.log.warning("segment missing at its deadline: silence", ctx={"batch": batch})
+            return
+        self.stats.segments_output[source] += 1
+        if reason:
+            self.stats.reasons[reason] += 1
+        self.log.info(
+            "segment output",
+            ctx={"fragment_id": seg.id, "batch": batch, "source": source, "reason": reason},
+        )
+        self.observer.on_segment_output(seg, source, reason)
+        self.observer.on_av_sync_delta(seg, seg.av_sync_delta_ms)
+        if source == "dubbed" and self.writer is not None:
+            pcm, _, _ = seg.audio.take("deadline")
+            self.writer.write_dubbed(seg, pcm)
+
+    def _on_delay(self, delay_s: float) -> None:
+        self.stats.last_output_delay_s = delay_s
+        self.observer.on_output_delay(delay_s)
+
+    def _on_discontinuity(self, kind: str, jump_ns: int) -> None:
+        self.stats.discontinuities += 1
+        self.log.warning(
+            "input timestamp discontinuity rebased", ctx={"stream": kind, "jump_ms": round(jump_ns / 1e6, 1)}
+        )
+        self.observer.on_discontinuity(kind, jump_ns / 1e6)
+
+    def _on_correction(self, deviation_ms: float, samples: int) -> None:
+        self.observer.on_drift_correction(deviation_ms, samples)
+
+    # -- shutdown ---------------------------------------------------------------------------
+    async def _finish(self, code: ExitCode | int) -> ExitCode | int:
+        output = self.output
+        if output is None:
+            return code
+        try:
+            if self.segmenter is not None:
+                if self._repairer is not None:
+                    for st in self._repairer.flush():
+                        self._emit_video(st.item, st.pts_ns, st.dts_ns, st.duration_ns)
+                self._drain_segments(self.segmenter.finish())
+            output.end()
+            if not self._drain_on_stop:
+                output.abort()
+            while not output.finished:
+                try:
+                    await asyncio.wait_for(self._output_done.wait(), 1.0)
+                except TimeoutError:
+                    continue
+        finally:
+            if self._tasks:
+                _, pending = await asyncio.wait(self._tasks, timeout=1.0)
+                for task in pending:
+                    task.cancel()
+            if self.writer is not None:
+                await asyncio.to_thread(self.writer.close)
+        if output.error is not None:
+            self.log.error("output failed", ctx={"error": str(output.error)})
+            return ExitCode.OUTPUT_FAILED
+        return code
+
+
+async def run_passthrough(
+    settings: MediaSettings,
+    observer: MediaObserver | None = None,
+    *,
+    clock: Clock | None = None,
+    pipeline_ready: Callable[[MediaPipeline], None] | None = None,
+) -> int:
+    """Run the media path with no STS: every segment goes out with its original audio
+    (reason "passthrough"). Returns the exit code. `pipeline_ready` receives the pipeline
+    before it runs (e.g. to wire a signal handler to `request_stop`)."""
+
+    async def passthrough(seg: Segment) -> None:
+        seg.audio.set_fallback("passthrough")
+
+    pipeline = MediaPipeline(settings, observer, on_segment=passthrough, clock=clock)
+    if pipeline_ready is not None:
+        pipeline_ready(pipeline)
+    return await pipeline.run()

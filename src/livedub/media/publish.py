@@ -1,0 +1,99 @@
+"""Publish a media file to a URL in real time, codec copy (like `ffmpeg -re -i FILE -c copy`).
+
+RTSP is published over TCP, RTMP as FLV, SRT as MPEG-TS, or a file by extension. Packets are
+written when their decode time is due relative to the start (real-time pacing); `loop=True`
+repeats the file with continuous timestamps. A test/tool helper: it never decodes anything.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import av
+
+from livedub.log import bind
+from livedub.media.urls import output_format_for, strip_file_scheme
+
+_log = logging.getLogger(__name__)
+
+
+def publish(
+    source: str,
+    url: str,
+    *,
+    loop: bool = False,
+    realtime: bool = True,
+    stop: threading.Event | None = None,
+    on_started: Callable[[], None] | None = None,
+    max_loops: int | None = None,
+    linger_s: float = 0.5,
+) -> int:
+    """Copy `source` to `url`, paced to real time. Returns the number of packets written.
+
+    Raises av.FFmpegError / OSError if the destination cannot be opened or written.
+    """
+    log = bind(_log, url=url)
+    stop = stop or threading.Event()
+    fmt, opts = output_format_for(url)
+    written = 0
+    with av.open(strip_file_scheme(source), "r") as probe:
+        streams_meta = [(s.type, s.index) for s in probe.streams if s.type in ("video", "audio")]
+    if not streams_meta:
+        raise ValueError(f"{source} has no audio or video")
+    out = av.open(strip_file_scheme(url), "w", format=fmt, options=opts)
+    try:
+        offset_s = 0.0  # added to every timestamp on each loop iteration
+        start_wall: float | None = None
+        first_key_s: float | None = None
+        iteration = 0
+        out_streams: dict[int, Any] = {}
+        while not stop.is_set():
+            end_s = offset_s
+            with av.open(strip_file_scheme(source), "r") as inp:
+                selected = [s for s in inp.streams if s.type in ("video", "audio")]
+                if not out_streams:
+                    for s in selected:
+                        out_streams[s.index] = out.add_stream_from_template(s)
+                    out.start_encoding()
+                    log.info("publishing", ctx={"source": source, "format": fmt})
+                    if on_started is not None:
+                        on_started()
+                for pkt in inp.demux(*selected):
+                    if stop.is_set():
+                        break
+                    if pkt.size == 0 or (pkt.dts is None and pkt.pts is None):
+                        continue
+                    tb = pkt.time_base
+                    key = pkt.dts if pkt.dts is not None else pkt.pts
+                    key_s = float(key * tb) + offset_s
+                    if realtime:
+                        now = time.monotonic()
+                        if start_wall is None or first_key_s is None:
+                            start_wall, first_key_s = now, key_s
+                        wait = start_wall + (key_s - first_key_s) - now
+                        if wait > 0 and stop.wait(wait):
+                            break
+                    shift = round(offset_s / tb)
+                    if pkt.pts is not None:
+                        pkt.pts += shift
+                    if pkt.dts is not None:
+                        pkt.dts += shift
+                    dur_s = float((pkt.duration or 0) * tb)
+                    end_s = max(end_s, key_s + dur_s)
+                    pkt.stream = out_streams[pkt.stream.index]
+                    out.mux(pkt)
+                    written += 1
+            iteration += 1
+            if not loop or (max_loops is not None and iteration >= max_loops):
+                break
+            offset_s = end_s
+    finally:
+        if linger_s > 0 and not stop.is_set():
+            stop.wait(linger_s)  # let a relay forward the last packets before we hang up
+        out.close()
+        log.info("publish finished", ctx={"packets": written})
+    return written

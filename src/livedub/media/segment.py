@@ -1,0 +1,324 @@
+"""Segments: exact-sample-count audio fragments with the video packets of the same time span.
+
+`Segmenter` is pure logic (no I/O, no threads, no clock): it is fed contiguous PCM (already on the
+sample clock) and rebased video packets, and cuts segment `k` at samples `[k·N, (k+1)·N)`, so
+`t0_k = audio_t0 + k·N / rate` exactly. `SegmentAudio` is the thread-safe hand-off through which
+the worker offers dubbed audio and the output takes whatever is there at the segment's deadline.
+
+This module never drops samples, never rounds a segment boundary, and never blocks.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+AudioSource = Literal["dubbed", "original", "silence"]
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class VideoPacket:
+    """One compressed video packet on the (rebased) input timeline. Never decoded."""
+
+    data: bytes
+    pts_ns: int
+    dts_ns: int
+    duration_ns: int
+    keyframe: bool
+
+
+class SegmentAudio:
+    """Thread-safe hand-off of one segment's audio between the worker and the output.
+
+    The worker calls `set_dubbed(pcm)` (or `set_fallback(reason)`) at most once with effect;
+    the output calls `take()` at the segment's deadline and gets the dubbed PCM if it was set,
+    else the original PCM with a reason. After `take()` nothing can change the answer.
+    """
+
+    def __init__(self, original: np.ndarray, deadline_wall: float = math.inf) -> None:
+        self._lock = threading.Lock()
+        self._original = original
+        self._dubbed: np.ndarray | None = None
+        self._fallback_reason: str | None = None
+        self._taken = False
+        self._resolved = threading.Event()
+        self.deadline_wall = deadline_wall
+
+    @property
+    def taken(self) -> bool:
+        return self._taken
+
+    @property
+    def resolved(self) -> bool:
+        """True once dubbed audio or a fallback was set (or the audio was taken)."""
+        return self._resolved.is_set()
+
+    @property
+    def original(self) -> np.ndarray:
+        return self._original
+
+    def set_dubbed(self, pcm: np.ndarray) -> bool:
+        """Offer dubbed PCM (same shape and dtype as the original, int16 `(n, channels)`).
+
+        Returns False (and changes nothing) if the audio was already taken (the result is late)
+        or already resolved. Raises ValueError if the shape does not match: fit it first with
+        `livedub.media.audio.fit_to_length` / `decode_fragment`.
+        """
+        if pcm.shape != self._original.shape:
+            raise ValueError(f"dubbed shape {pcm.shape} != original {self._original.shape}")
+        if pcm.dtype != self._original.dtype:
+            pcm = pcm.astype(self._original.dtype)
+        with self._lock:
+            if self._taken or self._resolved.is_set():
+                return False
+            self._dubbed = pcm
+            self._resolved.set()
+            return True
+
+    def set_fallback(self, reason: str) -> bool:
+        """Resolve to the original audio now, with `reason`. False if already taken/resolved."""
+        with self._lock:
+            if self._taken or self._resolved.is_set():
+                return False
+            self._fallback_reason = reason
+            self._resolved.set()
+            return True
+
+    def take(self, default_reason: str) -> tuple[np.ndarray, AudioSource, str | None]:
+        """Return `(pcm, "dubbed"|"original", reason)`; afterwards `set_*` return False.
+
+        Taking twice returns the same answer (idempotent).
+        """
+        with self._lock:
+            if not self._taken:
+                self._taken = True
+                if not self._resolved.is_set():
+                    self._fallback_reason = default_reason
+                self._resolved.set()
+            if self._dubbed is not None:
+                return self._dubbed, "dubbed", None
+            return self._original, "original", self._fallback_reason
+
+    def wait_resolved(self, timeout_s: float | None) -> bool:
+        """Block up to `timeout_s` until resolved (used by the unpaced output only)."""
+        return self._resolved.wait(timeout_s)
+
+
+@dataclass(eq=False)
+class Segment:
+    """One fragment: `n_samples` of audio starting at `t0_ns`, plus its video packets."""
+
+    id: str
+    stream_id: str
+    batch: int
+    t0_ns: int
+    n_samples: int
+    sample_rate: int
+    channels: int
+    pcm: np.ndarray  # int16, shape (n_samples, channels): the original audio
+    audio: SegmentAudio
+    video_packets: list[VideoPacket] = field(default_factory=list)
+    is_tail: bool = False  # the last, shorter-than-N segment of a stream
+    dub: bool = True  # False for a tail shorter than min_tail_s: never sent, always original
+    av_sync_delta_ms: float = 0.0  # sample clock minus input audio timestamps, at creation
+
+    @property
+    def duration_ns(self) -> int:
+        return self.n_samples * NS_PER_S // self.sample_rate
+
+    @property
+    def duration_ms(self) -> int:
+        return self.n_samples * 1000 // self.sample_rate
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / self.sample_rate
+
+    @property
+    def end_ns(self) -> int:
+        return self.t0_ns + self.duration_ns
+
+
+DeadlineFn = Callable[[int], float]
+
+
+def _no_deadline(_t0_ns: int) -> float:
+    return math.inf
+
+
+class Segmenter:
+    """Cut contiguous PCM into segments of exactly `segment_samples` and attach video packets.
+
+    A segment is emitted when its audio is complete and no more video can belong to it: a video
+    packet with `dts >= t0_next` has been seen (every later packet then has `pts >= dts >= t0_next`),
+    the stream has no video, or the audio has run `video_wait_ns` past the segment's end.
+    """
+
+    def __init__(
+        self,
+        *,
+        stream_id: str,
+        sample_rate: int,
+        channels: int,
+        segment_samples: int,
+        min_tail_samples: int,
+        has_video: bool = True,
+        video_wait_ns: int = NS_PER_S,
+        deadline_for: DeadlineFn = _no_deadline,
+    ) -> None:
+        if segment_samples <= 0:
+            raise ValueError("segment_samples must be positive")
+        self.stream_id = stream_id
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.n = segment_samples
+        self.min_tail_samples = min_tail_samples
+        self.has_video = has_video
+        self.video_wait_ns = video_wait_ns
+        self.deadline_for = deadline_for
+        self.audio_t0_ns: int | None = None
+        self._buf = np.empty((self.n, channels), dtype=np.int16)
+        self._fill = 0
+        self._samples_total = 0
+        self._next_batch = 0
+        self._waiting: list[Segment] = []  # audio complete, waiting for video
+        self._pre_video: list[VideoPacket] = []  # video seen before the first audio sample
+        self._open_video: list[VideoPacket] = []  # video of the segment still being filled
+        self._max_video_dts: int | None = None
+        self._ready: list[Segment] = []
+        self._finished = False
+
+    # -- timeline -------------------------------------------------------------------------
+    def t0_of(self, batch: int) -> int:
+        """Exact start of segment `batch` on the input timeline (ns)."""
+        if self.audio_t0_ns is None:
+            raise RuntimeError("no audio yet")
+        return self.audio_t0_ns + batch * self.n * NS_PER_S // self.sample_rate
+
+    @property
+    def samples_total(self) -> int:
+        return self._samples_total
+
+    @property
+    def audio_end_ns(self) -> int | None:
+        if self.audio_t0_ns is None:
+            return None
+        return self.audio_t0_ns + self._samples_total * NS_PER_S // self.sample_rate
+
+    # -- input ----------------------------------------------------------------------------
+    def push_audio(self, pcm: np.ndarray, pts_ns: int | None = None) -> None:
+        """Append contiguous PCM (int16 `(n, channels)`). The first call's `pts_ns` is audio_t0."""
+        if self._finished:
+            raise RuntimeError("segmenter finished")
+        if pcm.ndim != 2 or pcm.shape[1] != self.channels:
+            raise ValueError(f"expected (n, {self.channels}) PCM, got {pcm.shape}")
+        if self.audio_t0_ns is None:
+            self.audio_t0_ns = int(pts_ns) if pts_ns is not None else 0
+            pre, self._pre_video = self._pre_video, []
+            for pkt in pre:
+                self._place_video(pkt)
+        pos = 0
+        total = pcm.shape[0]
+        while pos < total:
+            take = min(self.n - self._fill, total - pos)
+            self._buf[self._fill : self._fill + take] = pcm[pos : pos + take]
+            self._fill += take
+            pos += take
+            self._samples_total += take
+            if self._fill == self.n:
+                self._waiting.append(self._make_segment(self._buf, self.n, is_tail=False))
+                self._buf = np.empty((self.n, self.channels), dtype=np.int16)
+                self._fill = 0
+        self._release()
+
+    def push_video(self, pkt: VideoPacket) -> None:
+        if self._max_video_dts is None or pkt.dts_ns > self._max_video_dts:
+            self._max_video_dts = pkt.dts_ns
+        if self.audio_t0_ns is None:
+            self._pre_video.append(pkt)
+            return
+        self._place_video(pkt)
+        self._release()
+
+    def _place_video(self, pkt: VideoPacket) -> None:
+        assert self.audio_t0_ns is not None
+        rel = pkt.pts_ns - self.audio_t0_ns
+        batch = max(0, rel * self.sample_rate // (self.n * NS_PER_S)) if rel > 0 else 0
+        for seg in self._waiting:
+            if seg.batch >= batch:
+                seg.video_packets.append(pkt)
+                return
+        # Belongs to the open segment (or to one already emitted: attach to the open one).
+        self._open_video.append(pkt)
+
+    def _make_segment(self, buf: np.ndarray, n: int, *, is_tail: bool) -> Segment:
+        batch = self._next_batch
+        self._next_batch += 1
+        t0 = self.t0_of(batch)
+        pcm = buf[:n].copy() if n != buf.shape[0] else buf
+        dub = n >= self.min_tail_samples or not is_tail
+        seg = Segment(
+            id=str(uuid.uuid4()),
+            stream_id=self.stream_id,
+            batch=batch,
+            t0_ns=t0,
+            n_samples=n,
+            sample_rate=self.sample_rate,
+            channels=self.channels,
+            pcm=pcm,
+            audio=SegmentAudio(pcm, self.deadline_for(t0)),
+            is_tail=is_tail,
+            dub=dub,
+        )
+        if not dub:
+            seg.audio.set_fallback("short_tail")
+        # Video already collected for this segment's span while it was open.
+        end = seg.end_ns
+        keep: list[VideoPacket] = []
+        for pkt in self._open_video:
+            (seg.video_packets if pkt.pts_ns < end else keep).append(pkt)
+        self._open_video = keep
+        return seg
+
+    def _release(self) -> None:
+        while self._waiting:
+            seg = self._waiting[0]
+            end = seg.end_ns
+            video_done = (
+                not self.has_video
+                or (self._max_video_dts is not None and self._max_video_dts >= end)
+                or (self.audio_end_ns is not None and self.audio_end_ns - end >= self.video_wait_ns)
+            )
+            if not video_done:
+                break
+            self._ready.append(self._waiting.pop(0))
+
+    def pop_ready(self) -> list[Segment]:
+        """Segments completed since the last call, in batch order."""
+        out, self._ready = self._ready, []
+        return out
+
+    def finish(self) -> list[Segment]:
+        """End of stream: emit everything, including a partial tail (nothing is dropped)."""
+        if self._finished:
+            return self.pop_ready()
+        self._finished = True
+        self._ready.extend(self._waiting)
+        self._waiting = []
+        if self._fill > 0:
+            self._ready.append(self._make_segment(self._buf, self._fill, is_tail=True))
+            self._fill = 0
+        if self._open_video or self._pre_video:
+            leftover = self._pre_video + self._open_video
+            self._pre_video, self._open_video = [], []
+            if self._ready:
+                self._ready[-1].video_packets.extend(leftover)
+        return self.pop_ready()

@@ -1,0 +1,135 @@
+"""The media path's knobs, in one typed model with the spec's defaults.
+
+`MediaSettings` is a plain pydantic model: the worker's process settings (pydantic-settings)
+embed or build it, and the media CLI builds it from flags. Every timing constant of the media
+path lives here; no module hard-codes one. This module never reads the environment itself.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TransportFormat = Literal["m4a", "wav", "flac"]
+STREAM_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_STREAM_ID_RE = re.compile(STREAM_ID_PATTERN)
+
+
+class MediaSettings(BaseModel):
+    """Settings of one media pipeline (one stream). Defaults follow docs/media.md."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_url: str = Field("", description="rtsp:// (TCP), rtmp://, srt:// or a file path")
+    output_url: str = Field("", description="rtmp:// (flv), rtsp://, srt:// (mpegts) or a file")
+    stream_id: str = Field("stream", description="[A-Za-z0-9_-]{1,64}; used in paths and logs")
+
+    segment_s: float = Field(6.0, ge=1.0, le=60.0, description="fragment length in seconds")
+    sample_rate_hz: int | None = Field(
+        None, ge=8000, le=96000, description="PCM rate of fragments; None = the input's rate"
+    )
+    channels: int | None = Field(None, ge=1, le=2, description="None = the input's (max 2)")
+    min_tail_s: float = Field(1.0, ge=0.0, description="a shorter end-of-stream tail is not dubbed")
+
+    # Output timing (docs/media.md "Timing").
+    paced: bool = Field(True, description="write the output paced to wall clock W0 + pts + D")
+    sts_timeout_s: float = Field(8.0, gt=0, description="only used to derive the default delay")
+    output_delay_s: float | None = Field(
+        None, gt=0, description="D; None = segment_s + sts_timeout_s + output_headroom_s"
+    )
+    output_headroom_s: float = Field(
+        0.5, ge=0, description="added to the default D to cover look-ahead, margin, read latency"
+    )
+    deadline_margin_s: float = Field(
+        0.25, ge=0, description="a segment's audio is taken this long before its first sample is due"
+    )
+    unpaced_wait_s: float = Field(
+        0.0, ge=0, description="unpaced mode: wait up to this long for a segment's audio to resolve"
+    )
+    fill_missing_audio: bool = Field(
+        True, description="paced mode: a segment missing at its deadline is output as silence"
+    )
+
+    # Input.
+    input_realtime: bool | None = Field(
+        None, description="pace file reads to real time; None = when the output is paced"
+    )
+    end_on_eof: bool | None = Field(
+        None, description="end at input EOF instead of reconnecting; None = files only"
+    )
+    open_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(5.0, gt=0, description="watchdog: a read stalled this long fails")
+    reconnect_delays_s: tuple[float, ...] = Field(
+        (1.0, 2.0, 4.0), description="waits before each retry; then the input is unavailable"
+    )
+    read_ahead_items: int = Field(256, ge=8, description="bounded queue between reader and loop")
+    discontinuity_threshold_s: float = Field(1.0, gt=0)
+    input_options: dict[str, str] = Field(default_factory=dict, description="libav input options")
+
+    # Output.
+    output_audio_bitrate: int = Field(128_000, ge=16_000)
+    output_options: dict[str, str] = Field(default_factory=dict, description="libav muxer options")
+    output_format: str | None = Field(None, description="muxer name; None = from the URL")
+
+    # Fragments on the wire and on disk.
+    transport_format: TransportFormat = "m4a"
+    transport_bitrate: int = Field(128_000, ge=16_000)
+    dub_tolerance: float = Field(0.10, ge=0, le=0.5, description="±fraction trimmed/padded")
+    segment_dir: Path | None = Field(None, description="write segment files here; None = off")
+    segment_retention: int = Field(50, ge=1, description="batches kept per stream on disk")
+
+    # A/V sync.
+    drift_bound_ms: float = Field(20.0, gt=0, description="start slewing beyond this deviation")
+    drift_target_ms: float = Field(5.0, ge=0, description="stop slewing once back within this")
+    drift_max_slew: float = Field(0.005, gt=0, le=0.05, description="max samples changed/frame")
+    drift_window_frames: int = Field(24, ge=1, description="frames averaged per measurement")
+    gap_fill_threshold_ms: float = Field(
+        200.0, gt=0, description="an audio timestamp gap larger than this is filled with silence"
+    )
+
+    @field_validator("stream_id")
+    @classmethod
+    def _check_stream_id(cls, value: str) -> str:
+        if not _STREAM_ID_RE.match(value):
+            raise ValueError("stream_id must match [A-Za-z0-9_-]{1,64}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_delay(self) -> MediaSettings:
+        if self.paced and self.effective_output_delay_s <= self.segment_s:
+            raise ValueError("output_delay_s must be larger than segment_s")
+        if self.drift_target_ms >= self.drift_bound_ms:
+            raise ValueError("drift_target_ms must be below drift_bound_ms")
+        return self
+
+    @property
+    def effective_output_delay_s(self) -> float:
+        """D: the constant delay of the output behind the input timeline."""
+        if self.output_delay_s is not None:
+            return self.output_delay_s
+        return self.segment_s + self.sts_timeout_s + self.output_headroom_s
+
+    def segment_samples(self, sample_rate: int) -> int:
+        """Samples per channel in one full segment at `sample_rate` (6 s @ 48 kHz = 288,000)."""
+        return segment_samples(self.segment_s, sample_rate)
+
+
+def segment_samples(segment_s: float, sample_rate: int) -> int:
+    """Exact samples per segment; `segment_s * rate` must be (nearly) an integer."""
+    exact = segment_s * sample_rate
+    n = round(exact)
+    if abs(exact - n) > 1e-6 * max(1.0, exact):
+        raise ValueError(f"segment_s={segment_s} is not a whole number of samples at {sample_rate} Hz")
+    return n
+
+
+def validate_stream_id(stream_id: str) -> str:
+    """Return `stream_id` or raise `InvalidStreamId`; keeps ids safe to use in paths."""
+    from livedub.media.errors import InvalidStreamId
+
+    if not isinstance(stream_id, str) or not _STREAM_ID_RE.match(stream_id):
+        raise InvalidStreamId(f"invalid stream id {stream_id!r}: must match [A-Za-z0-9_-]{{1,64}}")
+    return stream_id

@@ -1,0 +1,564 @@
+"""RTSP relay, plus the nginx-rtmp publish notify endpoint, of the embedded media server.
+
+MediaMTX-style RTSP publish (ANNOUNCE/RECORD over TCP) and read (DESCRIBE/PLAY) on
+`live/<id>/in` and `live/<id>/out`, built on GStreamer's RTSP server.
+
+This program runs under the system interpreter (`/usr/bin/python3`), because Debian's PyGObject
+(`python3-gi`) is built for it and not for the project's venv. It therefore imports nothing from
+`livedub` and nothing outside the standard library and `gi`. The embedded media server
+(`livedub.orchestrator.media_server`) starts it as a child process and reads its stdout.
+
+How it works:
+- Every request passes the auth check first (`RelayAuth.do_check`). There the mount for a valid
+  path is created on first sight (any id, at run time), and the request's method, path and client
+  are stored per thread (the RTSP context is not reachable from Python otherwise).
+- A publisher's ANNOUNCE builds a RECORD pipeline from its SDP: one depayloader + parser + appsink
+  per track. Each sample is handed to every reader of the path.
+- A reader's DESCRIBE builds a PLAY pipeline: one appsrc + payloader per publisher track. A reader
+  starts at the publisher's next video keyframe; its timestamps are the publisher's, moved into
+  the reader pipeline's running time and `--ts-shift-ms` into the past so its sinks send at once.
+- When a publisher goes away its readers are disconnected, as MediaMTX does.
+- A small HTTP endpoint on 127.0.0.1 (`--notify-port`) takes nginx-rtmp's `on_publish` /
+  `on_publish_done` calls and reports them on stdout like RTSP publishes (see NotifyHandler for
+  why it is here and not in the parent).
+
+Protocol on stdout (one JSON object per line; nothing else is ever written to stdout):
+  {"event": "listening", "host": ..., "port": ..., "notify_port": ...}
+  {"event": "ready", "path": "live/x/in", "source_type": "rtspSession", "source_id": ..., "query": ...}
+  {"event": "not-ready", "path": ..., "source_type": "rtspSession", "source_id": ..., "query": ...}
+  (source_type "rtmpConn" for the RTMP publishes nginx reports to the notify endpoint)
+  {"event": "log", "level": "info"|"warning"|"error", "msg": ..., ...context}
+  {"event": "fatal", "reason": "port-in-use"|"start-failed", "msg": ...}  (then exit 3 / 1)
+The relay exits on SIGTERM/SIGINT or when its stdin reaches EOF (the parent died).
+
+It must never write anything but protocol lines to stdout, never block a GStreamer streaming
+thread on a lock held across a push, and never serve a path outside `live/<id>/(in|out)`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import json
+import os
+import re
+import signal
+import sys
+import threading
+import urllib.parse
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import gi
+
+gi.require_version("Gst", "1.0")
+gi.require_version("GstApp", "1.0")
+gi.require_version("GstRtsp", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+gi.require_version("GstSdp", "1.0")
+from gi.repository import GLib, Gst, GstRtsp, GstRtspServer, GstSdp  # noqa: E402
+
+PATH_RE = re.compile(r"^/?(live/[A-Za-z0-9_-]{1,64}/(?:in|out))/?$")
+
+# SDP encoding name -> publisher-side depayloader + parser (its output is what readers get).
+DEPAY: dict[str, tuple[str, str]] = {
+    "H264": ("rtph264depay", "h264parse ! "),
+    "H265": ("rtph265depay", "h265parse ! "),
+    "MPEG4-GENERIC": ("rtpmp4gdepay", "aacparse ! "),
+    "MP4A-LATM": ("rtpmp4adepay", "aacparse ! "),
+    "OPUS": ("rtpopusdepay", ""),
+}
+# Caps name of the parsed track -> reader-side payloader.
+PAY: dict[str, str] = {
+    "video/x-h264": "rtph264pay config-interval=-1",
+    "video/x-h265": "rtph265pay config-interval=-1",
+    "audio/mpeg": "rtpmp4gpay",
+    "audio/x-opus": "rtpopuspay",
+}
+
+_out_lock = threading.Lock()
+
+
+def emit(event: str, **fields: Any) -> None:
+    line = json.dumps({"event": event, **fields}, default=str)
+    with _out_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def log(level: str, msg: str, **ctx: Any) -> None:
+    emit("log", level=level, msg=msg, **ctx)
+
+
+class Publisher:
+    """One publishing RTSP session on a path."""
+
+    def __init__(self, path: str, encodings: list[str], client: Any, query: str) -> None:
+        self.path = path
+        self.encodings = encodings
+        self.client = client
+        self.query = query
+        self.session_id = str(uuid.uuid4())
+        self.caps: list[Gst.Caps | None] = [None] * len(encodings)
+        self.ready_sent = False
+        self.gone = False
+
+    @property
+    def has_video(self) -> bool:
+        return any(e in ("H264", "H265") for e in self.encodings)
+
+    def all_caps(self) -> bool:
+        return all(c is not None for c in self.caps)
+
+
+class Reader:
+    """One reading RTSP session: an appsrc per publisher track."""
+
+    def __init__(self, path: str, publisher: Publisher, srcs: list[Any], client: Any,
+                 ts_shift_ns: int) -> None:
+        self.path = path
+        self.publisher = publisher
+        self.srcs = srcs
+        self.client = client
+        self.ts_shift_ns = ts_shift_ns
+        self.started = False
+        self.offset_ns: int | None = None
+        self.lock = threading.Lock()
+        self.pipeline: Any = None
+
+    def _running_time_ns(self) -> int:
+        pipe = self.pipeline
+        if pipe is None:
+            return 0
+        clock = pipe.get_clock()
+        if clock is None:
+            return 0
+        return max(0, int(clock.get_time()) - int(pipe.get_base_time()))
+
+    def feed(self, idx: int, buf: Gst.Buffer, is_video: bool) -> None:
+        with self.lock:
+            if not self.started:
+                if self.publisher.has_video and (
+                    not is_video or buf.has_flags(Gst.BufferFlags.DELTA_UNIT)
+                ):
+                    return  # wait for the next keyframe, as every reader must
+                self.started = True
+                first = buf.dts if buf.dts != Gst.CLOCK_TIME_NONE else buf.pts
+                now = self._running_time_ns()
+                shift = min(self.ts_shift_ns, now)
+                self.offset_ns = now - shift - int(first)
+            offset = self.offset_ns
+        assert offset is not None
+        out = buf.copy()
+        for attr in ("pts", "dts"):
+            v = getattr(buf, attr)
+            if v != Gst.CLOCK_TIME_NONE:
+                nv = int(v) + offset
+                if nv < 0:
+                    return
+                setattr(out, attr, nv)
+        self.srcs[idx].emit("push-buffer", out)
+
+
+class PathState:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.cond = threading.Condition()
+        self.publisher: Publisher | None = None
+        self.readers: set[Reader] = set()
+
+
+class Relay:
+    def __init__(self, host: str, port: int, reader_wait_s: float, ts_shift_ms: int,
+                 latency_ms: int, exit_on_stdin_eof: bool, notify_port: int) -> None:
+        self.exit_on_stdin_eof = exit_on_stdin_eof
+        self.notify_port = notify_port
+        self.host = host
+        self.port = port
+        self.reader_wait_s = reader_wait_s
+        self.ts_shift_ns = ts_shift_ms * 1_000_000
+        self.latency_ms = latency_ms
+        self.paths: dict[str, PathState] = {}
+        self.paths_lock = threading.Lock()
+        # Request context per thread: the auth check sees it, create_element needs it.
+        self.requests: dict[int, tuple[str, str, Any, str]] = {}
+        self._announce_sdp: dict[int, str] = {}
+        # Media elements built but not configured yet, by element name.
+        self._pending_pub: dict[str, Publisher] = {}
+        self._pending_reader: dict[str, Reader] = {}
+        self.server = GstRtspServer.RTSPServer()
+        self.server.set_address(host)
+        self.server.set_service(str(port))
+        self.server.get_thread_pool().set_max_threads(-1)
+        self.server.set_auth(RelayAuth(self))
+        self.server.connect("client-connected", self._on_client_connected)
+        self.mounts = self.server.get_mount_points()
+
+    # -- paths and mounts ------------------------------------------------------------------
+    def state(self, path: str) -> PathState:
+        with self.paths_lock:
+            st = self.paths.get(path)
+            if st is None:
+                st = self.paths[path] = PathState(path)
+                factory = PathFactory(self, path)
+                self.mounts.add_factory("/" + path, factory)
+            return st
+
+    def _on_client_connected(self, _server: Any, client: Any) -> None:
+        client.connect("pre-describe-request", self._pre_describe)
+
+    def _pre_describe(self, _client: Any, ctx: Any) -> Any:
+        path = _path_of(ctx.uri)
+        if path is None:
+            return GstRtsp.RTSPStatusCode.NOT_FOUND
+        st = self.state(path)
+        with st.cond:
+            if st.publisher is None or st.publisher.gone:
+                return GstRtsp.RTSPStatusCode.NOT_FOUND
+        return GstRtsp.RTSPStatusCode.OK
+
+    # -- publisher side ----------------------------------------------------------------
+    def publisher_element(self, path: str, req: tuple[str, str, Any, str]) -> Any:
+        _method, _path, client, query = req
+        body = self._announce_sdp.pop(threading.get_ident(), None)
+        if body is None:
+            return None
+        res, sdp = GstSdp.SDPMessage.new_from_text(body)
+        if res != GstSdp.SDPResult.OK:
+            log("warning", "announce with unparsable SDP", path=path)
+            return None
+        encodings: list[str] = []
+        parts: list[str] = []
+        for i in range(sdp.medias_len()):
+            media = sdp.get_media(i)
+            rtpmap = media.get_attribute_val("rtpmap") or ""
+            m = re.match(r"^\s*\d+\s+([^/\s]+)", rtpmap)
+            enc = m.group(1).upper() if m else ""
+            if enc not in DEPAY:
+                log("warning", "unsupported track in announce", path=path, encoding=enc or rtpmap)
+                return None
+            encodings.append(enc)
+            depay, parse = DEPAY[enc]
+            parts.append(
+                f"{depay} name=depay{i} ! {parse}"
+                f"appsink name=sink{i} sync=false async=false emit-signals=true max-buffers=0"
+            )
+        desc = "( " + "  ".join(parts) + " )"
+        try:
+            bin_ = Gst.parse_launch(desc)
+        except GLib.Error as exc:
+            log("error", "cannot build record pipeline", path=path, error=str(exc))
+            return None
+        pub = Publisher(path, encodings, client, query)
+        st = self.state(path)
+        with st.cond:
+            old = st.publisher
+            st.publisher = pub
+            old_readers = list(st.readers) if old is not None else []
+            if old is not None:
+                st.readers.clear()
+        if old is not None:  # a new publisher takes the path over (MediaMTX overridePublisher)
+            log("info", "publisher replaced", path=path)
+            self._publisher_gone(st, old, close_client=True, readers=old_readers)
+        for i in range(len(encodings)):
+            sink = bin_.get_by_name(f"sink{i}")
+            sink.connect("new-sample", self._on_sample, st, pub, i)
+        bin_.set_name(f"record-{pub.session_id}")
+        self._pending_pub[bin_.get_name()] = pub
+        return bin_
+
+    def _on_sample(self, sink: Any, st: PathState, pub: Publisher, idx: int) -> Any:
+        sample = sink.emit("pull-sample")
+        if sample is None:
+            return Gst.FlowReturn.OK
+        buf = sample.get_buffer()
+        ready = False
+        with st.cond:
+            if pub.caps[idx] is None:
+                pub.caps[idx] = sample.get_caps()
+                if pub.all_caps() and not pub.ready_sent and st.publisher is pub:
+                    pub.ready_sent = ready = True
+                st.cond.notify_all()
+            readers = list(st.readers) if st.publisher is pub else []
+        if ready:
+            emit("ready", path=st.path, source_type="rtspSession", source_id=pub.session_id,
+                 query=pub.query)
+            log("info", "publish ready", path=st.path, tracks=",".join(pub.encodings))
+        is_video = pub.encodings[idx] in ("H264", "H265")
+        for r in readers:
+            try:
+                r.feed(idx, buf, is_video)
+            except Exception as exc:  # a broken reader must not stop the publisher
+                log("warning", "reader feed failed", path=st.path, error=repr(exc))
+        return Gst.FlowReturn.OK
+
+    def _publisher_gone(self, st: PathState, pub: Publisher, close_client: bool,
+                        readers: list[Reader] | None = None) -> None:
+        with st.cond:
+            if pub.gone:
+                return
+            pub.gone = True
+            if st.publisher is pub:
+                st.publisher = None
+                readers = list(st.readers)
+                st.readers.clear()
+            st.cond.notify_all()
+            was_ready = pub.ready_sent
+        if was_ready:
+            emit("not-ready", path=st.path, source_type="rtspSession", source_id=pub.session_id,
+                 query=pub.query)
+            log("info", "publish ended", path=st.path)
+        for r in readers or []:
+            _close_client(r.client)
+        if close_client:
+            _close_client(pub.client)
+
+    # -- reader side ---------------------------------------------------------------------
+    def reader_element(self, path: str, req: tuple[str, str, Any, str]) -> Any:
+        st = self.state(path)
+        deadline = GLib.get_monotonic_time() + int(self.reader_wait_s * 1e6)
+        with st.cond:
+            while True:
+                pub = st.publisher
+                if pub is not None and not pub.gone and pub.all_caps():
+                    break
+                remaining = (deadline - GLib.get_monotonic_time()) / 1e6
+                if remaining <= 0:
+                    return None
+                st.cond.wait(remaining)
+            caps = list(pub.caps)
+        parts = []
+        for i, c in enumerate(caps):
+            assert c is not None
+            name = c.get_structure(0).get_name()
+            pay = PAY.get(name)
+            if pay is None:
+                log("warning", "no payloader for track", path=path, caps=c.to_string())
+                return None
+            parts.append(
+                f"appsrc name=src{i} is-live=true format=time do-timestamp=false "
+                f"max-bytes=20000000 leaky-type=downstream ! {pay} name=pay{i} pt={96 + i}"
+            )
+        bin_ = Gst.parse_launch("( " + "  ".join(parts) + " )")
+        srcs = []
+        for i, c in enumerate(caps):
+            src = bin_.get_by_name(f"src{i}")
+            src.set_property("caps", c)
+            srcs.append(src)
+        reader = Reader(path, pub, srcs, req[2], self.ts_shift_ns)
+        bin_.set_name(f"play-{uuid.uuid4()}")
+        self._pending_reader[bin_.get_name()] = reader
+        return bin_
+
+    def media_configured(self, factory: PathFactory, media: Any) -> None:
+        element = media.get_element()
+        pub = self._pending_pub.pop(element.get_name(), None)
+        if pub is not None:
+            media.set_transport_mode(GstRtspServer.RTSPTransportMode.RECORD)
+            media.set_latency(self.latency_ms)
+            pipeline = element.get_parent()
+            if pipeline is not None:
+                pipeline.connect("element-added", _on_record_element_added)
+            st = self.state(factory.path)
+            media.connect("unprepared", lambda _m: self._publisher_gone(st, pub, False))
+            return
+        reader = self._pending_reader.pop(element.get_name(), None)
+        if reader is not None:
+            media.set_transport_mode(GstRtspServer.RTSPTransportMode.PLAY)
+            st = self.state(factory.path)
+            reader.pipeline = element.get_parent()
+            with st.cond:
+                if st.publisher is reader.publisher and not reader.publisher.gone:
+                    st.readers.add(reader)
+
+            def _gone(_m: Any) -> None:
+                with st.cond:
+                    st.readers.discard(reader)
+
+            media.connect("unprepared", _gone)
+
+    def run(self) -> int:
+        if self.server.attach(None) == 0:
+            emit("fatal", reason="port-in-use",
+                 msg=f"RTSP port {self.host}:{self.port} is already in use or not bindable")
+            return 3
+        loop = GLib.MainLoop()
+
+        def _quit(*_a: Any) -> bool:
+            loop.quit()
+            return False
+
+        GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGTERM, _quit)
+        GLib.unix_signal_add(GLib.PRIORITY_DEFAULT, signal.SIGINT, _quit)
+        if self.exit_on_stdin_eof:
+
+            def _stdin(_ch: Any, _cond: Any) -> bool:
+                data = os.read(sys.stdin.fileno(), 4096)
+                if not data:
+                    log("warning", "stdin closed: parent gone, exiting")
+                    loop.quit()
+                    return False
+                return True
+
+            stdin = GLib.IOChannel.unix_new(sys.stdin.fileno())
+            GLib.io_add_watch(stdin, GLib.PRIORITY_DEFAULT,
+                              GLib.IOCondition.IN | GLib.IOCondition.HUP, _stdin)
+        notify = NotifyServer(("127.0.0.1", self.notify_port), NotifyHandler)
+        threading.Thread(target=notify.serve_forever, name="notify", daemon=True).start()
+        emit("listening", host=self.host, port=self.port, notify_port=notify.server_address[1])
+        loop.run()
+        with self.paths_lock:
+            states = list(self.paths.values())
+        for st in states:
+            pub = st.publisher
+            if pub is not None:
+                self._publisher_gone(st, pub, close_client=False)
+        return 0
+
+
+class PathFactory(GstRtspServer.RTSPMediaFactory):
+    """The mount of one path: a RECORD media for ANNOUNCE, a PLAY media for a reader."""
+
+    def __init__(self, relay: Relay, path: str) -> None:
+        super().__init__()
+        self.relay = relay
+        self.path = path
+        self.set_shared(False)
+        self.set_transport_mode(
+            GstRtspServer.RTSPTransportMode.PLAY | GstRtspServer.RTSPTransportMode.RECORD
+        )
+        self.set_stop_on_disconnect(True)
+
+    def do_create_element(self, _url: Any) -> Any:
+        req = self.relay.requests.get(threading.get_ident())
+        if req is None or req[1] != self.path:
+            return None
+        if req[0] == "ANNOUNCE":
+            return self.relay.publisher_element(self.path, req)
+        return self.relay.reader_element(self.path, req)
+
+    def do_configure(self, media: Any) -> None:
+        GstRtspServer.RTSPMediaFactory.do_configure(self, media)
+        self.relay.media_configured(self, media)
+
+
+class RelayAuth(GstRtspServer.RTSPAuth):
+    """No authentication; sees every request first, so it creates mounts on demand."""
+
+    def __init__(self, relay: Relay) -> None:
+        super().__init__()
+        self.relay = relay
+
+    def do_check(self, ctx: Any, check: str) -> bool:
+        if check != GstRtspServer.RTSP_AUTH_CHECK_URL:
+            return True
+        req = ctx.request
+        method = GstRtsp.rtsp_method_as_text(ctx.method) if ctx.method else ""
+        path = _path_of(ctx.uri)
+        tid = threading.get_ident()
+        if path is None:
+            self.relay.requests.pop(tid, None)
+            return True  # no mount matches: the server answers 404
+        query = (ctx.uri.query or "") if ctx.uri is not None else ""
+        self.relay.requests[tid] = (method, path, ctx.client, query)
+        if method == "ANNOUNCE":
+            _res, body = req.get_body()
+            self.relay._announce_sdp[tid] = bytes(body or b"").decode("utf-8", "replace")
+        self.relay.state(path)  # mount on first sight
+        return True
+
+
+class NotifyHandler(BaseHTTPRequestHandler):
+    """nginx-rtmp `on_publish` / `on_publish_done` (form POST) → ready / not-ready events.
+
+    It lives in this process, not in the parent, because the parent may share its process with
+    a PyAV publisher, and PyAV holds the GIL while it opens an RTMP output: nginx waits for this
+    answer before it answers the publisher, so an in-process endpoint deadlocks for nginx's
+    notify timeout (measured: 10 s)."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server API)
+        length = int(self.headers.get("Content-Length") or 0)
+        form = urllib.parse.parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+        fields = {k: v[0] for k, v in form.items() if v}
+        op = self.path.rstrip("/").rsplit("/", 1)[-1]
+        name = fields.get("name", "").split("?", 1)[0].strip("/")
+        path = f"{fields.get('app', '').strip('/')}/{name}"
+        m = PATH_RE.match(path)
+        if m is None or op not in ("publish", "publish_done"):
+            log("warning", "rtmp publish refused: not a live/<id>/in|out path", path=path)
+            code = 403
+        else:
+            emit("ready" if op == "publish" else "not-ready", path=m.group(1),
+                 source_type="rtmpConn", source_id=fields.get("clientid", ""),
+                 query=fields.get("args", "") or "")
+            code = 200
+        self.send_response(code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (http.server API)
+        return
+
+
+class NotifyServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+
+def _on_record_element_added(_bin: Any, element: Any) -> None:
+    """Publisher timestamps from RTP time only: the default jitterbuffer mode (slave) smooths
+    arrival times into the PTS, which gives readers a few ms of frame-interval jitter."""
+    factory = element.get_factory()
+    if factory is not None and factory.get_name() == "rtpbin":
+        element.set_property("buffer-mode", 0)  # RTP_JITTER_BUFFER_MODE_NONE
+
+
+def _path_of(uri: Any) -> str | None:
+    if uri is None or not uri.abspath:
+        return None
+    m = PATH_RE.match(uri.abspath)
+    return m.group(1) if m else None
+
+
+def _close_client(client: Any) -> None:
+    if client is None:
+        return
+
+    def _do() -> bool:
+        try:
+            client.close()
+        except Exception:  # already closed
+            pass
+        return False
+
+    GLib.idle_add(_do)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8554)
+    p.add_argument("--reader-wait-s", type=float, default=5.0,
+                   help="how long a DESCRIBE waits for the publisher's track formats")
+    p.add_argument("--ts-shift-ms", type=int, default=1000,
+                   help="reader timestamps are moved this far into the past (sent at once)")
+    p.add_argument("--latency-ms", type=int, default=0,
+                   help="jitterbuffer latency of the publish side")
+    p.add_argument("--exit-on-stdin-eof", action="store_true",
+                   help="exit when stdin reaches EOF (set by a parent that holds the pipe)")
+    p.add_argument("--notify-port", type=int, default=0,
+                   help="port on 127.0.0.1 of the nginx-rtmp notify endpoint (0: any free one)")
+    args = p.parse_args(argv)
+    faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
+    Gst.init(None)
+    relay = Relay(args.host, args.port, args.reader_wait_s, args.ts_shift_ms, args.latency_ms,
+                  args.exit_on_stdin_eof, args.notify_port)
+    try:
+        return relay.run()
+    except Exception as exc:
+        emit("fatal", reason="start-failed", msg=repr(exc))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""Settings of `livedub serve` (the orchestrator): one typed object, from env `ORCH_*` and flags.
+
+Every value has a documented default (docs/operations.md lists them all). Flags given on the
+command line win over the environment, which wins over the defaults. This module only describes
+and validates configuration and composes a worker's command line; it never starts anything, never
+reads the network and never logs a secret.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from livedub.exitcodes import ExitCode
+
+#: A stream id as accepted everywhere in livedub (media paths, STS headers, file names).
+STREAM_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+ENV_PREFIX = "ORCH_"
+
+_DEFAULT_NO_RESTART = f"{int(ExitCode.USAGE)},{int(ExitCode.STS_AUTH_FAILED)}"
+
+
+def is_valid_stream_id(stream_id: str) -> bool:
+    return STREAM_ID_RE.fullmatch(stream_id) is not None
+
+
+class OrchestratorSettings(BaseSettings):
+    """Configuration of the orchestrator. Env var = `ORCH_` + field name in upper case."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="ignore", validate_default=True, frozen=True
+    )
+
+    # --- HTTP API -------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="address the HTTP API listens on")
+    port: int = Field(8000, ge=0, le=65535, description="HTTP API port (0: any free port)")
+    hook_secret: SecretStr | None = Field(
+        None,
+        description="shared secret the media-server hook must send in X-Hook-Secret "
+        "(unset: hooks are not authenticated)",
+    )
+    max_body_bytes: int = Field(
+        65536, ge=1024, le=16 * 1024 * 1024, description="largest hook request body accepted"
+    )
+
+    # --- what a worker is started with ----------------------------------------------------
+    input_base: str = Field(
+        "rtsp://127.0.0.1:8554", description="worker input = <input_base>/live/<id>/in"
+    )
+    output_base: str = Field(
+        "rtmp://127.0.0.1:1935", description="worker output = <output_base>/live/<id>/out"
+    )
+    sts_url: str = Field("http://127.0.0.1:8080", description="STS service URL given to workers")
+    worker_command: str = Field(
+        "",
+        description="command that starts one worker, shell-quoted "
+        "(empty: `<this python> -m livedub worker`)",
+    )
+    worker_args: str = Field(
+        "", description="extra arguments appended to every worker command, shell-quoted"
+    )
+    worker_metrics_host: str = Field(
+        "127.0.0.1", description="host the orchestrator scrapes worker /metrics on"
+    )
+    worker_metrics_port_min: int = Field(
+        9100, ge=0, le=65535, description="first worker metrics port (0: any free port)"
+    )
+    worker_metrics_port_max: int = Field(
+        9199, ge=0, le=65535, description="last worker metrics port"
+    )
+    scrape_timeout_s: float = Field(
+        2.0, gt=0, le=60, description="timeout of one worker /metrics scrape"
+    )
+
+    # --- lifecycle ------------------------------------------------------------------------
+    grace_s: float = Field(
+        30.0, ge=0, le=3600, description="wait after not-ready before a worker is stopped"
+    )
+    backoff_initial_s: float = Field(
+        1.0, ge=0, le=3600, description="delay before the first restart of a crashed worker"
+    )
+    backoff_multiplier: float = Field(2.0, ge=1, le=10, description="backoff growth per crash")
+    backoff_max_s: float = Field(30.0, ge=0, le=3600, description="largest restart delay")
+    stable_run_s: float = Field(
+        60.0, ge=0, le=86400, description="a run at least this long resets the backoff"
+    )
+    stop_timeout_s: float = Field(
+        10.0, ge=0, le=600, description="SIGTERM → SIGKILL delay when stopping a worker"
+    )
+    no_restart_exit_codes: str = Field(
+        _DEFAULT_NO_RESTART,
+        description="comma-separated worker exit codes that are final (not restarted); "
+        "default: USAGE and STS_AUTH_FAILED",
+    )
+    stale_event_window_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="a ready whose sourceId had a not-ready less than this long ago is stale",
+    )
+    max_streams: int = Field(32, ge=1, le=10000, description="most streams with a live worker")
+    log_dir: Path | None = Field(
+        None,
+        description="write each worker's output to <log_dir>/<id>.log "
+        "(unset: into this process's stderr, prefixed with [<id>])",
+    )
+    worker_pdeathsig: bool = Field(
+        True, description="Linux: workers get SIGTERM if the orchestrator dies"
+    )
+
+    @field_validator("input_base", "output_base", "sts_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if "://" not in value:
+            raise ValueError("must be a URL with a scheme, e.g. rtsp://127.0.0.1:8554")
+        return value
+
+    @field_validator("worker_command", "worker_args")
+    @classmethod
+    def _shell_words(cls, value: str) -> str:
+        shlex.split(value)  # raises ValueError on unbalanced quotes
+        return value
+
+    @field_validator("no_restart_exit_codes")
+    @classmethod
+    def _codes(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                code = int(part)  # ValueError → validation error
+                if not 0 < code < 256:
+                    raise ValueError(f"exit code out of range: {code}")
+        return value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> OrchestratorSettings:
+        if (
+            self.worker_metrics_port_min
+            and self.worker_metrics_port_max < self.worker_metrics_port_min
+        ):
+            raise ValueError("worker_metrics_port_max < worker_metrics_port_min")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s < backoff_initial_s")
+        return self
+
+    # --- derived values -------------------------------------------------------------------
+    def worker_base_argv(self) -> list[str]:
+        if self.worker_command.strip():
+            return shlex.split(self.worker_command)
+        return [sys.executable, "-m", "livedub", "worker"]
+
+    def final_exit_codes(self) -> frozenset[int]:
+        return frozenset(int(p) for p in self.no_restart_exit_codes.split(",") if p.strip())
+
+    def input_url(self, stream_id: str) -> str:
+        return f"{self.input_base}/live/{stream_id}/in"
+
+    def output_url(self, stream_id: str) -> str:
+        return f"{self.output_base}/live/{stream_id}/out"
+
+    def worker_argv(self, stream_id: str, metrics_port: int) -> list[str]:
+        """The full command line of the worker for `stream_id` (validated here, defensively)."""
+        if not is_valid_stream_id(stream_id):
+            raise ValueError(f"invalid stream id: {stream_id!r}")
+        return [
+            *self.worker_base_argv(),
+            "--stream-id",
+            stream_id,
+            "--input",
+            self.input_url(stream_id),
+            "--output",
+            self.output_url(stream_id),
+            "--sts-url",
+            self.sts_url,
+            "--metrics-port",
+            str(metrics_port),
+            *shlex.split(self.worker_args),
+        ]
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets `field`."""
+    return ENV_PREFIX + field.upper()

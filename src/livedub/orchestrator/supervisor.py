@@ -1,0 +1,689 @@
+"""Worker processes: one OS process per stream, started, restarted and stopped by rules.
+
+Rules (docs/operations.md): a ready event starts the stream's worker (repeated ready events change
+nothing); not-ready stops it after a grace period that a new ready cancels; a worker that exits
+non-zero is restarted after a backoff (initial × multiplier^n, capped, reset after a stable run)
+unless it was stopped or its code is final; exit 0 means the stream is done. `shutdown()` stops
+every worker (SIGTERM to its process group, SIGKILL after a timeout) and leaves nothing running.
+
+This module never parses HTTP, never decides whether a caller may start a stream (the service
+does), never blocks the event loop, and signals only processes it started itself. All waiting goes
+through the injected `Clock`, so unit tests drive every timer by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import enum
+import os
+import signal
+import socket
+import sys
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+from livedub.clock import Clock, SystemClock
+from livedub.log import BoundLogger, bind
+from livedub.orchestrator.settings import OrchestratorSettings, is_valid_stream_id
+
+log = bind("livedub.orchestrator.supervisor")
+
+_KEPT_FINISHED = 256  # finished streams kept for GET /v1/streams
+_ENDED_SOURCES_KEPT = 1024  # (stream_id, source_id) pairs whose not-ready was seen
+_OUTPUT_DRAIN_S = 1.0  # how long to keep reading a dead worker's pipe
+_CHUNK_BYTES = 65536
+_WITHHELD_ENV = frozenset({"ORCH_HOOK_SECRET"})  # never handed to a worker
+
+
+class StreamState(enum.StrEnum):
+    STARTING = "starting"  # process being spawned
+    RUNNING = "running"  # process alive
+    GRACE = "grace"  # process alive, not-ready received, stop scheduled
+    BACKOFF = "backoff"  # crashed, restart scheduled
+    STOPPING = "stopping"  # SIGTERM sent, waiting for exit
+    STOPPED = "stopped"  # stopped on request (not-ready grace over, or shutdown)
+    DONE = "done"  # worker exited 0: the stream ended
+    FAILED = "failed"  # worker exited with a final code (see no_restart_exit_codes)
+
+
+class CapacityError(Exception):
+    """`max_streams` workers are already active."""
+
+
+class ShuttingDown(Exception):
+    """The supervisor is stopping; it starts nothing any more."""
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+class WorkerProcess(Protocol):
+    """A started worker process."""
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    async def wait(self) -> int:
+        """Wait for the exit; returns the exit code (negative: killed by that signal)."""
+        ...
+
+    def signal(self, sig: int) -> None:
+        """Send `sig` to the process (and its process group) if it has not exited."""
+        ...
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    stream_id: str
+    argv: list[str]
+    log_path: Path | None  # None: the output goes to `output_sink`, prefixed with the id
+
+
+class Launcher(Protocol):
+    async def launch(self, spec: LaunchSpec) -> WorkerProcess: ...
+
+
+def _pdeathsig_preexec() -> Callable[[], None] | None:
+    """Linux: make the child receive SIGTERM when its parent dies (no orphans after a kill -9)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+
+    return preexec
+
+
+class _SubprocessWorker:
+    def __init__(self, proc: asyncio.subprocess.Process, pump: asyncio.Task[None] | None) -> None:
+        self._proc = proc
+        self._pump = pump
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    async def wait(self) -> int:
+        code = await self._proc.wait()
+        if self._pump is not None and not self._pump.done():
+            # A grandchild may still hold the pipe open: read what is there, then let go.
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._pump), _OUTPUT_DRAIN_S)
+            self._pump.cancel()
+        return code
+
+    def signal(self, sig: int) -> None:
+        if self._proc.returncode is not None:
+            return  # reaped: its pid may belong to someone else now
+        try:
+            os.killpg(self._proc.pid, sig)  # the worker leads its own process group
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(sig)
+
+
+class SubprocessLauncher:
+    """Starts workers as real processes, each in its own session/process group.
+
+    Output goes to a per-stream log file (appended), or is read from a pipe and written to
+    `output_sink` line by line as `[<stream_id>] <line>`.
+    """
+
+    def __init__(self, *, pdeathsig: bool = True, output_sink: IO[str] | None = None) -> None:
+        self._preexec = _pdeathsig_preexec() if pdeathsig else None
+        self._sink = output_sink
+
+    @staticmethod
+    def _env() -> dict[str, str]:
+        """The orchestrator's environment minus its own secrets (workers get WORKER_* etc.)."""
+        return {k: v for k, v in os.environ.items() if k not in _WITHHELD_ENV}
+
+    async def launch(self, spec: LaunchSpec) -> WorkerProcess:
+        if spec.log_path is not None:
+            spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(spec.log_path, "ab", buffering=0) as out:
+                proc = await asyncio.create_subprocess_exec(
+                    *spec.argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,
+                    preexec_fn=self._preexec,
+                    env=self._env(),
+                )
+            return _SubprocessWorker(proc, None)
+        proc = await asyncio.create_subprocess_exec(
+            *spec.argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=self._preexec,
+            env=self._env(),
+        )
+        assert proc.stdout is not None
+        pump = asyncio.create_task(
+            _pump_lines(proc.stdout, spec.stream_id, self._sink or sys.stderr),
+            name=f"worker-output-{spec.stream_id}",
+        )
+        return _SubprocessWorker(proc, pump)
+
+
+async def _pump_lines(reader: asyncio.StreamReader, stream_id: str, sink: IO[str]) -> None:
+    prefix = f"[{stream_id}] "
+    pending = b""
+    while True:
+        chunk = await reader.read(_CHUNK_BYTES)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        if len(pending) > _CHUNK_BYTES:  # an endless line: emit it in pieces
+            lines.append(pending)
+            pending = b""
+        _emit(sink, prefix, lines)
+    if pending:
+        _emit(sink, prefix, [pending])
+
+
+def _emit(sink: IO[str], prefix: str, lines: list[bytes]) -> None:
+    if not lines:
+        return
+    text = "".join(prefix + ln.decode("utf-8", "replace").rstrip("\r") + "\n" for ln in lines)
+    try:
+        sink.write(text)
+        sink.flush()
+    except (OSError, ValueError):  # closed stderr: never let a worker block on its pipe
+        pass
+
+
+# --- metrics ports -----------------------------------------------------------------------------
+
+
+class PortAllocator:
+    """Hands out worker metrics ports: from [port_min, port_max], or any free port if min is 0."""
+
+    def __init__(self, host: str, port_min: int, port_max: int) -> None:
+        self._host = host
+        self._min = port_min
+        self._max = port_max
+        self._used: set[int] = set()
+
+    def acquire(self, prefer: int | None = None) -> int:
+        if self._min == 0:
+            for _ in range(32):
+                port = self._probe(0)
+                if port and port not in self._used:
+                    self._used.add(port)
+                    return port
+            raise OSError("no free port for a worker's metrics")
+        candidates = list(range(self._min, self._max + 1))
+        if prefer is not None and self._min <= prefer <= self._max:
+            candidates.insert(0, prefer)
+        for port in candidates:
+            if port not in self._used and self._probe(port):
+                self._used.add(port)
+                return port
+        raise OSError(f"no free worker metrics port in {self._min}-{self._max}")
+
+    def release(self, port: int) -> None:
+        self._used.discard(port)
+
+    def _probe(self, port: int) -> int:
+        """Bind-test `port` (as an HTTP server would, with SO_REUSEADDR); 0 when taken."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((self._host, port))
+            except OSError:
+                return 0
+            bound: int = sock.getsockname()[1]
+            return bound
+
+
+# --- streams -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """A snapshot of one stream, as GET /v1/streams shows it."""
+
+    stream_id: str
+    state: StreamState
+    pid: int | None
+    restarts: int
+    started_at: float | None  # unix time of the current process's start
+    uptime_s: float | None
+    metrics_port: int | None
+    last_exit_code: int | None
+    grace_remaining_s: float | None
+    source_type: str | None
+    source_id: str | None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "stream_id": self.stream_id,
+            "state": self.state.value,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "started_at": self.started_at,
+            "uptime_s": None if self.uptime_s is None else round(self.uptime_s, 3),
+            "metrics_port": self.metrics_port,
+            "last_exit_code": self.last_exit_code,
+            "grace_remaining_s": (
+                None if self.grace_remaining_s is None else round(self.grace_remaining_s, 3)
+            ),
+            "source_type": self.source_type,
+            "source_id": self.source_id,
+        }
+
+
+class _Stream:
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        self.state = StreamState.STARTING
+        self.wanted = False
+        self.stop_event = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.grace_task: asyncio.Task[None] | None = None
+        self.grace_deadline: float | None = None
+        self.proc: WorkerProcess | None = None
+        self.started_mono: float | None = None
+        self.started_wall: float | None = None
+        self.metrics_port: int | None = None
+        self.restarts = 0
+        self.last_exit_code: int | None = None
+        self.source_type: str | None = None
+        self.source_id: str | None = None
+        self.query: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+
+@dataclass(frozen=True)
+class EventResult:
+    stream_id: str
+    action: str  # started | already_active | grace_cancelled | grace_started | ...
+    state: StreamState | None
+
+
+class Supervisor:
+    """Owns every worker process; all methods are called from the event loop's thread."""
+
+    def __init__(
+        self,
+        settings: OrchestratorSettings,
+        *,
+        clock: Clock | None = None,
+        launcher: Launcher | None = None,
+        ports: PortAllocator | None = None,
+    ) -> None:
+        self._s = settings
+        self._clock = clock or SystemClock()
+        self._launcher = launcher or SubprocessLauncher(pdeathsig=settings.worker_pdeathsig)
+        self._ports = ports or PortAllocator(
+            settings.worker_metrics_host,
+            settings.worker_metrics_port_min,
+            settings.worker_metrics_port_max,
+        )
+        self._final_codes = settings.final_exit_codes()
+        self._streams: dict[str, _Stream] = {}
+        self._ended_sources: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._closing = False
+        self.restarts_total = 0
+        self.exits_by_code: dict[int, int] = {}
+
+    # --- events ---------------------------------------------------------------------------
+
+    def on_ready(
+        self,
+        stream_id: str,
+        *,
+        source_type: str | None = None,
+        source_id: str | None = None,
+        query: str | None = None,
+    ) -> EventResult:
+        """The stream's input is published: make sure its worker runs."""
+        self._check_id(stream_id)
+        if self._closing:
+            raise ShuttingDown()
+        slog = log.bind(stream_id=stream_id)
+        ended_at = self._ended_sources.get((stream_id, source_id)) if source_id else None
+        if (
+            ended_at is not None
+            and self._clock.monotonic() - ended_at < self._s.stale_event_window_s
+        ):
+            # A ready that arrives after its own not-ready (the hooks run concurrently).
+            slog.warning("stale ready event ignored", ctx={"source_id": source_id})
+            rec = self._streams.get(stream_id)
+            return EventResult(stream_id, "stale_ignored", rec.state if rec else None)
+        rec = self._streams.get(stream_id)
+        if rec is not None and rec.active:
+            was_grace = rec.grace_task is not None
+            self._cancel_grace(rec)
+            self._note_source(rec, source_type, source_id, query)
+            if rec.wanted:
+                action = "grace_cancelled" if was_grace else "already_active"
+            else:  # stopping: the lifecycle loop starts it again once the old process is gone
+                rec.wanted = True
+                rec.stop_event.clear()
+                action = "restart_after_stop"
+            slog.info("ready", ctx={"action": action})
+            return EventResult(stream_id, action, self._public_state(rec))
+        if self._active_count() >= self._s.max_streams:
+            raise CapacityError(f"{self._s.max_streams} streams already active")
+        if rec is None:
+            rec = _Stream(stream_id)
+            self._streams[stream_id] = rec
+            self._prune()
+        else:
+            self._streams.pop(stream_id)  # re-insert: most recent last
+            self._streams[stream_id] = rec
+            rec.restarts = 0
+        self._note_source(rec, source_type, source_id, query)
+        rec.wanted = True
+        rec.stop_event.clear()
+        rec.state = StreamState.STARTING
+        rec.task = asyncio.create_task(self._lifecycle(rec), name=f"stream-{stream_id}")
+        slog.info("ready: starting worker", ctx={"source_type": source_type})
+        return EventResult(stream_id, "started", rec.state)
+
+    def on_not_ready(self, stream_id: str, *, source_id: str | None = None) -> EventResult:
+        """The stream's input went away: stop its worker after the grace period."""
+        self._check_id(stream_id)
+        slog = log.bind(stream_id=stream_id)
+        if source_id:
+            self._ended_sources[(stream_id, source_id)] = self._clock.monotonic()
+            while len(self._ended_sources) > _ENDED_SOURCES_KEPT:
+                self._ended_sources.popitem(last=False)
+        rec = self._streams.get(stream_id)
+        if rec is None or not rec.active or not rec.wanted:
+            return EventResult(stream_id, "not_running", rec.state if rec else None)
+        if source_id and rec.source_id and source_id != rec.source_id:
+            # The not-ready of an earlier publisher, arriving after the new one's ready.
+            slog.warning("stale not-ready event ignored", ctx={"source_id": source_id})
+            return EventResult(stream_id, "stale_ignored", self._public_state(rec))
+        if rec.grace_task is not None:
+            return EventResult(stream_id, "grace_pending", self._public_state(rec))
+        rec.grace_deadline = self._clock.monotonic() + self._s.grace_s
+        rec.grace_task = asyncio.create_task(self._grace(rec), name=f"grace-{stream_id}")
+        slog.info("not-ready: stopping after grace", ctx={"grace_s": self._s.grace_s})
+        return EventResult(stream_id, "grace_started", self._public_state(rec))
+
+    # --- queries --------------------------------------------------------------------------
+
+    def streams(self) -> list[StreamInfo]:
+        return [self._info(rec) for rec in self._streams.values()]
+
+    def get(self, stream_id: str) -> StreamInfo | None:
+        rec = self._streams.get(stream_id)
+        return None if rec is None else self._info(rec)
+
+    def query_of(self, stream_id: str) -> str | None:
+        """The publisher's query string of the stream (not shown by the API: it may hold tokens)."""
+        rec = self._streams.get(stream_id)
+        return None if rec is None else rec.query
+
+    def metrics_targets(self) -> list[tuple[str, int]]:
+        """(stream_id, metrics port) of every worker process that is alive now."""
+        return [
+            (rec.stream_id, rec.metrics_port)
+            for rec in self._streams.values()
+            if rec.proc is not None and rec.proc.returncode is None and rec.metrics_port
+        ]
+
+    def workers_running(self) -> int:
+        return sum(
+            1
+            for rec in self._streams.values()
+            if rec.proc is not None and rec.proc.returncode is None
+        )
+
+    def count_by_state(self) -> dict[StreamState, int]:
+        counts = dict.fromkeys(StreamState, 0)
+        for rec in self._streams.values():
+            counts[self._public_state(rec)] += 1
+        return counts
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    # --- shutdown -------------------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Stop every worker (SIGTERM, SIGKILL after stop_timeout_s) and wait for all of them."""
+        self._closing = True
+        tasks = []
+        for rec in self._streams.values():
+            self._cancel_grace(rec)
+            rec.wanted = False
+            rec.stop_event.set()
+            if rec.task is not None:
+                tasks.append(rec.task)
+        if tasks:
+            log.info("stopping all workers", ctx={"streams": len(tasks)})
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def kill_all(self) -> None:
+        """SIGKILL every live worker now (a second SIGTERM/SIGINT during shutdown)."""
+        for rec in self._streams.values():
+            if rec.proc is not None:
+                rec.proc.signal(signal.SIGKILL)
+
+    # --- internals ------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_id(stream_id: str) -> None:
+        if not is_valid_stream_id(stream_id):
+            raise ValueError(f"invalid stream id: {stream_id!r}")
+
+    @staticmethod
+    def _note_source(
+        rec: _Stream, source_type: str | None, source_id: str | None, query: str | None
+    ) -> None:
+        if source_id:
+            rec.source_type = source_type
+            rec.source_id = source_id
+            rec.query = query
+        elif rec.source_id is None:
+            rec.source_type = source_type
+            rec.query = query
+
+    def _active_count(self) -> int:
+        return sum(1 for rec in self._streams.values() if rec.active)
+
+    def _prune(self) -> None:
+        finished = [sid for sid, rec in self._streams.items() if not rec.active]
+        excess = len(finished) - _KEPT_FINISHED
+        for sid in finished[: max(0, excess)]:
+            del self._streams[sid]
+
+    def _cancel_grace(self, rec: _Stream) -> None:
+        if rec.grace_task is not None:
+            rec.grace_task.cancel()
+            rec.grace_task = None
+        rec.grace_deadline = None
+
+    async def _grace(self, rec: _Stream) -> None:
+        await self._clock.sleep(self._s.grace_s)
+        rec.grace_task = None
+        rec.grace_deadline = None
+        rec.wanted = False
+        rec.stop_event.set()
+        log.info("grace period over: stopping worker", ctx={"stream_id": rec.stream_id})
+
+    def _public_state(self, rec: _Stream) -> StreamState:
+        if rec.grace_task is not None and rec.state == StreamState.RUNNING:
+            return StreamState.GRACE
+        return rec.state
+
+    def _info(self, rec: _Stream) -> StreamInfo:
+        alive = rec.proc is not None and rec.proc.returncode is None
+        now = self._clock.monotonic()
+        return StreamInfo(
+            stream_id=rec.stream_id,
+            state=self._public_state(rec),
+            pid=rec.proc.pid if alive and rec.proc is not None else None,
+            restarts=rec.restarts,
+            started_at=rec.started_wall if alive else None,
+            uptime_s=(now - rec.started_mono) if alive and rec.started_mono is not None else None,
+            metrics_port=rec.metrics_port if alive else None,
+            last_exit_code=rec.last_exit_code,
+            grace_remaining_s=(
+                max(0.0, rec.grace_deadline - now) if rec.grace_deadline is not None else None
+            ),
+            source_type=rec.source_type,
+            source_id=rec.source_id,
+        )
+
+    def _stopping(self, rec: _Stream) -> bool:
+        return self._closing or not rec.wanted
+
+    async def _lifecycle(self, rec: _Stream) -> None:
+        slog = log.bind(stream_id=rec.stream_id)
+        backoff_s = self._s.backoff_initial_s
+        try:
+            while not self._stopping(rec):
+                rec.state = StreamState.STARTING
+                code, run_s, stopped = await self._run_once(rec, slog)
+                if stopped:
+                    continue  # stopped on request; runs again only if a ready came meanwhile
+                if self._stopping(rec):
+                    break
+                if code == 0:
+                    rec.wanted = False
+                    rec.state = StreamState.DONE
+                    slog.info("worker finished (exit 0): stream done")
+                    return
+                if code is not None and code in self._final_codes:
+                    rec.wanted = False
+                    rec.state = StreamState.FAILED
+                    slog.error("worker exited with a final code: not restarted", ctx={"code": code})
+                    return
+                if run_s >= self._s.stable_run_s:
+                    backoff_s = self._s.backoff_initial_s
+                rec.restarts += 1
+                self.restarts_total += 1
+                rec.state = StreamState.BACKOFF
+                slog.warning(
+                    "worker crashed: restarting after backoff",
+                    ctx={"code": code, "run_s": round(run_s, 3), "backoff_s": backoff_s},
+                )
+                await self._sleep_unless_stopped(rec, backoff_s)
+                backoff_s = min(backoff_s * self._s.backoff_multiplier, self._s.backoff_max_s)
+            rec.state = StreamState.STOPPED
+            slog.info("worker stopped")
+        except asyncio.CancelledError:
+            rec.state = StreamState.STOPPED
+            raise
+        except Exception:  # a bug here must not leave a process behind
+            slog.exception("stream supervision failed")
+            rec.wanted = False
+            rec.state = StreamState.FAILED
+        finally:
+            if rec.proc is not None and rec.proc.returncode is None:
+                rec.proc.signal(signal.SIGKILL)
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(rec.proc.wait())
+            rec.proc = None
+
+    async def _run_once(self, rec: _Stream, slog: BoundLogger) -> tuple[int | None, float, bool]:
+        """Start the worker once and wait for its end. Returns (exit code, run time, stopped)."""
+        try:
+            port = self._ports.acquire(prefer=rec.metrics_port)
+        except OSError as exc:
+            slog.error("no metrics port for the worker", ctx={"error": str(exc)})
+            return None, 0.0, False
+        try:
+            rec.metrics_port = port
+            argv = self._s.worker_argv(rec.stream_id, port)
+            log_path = self._s.log_dir / f"{rec.stream_id}.log" if self._s.log_dir else None
+            try:
+                proc = await self._launcher.launch(LaunchSpec(rec.stream_id, argv, log_path))
+            except (OSError, ValueError) as exc:
+                slog.error("worker could not be started", ctx={"error": str(exc), "argv0": argv[0]})
+                return None, 0.0, False
+            rec.proc = proc
+            rec.started_mono = self._clock.monotonic()
+            rec.started_wall = self._clock.wall()
+            rec.state = StreamState.RUNNING
+            slog.info("worker started", ctx={"pid": proc.pid, "metrics_port": port})
+            code, stopped = await self._wait_exit_or_stop(rec, proc, slog)
+            run_s = self._clock.monotonic() - rec.started_mono
+            rec.last_exit_code = code
+            self.exits_by_code[code] = self.exits_by_code.get(code, 0) + 1
+            rec.proc = None
+            slog.info(
+                "worker exited", ctx={"pid": proc.pid, "code": code, "run_s": round(run_s, 3)}
+            )
+            return code, run_s, stopped
+        finally:
+            self._ports.release(port)
+
+    async def _wait_exit_or_stop(
+        self, rec: _Stream, proc: WorkerProcess, slog: BoundLogger
+    ) -> tuple[int, bool]:
+        exit_task = asyncio.ensure_future(proc.wait())
+        try:
+            while True:
+                stop_task = asyncio.ensure_future(rec.stop_event.wait())
+                await asyncio.wait({exit_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+                stop_task.cancel()
+                if exit_task.done():
+                    return exit_task.result(), False
+                if self._stopping(rec):
+                    break
+                rec.stop_event.clear()  # set, then undone by a ready: keep running
+            rec.state = StreamState.STOPPING
+            proc.signal(signal.SIGTERM)
+            if not await self._wait_for(exit_task, self._s.stop_timeout_s):
+                slog.warning(
+                    "worker ignored SIGTERM: killing", ctx={"timeout_s": self._s.stop_timeout_s}
+                )
+                proc.signal(signal.SIGKILL)
+            return await exit_task, True
+        finally:
+            if not exit_task.done():
+                exit_task.cancel()
+
+    async def _wait_for(self, fut: Awaitable[object], timeout_s: float) -> bool:
+        """Wait for `fut` at most `timeout_s` on the clock; True if it finished."""
+        task = asyncio.ensure_future(fut)
+        timer = asyncio.ensure_future(self._clock.sleep(timeout_s))
+        try:
+            await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        return task.done()
+
+    async def _sleep_unless_stopped(self, rec: _Stream, seconds: float) -> None:
+        stop_task = asyncio.ensure_future(rec.stop_event.wait())
+        timer = asyncio.ensure_future(self._clock.sleep(seconds))
+        try:
+            await asyncio.wait({stop_task, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_task.cancel()
+            timer.cancel()

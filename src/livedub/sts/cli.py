@@ -1,0 +1,138 @@
+"""`livedub sts`: run the Echo STS service.
+
+Flags override `STS_*` environment variables, which override the defaults. Never holds service
+logic; never prints the auth token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Any
+
+from pydantic import ValidationError
+
+from livedub.protocol import constants as c
+from livedub.sts.settings import StsSettings
+
+# flag -> settings field (None = not given on the command line)
+_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+    (
+        "--host",
+        "host",
+        str,
+        f"bind address (env STS_HOST; default {c.DEFAULT_STS_HOST}; 0.0.0.0 in containers)",
+    ),
+    (
+        "--port",
+        "port",
+        int,
+        f"TCP port, 0 = any free port (env STS_PORT; default {c.DEFAULT_STS_PORT})",
+    ),
+    (
+        "--auth-token",
+        "auth_token",
+        str,
+        "require this token in the Socket.IO auth payload {'token': ...} and as "
+        "'Authorization: Bearer' on /control and /debug (env STS_AUTH_TOKEN; default: auth off)",
+    ),
+    (
+        "--max-inflight",
+        "max_inflight",
+        int,
+        f"highest max_inflight granted in stream:ready (env STS_MAX_INFLIGHT; default {c.MAX_INFLIGHT_MAX})",
+    ),
+    (
+        "--close-delay-s",
+        "close_delay_s",
+        float,
+        f"close the connection this long after stream:complete (env STS_CLOSE_DELAY_S; default {c.CLOSE_AFTER_COMPLETE_S})",
+    ),
+    (
+        "--ping-interval-s",
+        "ping_interval_s",
+        float,
+        f"Socket.IO ping interval (env STS_PING_INTERVAL_S; default {c.PING_INTERVAL_S})",
+    ),
+    (
+        "--ping-timeout-s",
+        "ping_timeout_s",
+        float,
+        f"Socket.IO ping timeout (env STS_PING_TIMEOUT_S; default {c.PING_TIMEOUT_S})",
+    ),
+    (
+        "--max-fragment-base64-bytes",
+        "max_fragment_base64_bytes",
+        int,
+        f"audio.data_base64 longer than this gets FRAGMENT_TOO_LARGE (env STS_MAX_FRAGMENT_BASE64_BYTES; default {c.MAX_FRAGMENT_BASE64_BYTES})",
+    ),
+    (
+        "--max-message-bytes",
+        "max_message_bytes",
+        int,
+        f"Socket.IO message buffer; bigger messages drop the connection (env STS_MAX_MESSAGE_BYTES; default {c.DEFAULT_MAX_MESSAGE_BYTES})",
+    ),
+    (
+        "--debug-history-limit",
+        "debug_history_limit",
+        int,
+        "entries kept per stream and list for GET /debug/streams/<id> (env STS_DEBUG_HISTORY_LIMIT; default 100000)",
+    ),
+    (
+        "--shutdown-timeout-s",
+        "shutdown_timeout_s",
+        float,
+        "grace period when stopping (env STS_SHUTDOWN_TIMEOUT_S; default 2.0)",
+    ),
+)
+
+
+def add_parsers(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "sts",
+        help="run the Echo STS service (Socket.IO speech-to-speech test double)",
+        description=(
+            "Echo STS service: implements the Audio Fragment Protocol (docs/protocol.md) over "
+            "Socket.IO/WebSocket at /socket.io/, echoing each fragment's audio as its dubbed "
+            "audio. Also serves GET /health, GET /metrics, POST /control/<name> and "
+            "GET /debug/streams/<stream_id>. Stop with SIGINT or SIGTERM."
+        ),
+    )
+    for flag, dest, kind, help_text in _FLAGS:
+        parser.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
+    parser.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> StsSettings:
+    overrides = {
+        dest: getattr(args, dest)
+        for _, dest, _, _ in _FLAGS
+        if getattr(args, dest, None) is not None
+    }
+    return StsSettings(**overrides)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        sys.stderr.write(f"livedub sts: invalid settings:\n{exc}\n")
+        return 2
+    try:
+        asyncio.run(_main(settings))
+    except OSError as exc:  # e.g. the port is taken
+        sys.stderr.write(f"livedub sts: {exc}\n")
+        return 1
+    return 0
+
+
+async def _main(settings: StsSettings) -> None:
+    from livedub.sts.server import serve
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await serve(settings, stop)

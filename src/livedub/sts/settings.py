@@ -1,0 +1,59 @@
+"""The Echo STS service's one settings object (env prefix `STS_`, CLI flags override).
+
+Every option has the spec's default. Never read the environment anywhere else in `sts`, and never
+log the auth token.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from livedub.protocol import constants as c
+
+
+class StsSettings(BaseSettings):
+    """Echo STS service settings. Env: `STS_<NAME>` (e.g. `STS_PORT=9000`)."""
+
+    model_config = SettingsConfigDict(env_prefix="STS_", extra="ignore")
+
+    host: str = Field(
+        default=c.DEFAULT_STS_HOST, description="bind address (0.0.0.0 in containers)"
+    )
+    port: int = Field(
+        default=c.DEFAULT_STS_PORT, ge=0, le=65535, description="TCP port; 0 = any free port"
+    )
+    auth_token: SecretStr | None = Field(
+        default=None, description="when set, clients must send auth={'token': ...}; off by default"
+    )
+    max_inflight: int = Field(
+        default=c.MAX_INFLIGHT_MAX,
+        ge=c.MAX_INFLIGHT_MIN,
+        le=c.MAX_INFLIGHT_MAX,
+        description="highest max_inflight the server grants (grant = min(requested, this))",
+    )
+    close_delay_s: float = Field(
+        default=c.CLOSE_AFTER_COMPLETE_S,
+        ge=0,
+        description="close the connection this long after stream:complete",
+    )
+    ping_interval_s: float = Field(
+        default=c.PING_INTERVAL_S, gt=0, description="Socket.IO ping interval"
+    )
+    ping_timeout_s: float = Field(
+        default=c.PING_TIMEOUT_S, gt=0, description="Socket.IO ping timeout"
+    )
+    max_fragment_base64_bytes: int = Field(
+        default=c.MAX_FRAGMENT_BASE64_BYTES,
+        gt=0,
+        description="longer audio.data_base64 gets FRAGMENT_TOO_LARGE",
+    )
+    max_message_bytes: int = Field(
+        default=c.DEFAULT_MAX_MESSAGE_BYTES,
+        gt=0,
+        description="Socket.IO message buffer; larger messages drop the connection",
+    )
+    debug_history_limit: int = Field(
+        default=100_000, ge=0, description="per-stream entries kept for GET /debug/streams/<id>"
+    )
+    shutdown_timeout_s: float = Field(default=2.0, ge=0, description="grace period when stopping")

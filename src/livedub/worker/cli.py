@@ -1,0 +1,43 @@
+"""`livedub worker`: run one stream worker (or the passthrough media path with --passthrough)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from pydantic import ValidationError
+
+from livedub.exitcodes import ExitCode
+from livedub.settings_cli import add_settings_flags, settings_from_args
+from livedub.worker.config import WorkerSettings
+
+_log = logging.getLogger(__name__)
+
+_ALIASES = {"input_url": "--input", "output_url": "--output"}
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "worker",
+        help="dub one live stream: input → STS → output",
+        description="Dub one live stream. Every flag also reads its WORKER_* env var.",
+    )
+    p.add_argument("--input", dest="input_url", default=None, help="input URL (rtsp/rtmp/srt/file) [env WORKER_INPUT_URL]")
+    p.add_argument("--output", dest="output_url", default=None, help="output URL (rtmp/rtsp/srt/file) [env WORKER_OUTPUT_URL]")
+    add_settings_flags(p, WorkerSettings, skip=tuple(_ALIASES))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = settings_from_args(WorkerSettings, args)
+    except ValidationError as exc:
+        _log.error("invalid worker settings: %s", exc)
+        return int(ExitCode.USAGE)
+    if not settings.input_url or not settings.output_url:
+        _log.error("--input and --output are required")
+        return int(ExitCode.USAGE)
+    from livedub.worker.runner import WorkerRunner
+
+    return asyncio.run(WorkerRunner(settings).run())

@@ -1,0 +1,98 @@
+"""The worker's one settings object: env `WORKER_*` and CLI flags, spec defaults by default.
+
+Every timing constant of the worker lives here with its default; docs/operations.md mirrors this
+table. Nothing in this module performs I/O.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _default_worker_id() -> str:
+    raw = f"{socket.gethostname()}-{os.getpid()}"
+    return re.sub(r"[^A-Za-z0-9_-]", "-", raw)[:64]
+
+
+class WorkerSettings(BaseSettings):
+    """Settings of one stream worker. Field docs are the documentation (see `livedub worker -h`)."""
+
+    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
+
+    # Identity and endpoints
+    stream_id: str = Field("default", description="stream id, [A-Za-z0-9_-]{1,64}")
+    worker_id: str = Field(default_factory=_default_worker_id, description="worker id sent as X-Worker-ID")
+    input_url: str = Field("", description="input URL: rtsp://, rtmp://, srt:// or a file path")
+    output_url: str = Field("", description="output URL: rtmp://, rtsp://, srt:// or a file (mp4/flv/ts/mkv)")
+    sts_url: str = Field("http://127.0.0.1:8080", description="STS Socket.IO server URL")
+    sts_auth_token: str | None = Field(None, description="token for the STS `auth` payload (never logged)")
+    passthrough: bool = Field(False, description="no STS: output the original audio (media path test)")
+
+    # Metrics / health
+    metrics_host: str = Field("127.0.0.1", description="bind address of /metrics and /health")
+    metrics_port: int = Field(8000, ge=0, le=65535, description="port of /metrics and /health (0: off)")
+
+    # Stream config sent in stream:init
+    source_language: str = "en"
+    target_language: str = "es"
+    voice_profile: str = "default"
+    transport_format: str = Field("m4a", description="fragment audio format on the wire: m4a, wav or flac")
+
+    # Timing (spec defaults)
+    segment_s: float = Field(6.0, ge=1.0, le=60.0, description="fragment length in seconds")
+    output_delay_s: float | None = Field(
+        None, gt=0, description="constant output delay D; default segment_s + fragment_timeout_s"
+    )
+    fragment_timeout_s: float = Field(8.0, ge=1.0, le=30.0, description="STS answer timeout per fragment")
+    max_inflight: int = Field(3, ge=1, le=10, description="fragments in flight (min with server grant)")
+    ready_timeout_s: float = Field(10.0, gt=0, description="wait for stream:ready after stream:init")
+    connect_timeout_s: float = Field(10.0, gt=0, description="Socket.IO connect timeout")
+    end_timeout_s: float = Field(15.0, gt=0, description="wait for stream:complete after stream:end")
+    read_timeout_s: float = Field(5.0, gt=0, description="input read watchdog")
+    paced: bool = Field(True, description="pace the output to real time (off: file→file as fast as possible)")
+
+    # Circuit breaker
+    breaker_failure_threshold: int = Field(5, ge=1, description="consecutive retryable failures to open")
+    breaker_cooldown_s: float = Field(30.0, gt=0, description="open → half-open after this long")
+
+    # Reconnection
+    reconnect_base_s: float = Field(2.0, gt=0, description="first reconnect delay")
+    reconnect_factor: float = Field(2.0, ge=1.0, description="delay multiplier per attempt")
+    reconnect_max_attempts: int = Field(5, ge=1, description="attempts before exiting (code 13)")
+    reconnect_jitter: float = Field(0.0, ge=0.0, le=1.0, description="random ± fraction per delay")
+
+    # Segment files
+    segment_dir: str | None = Field(None, description="write segment files under this directory")
+    segment_retention: int = Field(100, ge=1, description="segment batches kept on disk per stream")
+
+    @field_validator("stream_id", "worker_id")
+    @classmethod
+    def _check_id(cls, v: str) -> str:
+        if not ID_RE.match(v):
+            raise ValueError("must match [A-Za-z0-9_-]{1,64}")
+        return v
+
+    @field_validator("transport_format")
+    @classmethod
+    def _check_format(cls, v: str) -> str:
+        if v not in ("m4a", "wav", "flac"):
+            raise ValueError("must be m4a, wav or flac")
+        return v
+
+    @model_validator(mode="after")
+    def _derive(self) -> WorkerSettings:
+        if self.output_delay_s is None:
+            self.output_delay_s = self.segment_s + self.fragment_timeout_s
+        return self
+
+    @property
+    def delay_s(self) -> float:
+        assert self.output_delay_s is not None
+        return self.output_delay_s

@@ -1,0 +1,583 @@
+"""`WorkerRunner`: one stream's dubbing worker — the media pipeline joined to an STS session.
+
+The media pipeline (input → segments → paced output) runs on its own and never waits for the STS:
+each segment's audio is taken by the output at its deadline, dubbed if a result arrived, else
+original. This module only decides *which* PCM a segment gets, by sending fragments to the STS under
+the resilience rules — fragment tracker (max in-flight, timeout), circuit breaker, backpressure
+gate, reconnection — and applying the results. It must never block the event loop (encode/decode run
+in threads) and never let a hostile STS message raise.
+
+Every segment ends in exactly one of: dubbed, or original audio with one fallback reason; every sent
+fragment ends in exactly one of processed / fallback (`worker_audio_fragments_total`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from livedub.clock import Clock, SystemClock
+from livedub.exitcodes import ExitCode
+from livedub.log import bind
+from livedub.media.audio import decode_fragment, encode_pcm
+from livedub.media.errors import DubbedAudioRejected
+from livedub.media.observer import InputState
+from livedub.media.pipeline import MediaPipeline
+from livedub.media.segment import Segment
+from livedub.media.settings import MediaSettings
+from livedub.protocol import (
+    AudioPayload,
+    Backpressure,
+    ErrorCode,
+    ErrorEvent,
+    FragmentAck,
+    FragmentData,
+    FragmentMetadata,
+    FragmentProcessed,
+    WorkerFragmentAck,
+)
+from livedub.worker.backpressure import BackpressureGate
+from livedub.worker.breaker import BreakerState, CircuitBreaker
+from livedub.worker.config import WorkerSettings
+from livedub.worker.metrics import MetricsServer, WorkerMetrics
+from livedub.worker.reconnect import ReconnectPolicy
+from livedub.worker.sts_client import StsClient, StsConnectError, StsHandlers
+from livedub.worker.tracker import FragmentTracker, Outcome, Resolved
+
+_log = logging.getLogger(__name__)
+
+_INPUT_STATE_METRIC = {
+    InputState.CONNECTING: "connecting",
+    InputState.READING: "receiving",
+    InputState.RECONNECTING: "reconnecting",
+    InputState.FAILED: "failed",
+    InputState.ENDED: "ended",
+}
+
+
+@dataclass
+class Pending:
+    """What the tracker keeps about a fragment in flight."""
+
+    segment: Segment
+    sequence_number: int
+    probe: bool
+    sent_monotonic: float
+
+
+def media_settings(s: WorkerSettings) -> MediaSettings:
+    """The media knobs of a worker, from its settings."""
+    return MediaSettings(
+        input_url=s.input_url,
+        output_url=s.output_url,
+        stream_id=s.stream_id,
+        segment_s=s.segment_s,
+        paced=s.paced,
+        sts_timeout_s=s.fragment_timeout_s,
+        output_delay_s=s.delay_s,
+        read_timeout_s=s.read_timeout_s,
+        transport_format=s.transport_format,  # type: ignore[arg-type]
+        segment_dir=s.segment_dir,  # type: ignore[arg-type]
+        segment_retention=s.segment_retention,
+        # Unpaced (file → file): the output waits for each segment's result up to the STS timeout.
+        unpaced_wait_s=0.0 if s.passthrough else s.fragment_timeout_s + 1.0,
+    )
+
+
+class WorkerRunner:
+    """Runs one stream: `await WorkerRunner(settings).run()` returns the process exit code."""
+
+    def __init__(self, settings: WorkerSettings, clock: Clock | None = None) -> None:
+        s = settings
+        self.settings = s
+        self.clock = clock or SystemClock()
+        self.log = bind(_log, stream_id=s.stream_id)
+        self.metrics = WorkerMetrics(s.stream_id)
+        self.tracker: FragmentTracker[Pending] = FragmentTracker(
+            self.clock,
+            max_inflight=s.max_inflight,
+            timeout_s=s.fragment_timeout_s,
+            on_timeout=self._on_timeout,
+            on_inflight_change=self.metrics.set_inflight,
+            stream_id=s.stream_id,
+        )
+        self.breaker = CircuitBreaker(
+            self.clock,
+            failure_threshold=s.breaker_failure_threshold,
+            cooldown_s=s.breaker_cooldown_s,
+            on_transition=lambda t: self.metrics.set_breaker_state(int(t.new)),
+            stream_id=s.stream_id,
+        )
+        self.gate = BackpressureGate(
+            self.clock, on_event=lambda a: self.metrics.backpressure_event(str(a)), stream_id=s.stream_id
+        )
+        self.policy = ReconnectPolicy(
+            self.clock,
+            base_delay_s=s.reconnect_base_s,
+            factor=s.reconnect_factor,
+            max_attempts=s.reconnect_max_attempts,
+            jitter_ratio=s.reconnect_jitter,
+            on_attempt=self._on_attempt,
+            stream_id=s.stream_id,
+        )
+        self.client = StsClient(
+            s,
+            StsHandlers(
+                on_ack=self._on_ack,
+                on_processed=self._on_processed,
+                on_backpressure=self._on_backpressure,
+                on_error=self._on_error,
+                on_disconnect=self._on_disconnect,
+                on_invalid=self._on_invalid,
+            ),
+            self.clock,
+        )
+        self.pipeline = MediaPipeline(
+            media_settings(s), observer=self, on_segment=self._on_segment, clock=self.clock
+        )
+        self._queue: asyncio.Queue[Segment] = asyncio.Queue()
+        self._seq = 0
+        self._audio_params: tuple[int, int] | None = None
+        self._sts_state = "idle"
+        self._connected = asyncio.Event()
+        self._connect_task: asyncio.Task[None] | None = None
+        self._fatal: ExitCode | None = None
+        self._output_state = "starting"
+        self._input_state = "starting"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def run(self) -> int:
+        s = self.settings
+        server: MetricsServer | None = None
+        if s.metrics_port:
+            server = MetricsServer(self.metrics, self.health, host=s.metrics_host, port=s.metrics_port)
+            await server.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+        self.log.info(
+            "worker starting",
+            ctx={
+                "input": s.input_url,
+                "output": s.output_url,
+                "sts_url": s.sts_url,
+                "passthrough": s.passthrough,
+                "segment_s": s.segment_s,
+                "output_delay_s": s.delay_s,
+            },
+        )
+        sender = loop.create_task(self._send_loop(), name="sts-sender")
+        timeouts = loop.create_task(self.tracker.run_timeouts(), name="fragment-timeouts")
+        try:
+            code = await self.pipeline.run()
+            self._output_state = "finished" if code == 0 else "failed"
+            if code == ExitCode.OK and self._fatal is None and not s.passthrough:
+                await self._end_stream()
+        finally:
+            for task in (sender, timeouts, self._connect_task):
+                if task is not None:
+                    task.cancel()
+            await self.client.close()
+            if server is not None:
+                await server.close()
+        if self._fatal is not None:
+            code = int(self._fatal)
+        self.log.info("worker exiting", ctx={"exit_code": code, **self._summary()})
+        return code
+
+    def _on_signal(self, sig: int) -> None:
+        self.log.info("signal received: stopping", ctx={"signal": signal.Signals(sig).name})
+        self.pipeline.request_stop(drain=False)
+
+    def _fail(self, code: ExitCode, message: str, **ctx: Any) -> None:
+        if self._fatal is None:
+            self._fatal = code
+            self.log.error(message, ctx={"exit_code": int(code), **ctx})
+        self.pipeline.request_stop(drain=False)
+
+    async def _end_stream(self) -> None:
+        """stream:end once every fragment is resolved; waits (bounded) for stream:complete."""
+        deadline = self.clock.monotonic() + self.settings.fragment_timeout_s + 1.0
+        while self.tracker.inflight and self.clock.monotonic() < deadline:
+            await self.clock.sleep(0.05)
+        if not self.client.connected:
+            return
+        try:
+            done = await self.client.end_stream("end_of_input")
+        except ConnectionError:
+            return
+        if done is not None:
+            self.log.info(
+                "stream complete",
+                ctx={"total_fragments": done.total_fragments, **done.statistics.model_dump()},
+            )
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok" if self._fatal is None else "failing",
+            "stream_id": self.settings.stream_id,
+            "input": self._input_state,
+            "sts": "passthrough" if self.settings.passthrough else self._sts_state,
+            "output": self._output_state,
+            "breaker": self.breaker.state.name.lower(),
+            "inflight": self.tracker.inflight,
+            "backpressure": str(self.gate.action),
+        }
+
+    def _summary(self) -> dict[str, Any]:
+        st = self.tracker.stats()
+        return {
+            "sent": st.sent,
+            "processed": st.processed,
+            "fallback": st.fallback,
+            "segments": self.pipeline.stats.segments_created,
+            "output": dict(self.pipeline.stats.segments_output),
+            "reasons": dict(self.pipeline.stats.reasons),
+        }
+
+    # -- STS connection ----------------------------------------------------------------------
+    def _ensure_connecting(self, initial: bool) -> None:
+        if self.settings.passthrough or self._fatal is not None:
+            return
+        if self._connect_task is None or self._connect_task.done():
+            self._connect_task = asyncio.get_running_loop().create_task(self._connect(initial))
+
+    async def _connect_once(self) -> bool:
+        assert self._audio_params is not None
+        rate, channels = self._audio_params
+        try:
+            ready = await self.client.connect(rate, channels)
+        except StsConnectError as exc:
+            if exc.kind == "auth":
+                self._fail(ExitCode.STS_AUTH_FAILED, "STS refused our token (AUTH_FAILED)")
+                raise asyncio.CancelledError from exc
+            if exc.kind == "config":
+                self._fail(ExitCode.STS_PROTOCOL, "STS refused our stream config", error=exc.message)
+                raise asyncio.CancelledError from exc
+            self.log.warning("STS connect failed", ctx={"kind": exc.kind, "error": exc.message[:200]})
+            return False
+        self._seq = 0
+        self.gate.reset()
+        self.tracker.set_server_max_inflight(ready.max_inflight)
+        self._sts_state = "connected"
+        self._connected.set()
+        self.metrics.set_sts_connected(True)
+        return True
+
+    async def _connect(self, initial: bool) -> None:
+        self._sts_state = "connecting"
+        if initial:
+            if await self._connect_once():
+                return
+            self.log.warning("STS disconnected", ctx={"reason": "initial connection failed"})
+        self._sts_state = "reconnecting"
+        result = await self.policy.run(self._connect_once)
+        if result.success:
+            if not initial:
+                self.metrics.reconnection()
+            return
+        self._sts_state = "unavailable"
+        self._fail(
+            ExitCode.STS_UNAVAILABLE,
+            "STS reconnection attempts exhausted",
+            attempts=result.attempts,
+            waited_s=round(result.waited_s, 1),
+        )
+
+    def _on_attempt(self, attempt: int, delay_s: float) -> None:
+        self.log.info("STS reconnect attempt", ctx={"attempt": attempt, "delay_s": round(delay_s, 3)})
+
+    async def _on_disconnect(self, reason: str) -> None:
+        self._sts_state = "reconnecting"
+        self._connected.clear()
+        self.metrics.set_sts_connected(False)
+        self.log.warning("STS disconnected", ctx={"reason": reason, "inflight": self.tracker.inflight})
+        for r in self.tracker.fail_all("disconnect"):
+            self._fragment_fell_back(r, "disconnect")
+        self.breaker.release_probe()
+        self.gate.reset()
+        self._ensure_connecting(initial=False)
+
+    # -- sending -----------------------------------------------------------------------------
+    async def _on_segment(self, segment: Segment) -> None:
+        """Pipeline hook: queue the segment for sending (in order); never blocks."""
+        if self.settings.passthrough:
+            segment.audio.set_fallback("passthrough")
+            return
+        if self._audio_params is None:
+            self._audio_params = (segment.sample_rate, segment.channels)
+            self._ensure_connecting(initial=True)
+        self._queue.put_nowait(segment)
+
+    async def _send_loop(self) -> None:
+        while True:
+            segment = await self._queue.get()
+            try:
+                await self._send_segment(segment)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - one segment's failure must not stop the sender
+                self.log.exception("sending a fragment failed", ctx={"fragment_id": segment.id})
+                self._segment_fallback(segment, "send_error")
+
+    def _remaining_s(self, segment: Segment) -> float:
+        return segment.audio.deadline_wall - self.clock.wall()
+
+    def _segment_fallback(self, segment: Segment, reason: str) -> None:
+        if segment.audio.set_fallback(reason):
+            self.log.info("segment fallback", ctx={"fragment_id": segment.id, "batch": segment.batch, "reason": reason})
+
+    async def _send_segment(self, segment: Segment) -> None:
+        fid = segment.id
+        if segment.audio.taken:
+            return  # already output (its deadline passed while queued): reason recorded there
+        # Breaker first: while open nothing is sent and nothing waits.
+        if self.breaker.state is BreakerState.OPEN:
+            self._segment_fallback(segment, "circuit_open")
+            return
+        if not self.client.connected and self._sts_state == "connecting":
+            # The first connection is being made: wait for it, up to the segment's deadline.
+            try:
+                await asyncio.wait_for(self._connected.wait(), timeout=max(0.0, self._remaining_s(segment)))
+            except asyncio.TimeoutError:
+                pass
+        if not self.client.connected:
+            self._segment_fallback(segment, "disconnect")
+            return
+        # Encode while (possibly) waiting for a slot: it is the same work either way.
+        data = await asyncio.to_thread(encode_pcm, segment.pcm, segment.sample_rate, self.settings.transport_format)
+        self.log.info("segment ready", ctx={"fragment_id": fid, "batch": segment.batch, "bytes": len(data)})
+        try:
+            await asyncio.wait_for(self._wait_to_send(), timeout=max(0.0, self._remaining_s(segment)))
+        except asyncio.TimeoutError:
+            self._segment_fallback(segment, "backpressure")
+            return
+        if segment.audio.taken or not self.client.connected:
+            self.tracker.release()
+            self._segment_fallback(segment, "disconnect" if not self.client.connected else "backpressure")
+            return
+        probe = self.breaker.state is BreakerState.HALF_OPEN
+        if not self.breaker.allow_send():
+            self.tracker.release()
+            self._segment_fallback(segment, "circuit_open")
+            return
+        seq = self._seq
+        self._seq += 1
+        msg = FragmentData(
+            fragment_id=fid,
+            stream_id=self.settings.stream_id,
+            sequence_number=seq,
+            timestamp=int(self.clock.wall() * 1000),
+            audio=AudioPayload.from_bytes(
+                data,
+                format=self.settings.transport_format,  # type: ignore[arg-type]
+                sample_rate_hz=segment.sample_rate,
+                channels=segment.channels,
+                duration_ms=segment.duration_ms,
+            ),
+            metadata=FragmentMetadata(pts_ns=segment.t0_ns, source_pts_ns=segment.t0_ns),
+        )
+        self.tracker.add(fid, Pending(segment, seq, probe, self.clock.monotonic()))
+        try:
+            await self.client.emit("fragment:data", msg.to_wire())
+        except (ConnectionError, OSError) as exc:
+            r = self.tracker.resolve(fid, Outcome.FALLBACK, "disconnect")
+            if r is not None:
+                self._fragment_fell_back(r, "disconnect")
+            if probe:
+                self.breaker.release_probe()
+            self.log.warning("fragment send failed", ctx={"fragment_id": fid, "error": str(exc)})
+            return
+        self.metrics.fragment_sent()
+        self.log.info(
+            "fragment sent",
+            ctx={"fragment_id": fid, "sequence_number": seq, "batch": segment.batch, "probe": str(probe).lower()},
+        )
+
+    async def _wait_to_send(self) -> None:
+        await self.tracker.acquire()
+        try:
+            await self.gate.wait_ready()
+        except BaseException:
+            self.tracker.release()
+            raise
+
+    # -- results -----------------------------------------------------------------------------
+    def _fragment_fell_back(self, r: Resolved[Pending], reason: str) -> None:
+        """A sent fragment ended without dubbed audio: count it and resolve its segment."""
+        self.metrics.fragment_fallback()
+        self.log.info(
+            "fragment fallback",
+            ctx={"fragment_id": r.fragment_id, "sequence_number": r.info.sequence_number, "reason": reason},
+        )
+        r.info.segment.audio.set_fallback(reason)
+
+    def _on_timeout(self, fragment_id: str, info: Pending) -> None:
+        self.breaker.record_failure(True, ErrorCode.TIMEOUT.value)
+        self.metrics.fragment_fallback()
+        self.log.warning(
+            "fragment fallback",
+            ctx={"fragment_id": fragment_id, "sequence_number": info.sequence_number, "reason": "timeout"},
+        )
+        info.segment.audio.set_fallback("timeout")
+
+    async def _on_ack(self, ack: FragmentAck) -> None:
+        if not self.tracker.record_ack(ack.fragment_id, ack.status, ack.queue_position):
+            self.log.debug("ack for a fragment not in flight", ctx={"fragment_id": ack.fragment_id})
+
+    async def _ack(self, fragment_id: str, status: str) -> None:
+        ack = WorkerFragmentAck(fragment_id=fragment_id, status=status, timestamp=int(self.clock.wall() * 1000))  # type: ignore[arg-type]
+        try:
+            await self.client.emit("fragment:ack", ack.to_wire())
+        except (ConnectionError, OSError):
+            pass
+
+    async def _on_processed(self, msg: FragmentProcessed) -> None:
+        fid = msg.fragment_id
+        if msg.stream_id != self.settings.stream_id:
+            self.metrics.rejected_result("invalid_message")
+            self.log.warning("result for another stream ignored", ctx={"fragment_id": fid, "other_stream": msg.stream_id})
+            return
+        entry = self.tracker.get(fid)
+        if entry is None:
+            late = self.tracker.recently_resolved(fid) is not None
+            if late:
+                self.metrics.late_result()
+            else:
+                self.metrics.rejected_result("unknown_fragment")
+            self.log.warning(
+                "late result ignored" if late else "result for an unknown fragment ignored",
+                ctx={"fragment_id": fid, "status": msg.status},
+            )
+            await self._ack(fid, "received")
+            return
+        pending = entry.info
+        segment = pending.segment
+        if msg.status == "failed" or msg.dubbed_audio is None:
+            err = msg.error
+            code = err.code.value if err else "UNKNOWN"
+            await self._resolve_failed(fid, code, bool(err and err.retryable), err.message if err else "")
+            await self._ack(fid, "received")
+            return
+        audio = msg.dubbed_audio
+        try:
+            pcm = await asyncio.to_thread(
+                decode_fragment,
+                audio.to_bytes(),
+                expected_samples=segment.n_samples,
+                sample_rate=segment.sample_rate,
+                channels=segment.channels,
+            )
+        except DubbedAudioRejected as exc:
+            reason = "duration_mismatch" if exc.reason == "duration_mismatch" else "invalid_audio"
+            r = self.tracker.resolve(fid, Outcome.FALLBACK, reason)
+            self.metrics.rejected_result(reason)
+            self.log.warning("dubbed audio rejected", ctx={"fragment_id": fid, "reason": exc.reason, "detail": exc.detail[:200]})
+            if r is not None:
+                self.breaker.record_failure(False, reason)
+                self._fragment_fell_back(r, reason)
+            await self._ack(fid, "received")
+            return
+        r = self.tracker.resolve(fid, Outcome.PROCESSED)
+        if r is None:  # timed out while decoding
+            self.metrics.late_result()
+            self.log.warning("late result ignored", ctx={"fragment_id": fid})
+            await self._ack(fid, "received")
+            return
+        self.breaker.record_success()
+        if segment.audio.set_dubbed(pcm):
+            self.metrics.fragment_processed(r.elapsed_ms)
+            self.log.info(
+                "fragment applied",
+                ctx={"fragment_id": fid, "sequence_number": msg.sequence_number, "rtt_ms": round(r.elapsed_ms or 0.0, 1)},
+            )
+            await self._ack(fid, "applied")
+        else:
+            # The output already took the original audio (result after the deadline).
+            self.metrics.fragment_fallback()
+            self.metrics.late_result()
+            self.log.warning("fragment fallback", ctx={"fragment_id": fid, "reason": "deadline"})
+            await self._ack(fid, "received")
+
+    async def _resolve_failed(self, fid: str, code: str, retryable: bool, message: str) -> None:
+        r = self.tracker.resolve(fid, Outcome.FALLBACK, "sts_error")
+        if r is None:
+            return
+        self.log.warning(
+            "STS failed fragment",
+            ctx={"fragment_id": fid, "code": code, "retryable": str(retryable).lower(), "message": message[:200]},
+        )
+        self.breaker.record_failure(retryable, code)
+        self._fragment_fell_back(r, "sts_error")
+
+    async def _on_error(self, err: ErrorEvent) -> None:
+        if err.fragment_id is not None and self.tracker.get(err.fragment_id) is not None:
+            await self._resolve_failed(err.fragment_id, err.code.value, err.retryable, err.message)
+            return
+        self.log.warning(
+            "STS error",
+            ctx={"code": err.code.value, "message": err.message[:200], "fragment_id": err.fragment_id},
+        )
+        if err.code is ErrorCode.AUTH_FAILED:
+            self._fail(ExitCode.STS_AUTH_FAILED, "STS refused our token (AUTH_FAILED)")
+
+    async def _on_backpressure(self, bp: Backpressure) -> None:
+        self.log.info(
+            "backpressure",
+            ctx={"action": bp.action, "severity": bp.severity, "recommended_delay_ms": bp.recommended_delay_ms},
+        )
+        self.gate.apply(bp.action, bp.recommended_delay_ms)
+
+    async def _on_invalid(self, event: str, reason: str, raw: Any) -> None:
+        self.metrics.rejected_result("invalid_message")
+        fid = raw.get("fragment_id") if isinstance(raw, dict) else None
+        self.log.warning("invalid STS message ignored", ctx={"event": event, "reason": reason, "fragment_id": fid})
+        if event == "fragment:processed" and isinstance(fid, str) and self.tracker.get(fid) is not None:
+            r = self.tracker.resolve(fid, Outcome.FALLBACK, "invalid_message")
+            if r is not None:
+                self.breaker.record_failure(False, "invalid_message")
+                self._fragment_fell_back(r, "invalid_message")
+
+    # -- MediaObserver -----------------------------------------------------------------------
+    def on_segment_created(self, segment: Segment) -> None:
+        pass
+
+    def on_segment_output(self, segment: Segment, source: str, reason: str | None) -> None:
+        self.metrics.segment_output("dubbed" if source == "dubbed" else "original")
+        if source != "dubbed":
+            r = reason or "deadline"
+            if r == "deadline" and self.breaker.state is BreakerState.OPEN:
+                r = "circuit_open"
+            if r == "deadline" and (self.gate.paused or self.gate.delay_ms):
+                r = "backpressure"
+            self.metrics.fallback(r)
+
+    def on_av_sync_delta(self, segment: Segment, delta_ms: float) -> None:
+        self.metrics.set_av_sync_delta_ms(delta_ms)
+
+    def on_output_delay(self, delay_s: float) -> None:
+        self.metrics.set_output_delay_ms(delay_s * 1000.0)
+        self._output_state = "writing"
+
+    def on_input_state(self, state: InputState, detail: str | None) -> None:
+        self._input_state = str(state)
+        self.metrics.set_input_state(_INPUT_STATE_METRIC.get(state, "starting"))
+
+    def on_write_error(self, kind: str, error: str) -> None:
+        self.log.warning("write error (dubbing continues)", ctx={"kind": kind, "error": error[:200]})
+
+    def on_drift_correction(self, deviation_ms: float, samples: int) -> None:
+        pass  # logged by the media path
+
+    def on_discontinuity(self, kind: str, jump_ms: float) -> None:
+        pass  # logged by the media path
+
+    def on_late_segment(self, segment: Segment) -> None:
+        pass  # logged by the media path
+

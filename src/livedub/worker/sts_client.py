@@ -1,0 +1,246 @@
+"""The worker's Socket.IO client for one STS session: connect, stream:init → stream:ready, send
+fragments, receive results, end the stream.
+
+It owns the socket and nothing else: it does not retry (the runner's reconnect loop does), does not
+track fragments (the FragmentTracker does) and never blocks the media path. Incoming events are
+validated against `livedub.protocol` models; an invalid message is handed to `on_invalid` with its
+reason and never raises. Sends are serialised (python-socketio's emit is not safe concurrently).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import socketio
+from pydantic import ValidationError
+
+from livedub.clock import Clock, SystemClock
+from livedub.log import bind
+from livedub.protocol import (
+    Backpressure,
+    ErrorEvent,
+    FragmentAck,
+    FragmentProcessed,
+    StreamComplete,
+    StreamReady,
+)
+from livedub.worker.config import WorkerSettings
+
+_log = logging.getLogger(__name__)
+
+
+class StsConnectError(Exception):
+    """Connecting or initialising the session failed. `kind`: unreachable|auth|config|ready_timeout."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+
+
+@dataclass
+class StsHandlers:
+    """Callbacks into the runner. All are awaited on the event loop; none may block."""
+
+    on_ack: Callable[[FragmentAck], Awaitable[None]]
+    on_processed: Callable[[FragmentProcessed], Awaitable[None]]
+    on_backpressure: Callable[[Backpressure], Awaitable[None]]
+    on_error: Callable[[ErrorEvent], Awaitable[None]]
+    on_disconnect: Callable[[str], Awaitable[None]]
+    on_invalid: Callable[[str, str, Any], Awaitable[None]]  # (event, reason, raw payload)
+
+
+class StsClient:
+    def __init__(self, settings: WorkerSettings, handlers: StsHandlers, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.handlers = handlers
+        self.clock = clock or SystemClock()
+        self.log = bind(_log, stream_id=settings.stream_id)
+        self.sio: socketio.AsyncClient | None = None
+        self.ready: StreamReady | None = None
+        self._send_lock = asyncio.Lock()
+        self._ready_fut: asyncio.Future[StreamReady] | None = None
+        self._complete_fut: asyncio.Future[StreamComplete] | None = None
+        self._connect_error: Any = None
+        self._closing = False
+
+    @property
+    def connected(self) -> bool:
+        return self.sio is not None and self.sio.connected and self.ready is not None
+
+    # -- connection ------------------------------------------------------------------------------
+    async def connect(self, audio_rate_hz: int, audio_channels: int) -> StreamReady:
+        """Connect, send stream:init with the true audio parameters, wait for stream:ready."""
+        await self.close()
+        self._closing = False
+        self.ready = None
+        self._connect_error = None
+        sio = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False)
+        self.sio = sio
+        self._register(sio)
+        loop = asyncio.get_running_loop()
+        self._ready_fut = loop.create_future()
+        headers = {"X-Stream-ID": self.settings.stream_id, "X-Worker-ID": self.settings.worker_id}
+        auth = {"token": self.settings.sts_auth_token} if self.settings.sts_auth_token else None
+        try:
+            await sio.connect(
+                self.settings.sts_url,
+                headers=headers,
+                auth=auth,
+                transports=["websocket"],
+                wait_timeout=int(max(1, self.settings.connect_timeout_s)),
+            )
+        except (socketio.exceptions.ConnectionError, OSError, asyncio.TimeoutError, ValueError) as exc:
+            await self._drop(sio)
+            detail = self._connect_error or str(exc)
+            if "AUTH_FAILED" in str(detail):
+                raise StsConnectError("auth", str(detail)) from exc
+            raise StsConnectError("unreachable", str(detail)) from exc
+        init = {
+            "stream_id": self.settings.stream_id,
+            "worker_id": self.settings.worker_id,
+            "config": {
+                "source_language": self.settings.source_language,
+                "target_language": self.settings.target_language,
+                "voice_profile": self.settings.voice_profile,
+                "chunk_duration_ms": int(round(self.settings.segment_s * 1000)),
+                "sample_rate_hz": audio_rate_hz,
+                "channels": audio_channels,
+                "format": self.settings.transport_format,
+            },
+            "max_inflight": self.settings.max_inflight,
+            "timeout_ms": int(round(self.settings.fragment_timeout_s * 1000)),
+        }
+        await self.emit("stream:init", init)
+        try:
+            ready = await asyncio.wait_for(self._ready_fut, self.settings.ready_timeout_s)
+        except asyncio.TimeoutError as exc:
+            await self._drop(sio)
+            raise StsConnectError(
+                "ready_timeout", f"no stream:ready within {self.settings.ready_timeout_s:g} s"
+            ) from exc
+        except StsConnectError:
+            await self._drop(sio)
+            raise
+        self.ready = ready
+        self.log.info(
+            "STS session ready",
+            ctx={"session_id": ready.session_id, "granted_max_inflight": ready.max_inflight},
+        )
+        return ready
+
+    async def close(self) -> None:
+        """Close deliberately (no on_disconnect callback)."""
+        self._closing = True
+        if self.sio is not None:
+            await self._drop(self.sio)
+        self.sio = None
+        self.ready = None
+
+    async def _drop(self, sio: socketio.AsyncClient) -> None:
+        self._closing = True
+        try:
+            await sio.disconnect()
+        except Exception:  # noqa: BLE001 - best effort on a socket that may be gone
+            pass
+
+    # -- sending ---------------------------------------------------------------------------------
+    async def emit(self, event: str, payload: dict[str, Any]) -> None:
+        sio = self.sio
+        if sio is None or not sio.connected:
+            raise ConnectionError("STS not connected")
+        async with self._send_lock:
+            await sio.emit(event, payload)
+
+    async def end_stream(self, reason: str = "end_of_input") -> StreamComplete | None:
+        """stream:end, then wait (bounded) for stream:complete. None if it never came."""
+        if self.sio is None or not self.sio.connected:
+            return None
+        self._complete_fut = asyncio.get_running_loop().create_future()
+        await self.emit("stream:end", {"stream_id": self.settings.stream_id, "reason": reason})
+        try:
+            return await asyncio.wait_for(self._complete_fut, self.settings.end_timeout_s)
+        except asyncio.TimeoutError:
+            self.log.warning("no stream:complete within end timeout", ctx={"timeout_s": self.settings.end_timeout_s})
+            return None
+
+    # -- receiving -------------------------------------------------------------------------------
+    def _register(self, sio: socketio.AsyncClient) -> None:
+        @sio.on("connect_error")  # type: ignore[misc]
+        async def _connect_error(data: Any = None) -> None:
+            self._connect_error = data
+
+        @sio.on("disconnect")  # type: ignore[misc]
+        async def _disconnect(reason: Any = None) -> None:
+            if sio is not self.sio or self._closing:
+                return
+            self.ready = None
+            if self._ready_fut and not self._ready_fut.done():
+                self._ready_fut.set_exception(StsConnectError("unreachable", "disconnected before ready"))
+            await self.handlers.on_disconnect(str(reason or "transport closed"))
+
+        @sio.on("stream:ready")  # type: ignore[misc]
+        async def _ready(data: Any = None) -> None:
+            try:
+                ready = StreamReady.model_validate(data)
+            except ValidationError as exc:
+                await self.handlers.on_invalid("stream:ready", _reason(exc), data)
+                return
+            if self._ready_fut and not self._ready_fut.done():
+                self._ready_fut.set_result(ready)
+
+        @sio.on("stream:complete")  # type: ignore[misc]
+        async def _complete(data: Any = None) -> None:
+            try:
+                done = StreamComplete.model_validate(data)
+            except ValidationError as exc:
+                await self.handlers.on_invalid("stream:complete", _reason(exc), data)
+                return
+            if self._complete_fut and not self._complete_fut.done():
+                self._complete_fut.set_result(done)
+
+        @sio.on("fragment:ack")  # type: ignore[misc]
+        async def _ack(data: Any = None) -> None:
+            await self._dispatch("fragment:ack", FragmentAck, data, self.handlers.on_ack)
+
+        @sio.on("fragment:processed")  # type: ignore[misc]
+        async def _processed(data: Any = None) -> None:
+            await self._dispatch("fragment:processed", FragmentProcessed, data, self.handlers.on_processed)
+
+        @sio.on("backpressure")  # type: ignore[misc]
+        async def _bp(data: Any = None) -> None:
+            await self._dispatch("backpressure", Backpressure, data, self.handlers.on_backpressure)
+
+        @sio.on("error")  # type: ignore[misc]
+        async def _error(data: Any = None) -> None:
+            try:
+                err = ErrorEvent.model_validate(data)
+            except ValidationError as exc:
+                await self.handlers.on_invalid("error", _reason(exc), data)
+                return
+            if self._ready_fut and not self._ready_fut.done() and err.fragment_id is None:
+                kind = "auth" if err.code.value == "AUTH_FAILED" else "config"
+                self._ready_fut.set_exception(StsConnectError(kind, f"{err.code.value}: {err.message}"))
+                return
+            await self.handlers.on_error(err)
+
+    async def _dispatch(self, event: str, model: Any, data: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
+        try:
+            msg = model.model_validate(data)
+        except ValidationError as exc:
+            await self.handlers.on_invalid(event, _reason(exc), data)
+            return
+        except Exception as exc:  # noqa: BLE001 - a hostile payload must never kill the client
+            await self.handlers.on_invalid(event, f"unparseable: {exc}", data)
+            return
+        await handler(msg)
+
+
+def _reason(exc: ValidationError) -> str:
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = ".".join(str(x) for x in first.get("loc", ()))
+    return f"schema_invalid: {loc}: {first.get('msg', str(exc))}"[:300]

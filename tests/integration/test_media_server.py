@@ -1,0 +1,622 @@
+"""Integration tests of the embedded media server (`livedub media-server`) on 127.0.0.1.
+
+Real nginx-rtmp and GStreamer RTSP relay processes on free ports; media made with PyAV,
+published and read with PyAV (and the ffmpeg CLI where PyAV cannot set an option).
+
+`test_measure_latency_and_time_to_readable` also prints the numbers written in
+docs/media-server.md; run it alone with `-s` (and `MEDIA_MEASURE_S=20` for longer runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import psutil
+import pytest
+from aiohttp import web
+
+from livedub.orchestrator.media_server import (
+    HookEvent,
+    MediaServer,
+    MediaServerSettings,
+    PortInUseError,
+)
+
+_defaults = MediaServerSettings()
+pytestmark = [
+    pytest.mark.timeout(180),
+    pytest.mark.skipif(
+        shutil.which("nginx") is None
+        or not _defaults.nginx_rtmp_module.exists()
+        or not Path(_defaults.gst_python).exists(),
+        reason="nginx + libnginx-mod-rtmp + python3-gi not installed (make setup)",
+    ),
+]
+
+FPS = 30
+SAMPLE_RATE = 48000
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.02)
+
+
+async def await_for(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def make_clip(path: Path, seconds: float, gop_s: float, width: int = 320, height: int = 180) -> Path:
+    """H.264 (with B-frames) + AAC stereo; seeded noise makes every AAC packet unique, so a
+    packet read back can be matched to the one published (latency per packet)."""
+    rng = np.random.default_rng(1234)
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=FPS)
+        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
+        g = str(int(gop_s * FPS))
+        v.options = {"g": g, "keyint_min": g, "sc_threshold": "0", "preset": "veryfast"}
+        a = out.add_stream("aac", rate=SAMPLE_RATE)
+        a.layout = "stereo"
+        n_frames = int(seconds * FPS)
+        for i in range(n_frames):
+            img = np.full((height, width, 3), 32, np.uint8)
+            x = (i * 5) % (width - 16)
+            img[:, x : x + 16] = 255
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            for p in v.encode(frame):
+                out.mux(p)
+        n_samples = int(seconds * SAMPLE_RATE)
+        t = 0
+        while t < n_samples:
+            k = min(1024, n_samples - t)
+            tone = 0.2 * np.sin(2 * np.pi * 440 * np.arange(t, t + k) / SAMPLE_RATE)
+            pcm = (tone + 0.05 * rng.standard_normal(k)).astype(np.float32)
+            af = av.AudioFrame.from_ndarray(np.stack([pcm, pcm]), format="fltp", layout="stereo")
+            af.sample_rate = SAMPLE_RATE
+            af.pts = t
+            for p in a.encode(af):
+                out.mux(p)
+            t += k
+        for p in v.encode():
+            out.mux(p)
+        for p in a.encode():
+            out.mux(p)
+    return path
+
+
+def output_args(url: str) -> tuple[str, dict[str, str]]:
+    if url.startswith("rtsp://"):
+        return "rtsp", {"rtsp_transport": "tcp"}
+    return "flv", {}
+
+
+def input_options(url: str) -> dict[str, str]:
+    return {"rtsp_transport": "tcp"} if url.startswith("rtsp://") else {}
+
+
+class Publisher(threading.Thread):
+    """Publishes a clip in real time with PyAV; remembers when each audio packet was sent."""
+
+    def __init__(
+        self, clip: Path, url: str, max_s: float | None = None, connect_retry_s: float = 0.0
+    ) -> None:
+        super().__init__(daemon=True, name=f"pub {url}")
+        self.clip, self.url, self.max_s = clip, url, max_s
+        self.connect_retry_s = connect_retry_s
+        self.sent: dict[bytes, float] = {}
+        self.started_at: float | None = None
+        self.error: BaseException | None = None
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        self.started_at = time.monotonic()
+        try:
+            fmt, opts = output_args(self.url)
+            deadline = time.monotonic() + self.connect_retry_s
+            while True:
+                try:
+                    dst = av.open(self.url, "w", format=fmt, options=opts, timeout=(5, 5))
+                    break
+                except (av.error.FFmpegError, OSError):
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.02)  # retry interval while the listener comes up
+            with av.open(str(self.clip)) as src, dst:
+                smap = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+                t0: float | None = None
+                first: float | None = None
+                for pkt in src.demux():
+                    if pkt.dts is None or self.stop_event.is_set():
+                        continue
+                    assert pkt.time_base is not None
+                    ts = float(pkt.dts * pkt.time_base)
+                    if t0 is None or first is None:
+                        t0, first = time.monotonic(), ts
+                    if self.max_s is not None and ts - first > self.max_s:
+                        break
+                    delay = t0 + (ts - first) - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)  # pacing the publisher, not waiting for a condition
+                    is_audio = pkt.stream.type == "audio"
+                    payload = bytes(pkt) if is_audio else b""
+                    pkt.stream = smap[pkt.stream.index]
+                    dst.mux(pkt)
+                    if is_audio:
+                        self.sent[payload] = time.monotonic()
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+@dataclass
+class ReadResult:
+    opened_at: float | None = None
+    first_packet_at: float | None = None
+    counts: dict[str, int] = field(default_factory=lambda: {"video": 0, "audio": 0})
+    latencies_s: list[float] = field(default_factory=list)
+    open_attempts: int = 0
+    error: BaseException | None = None
+
+
+class Reader(threading.Thread):
+    """Reads a URL with PyAV (retrying the open until `deadline_s`) until it has `want` packets
+    of each type; matches audio packets against `publisher.sent` for latency."""
+
+    def __init__(
+        self,
+        url: str,
+        want: int = 20,
+        deadline_s: float = 20.0,
+        publisher: Publisher | None = None,
+        options: dict[str, str] | None = None,
+        want_latency_samples: int = 0,
+    ) -> None:
+        super().__init__(daemon=True, name=f"read {url}")
+        self.url, self.want, self.deadline_s, self.publisher = url, want, deadline_s, publisher
+        self.options = options if options is not None else input_options(url)
+        self.want_latency_samples = want_latency_samples
+        self.result = ReadResult()
+
+    def done(self) -> bool:
+        c = self.result.counts
+        return (
+            c["video"] >= self.want
+            and c["audio"] >= self.want
+            and len(self.result.latencies_s) >= self.want_latency_samples
+        )
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.deadline_s
+        r = self.result
+        while time.monotonic() < deadline:
+            r.open_attempts += 1
+            try:
+                container = av.open(self.url, options=self.options, timeout=(5, 5))
+            except (av.error.FFmpegError, OSError) as exc:
+                r.error = exc
+                time.sleep(0.05)  # retry interval of a polling reader
+                continue
+            r.error = None
+            r.opened_at = time.monotonic()
+            try:
+                with container:
+                    for pkt in container.demux():
+                        if pkt.size == 0:
+                            continue
+                        now = time.monotonic()
+                        if r.first_packet_at is None:
+                            r.first_packet_at = now
+                        kind = pkt.stream.type
+                        if kind in r.counts:
+                            r.counts[kind] += 1
+                        if kind == "audio" and self.publisher is not None:
+                            sent = self.publisher.sent.get(bytes(pkt))
+                            if sent is not None:
+                                r.latencies_s.append(now - sent)
+                        if self.done() or now > deadline:
+                            return
+            except (av.error.FFmpegError, OSError) as exc:
+                r.error = exc
+            if r.first_packet_at is not None:
+                return
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("media") / "clip.mp4", seconds=8.0, gop_s=1.0)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[MediaServer]:
+    ms = MediaServer(
+        rtsp_port=free_port(),
+        rtmp_port=free_port(),
+        streams=["s1", "s2", "h2"],
+        workdir=tmp_path / "ms",
+    )
+    with ms:
+        yield ms
+
+
+def alive(pids: list[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def join_all(threads: list[threading.Thread], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    stuck = [t.name for t in threads if t.is_alive()]
+    assert not stuck, f"threads still running: {stuck}"
+
+
+# -- lifecycle ---------------------------------------------------------------------------------
+def test_api_starts_fast_and_stops_without_leftovers(tmp_path: Path) -> None:
+    ms = MediaServer(rtsp_port=free_port(), rtmp_port=free_port(), streams=["a"])
+    t0 = time.monotonic()
+    try:
+        ms.start()
+        ms.wait_ready(timeout_s=5)
+        took = time.monotonic() - t0
+        pids = ms.pids()
+        assert len(pids) >= 3, pids  # nginx master + worker, relay
+        assert took < 2.0, f"ready after {took:.2f} s"
+        assert ms.ready and ms.failure() is None
+        with socket.create_connection(("127.0.0.1", ms.rtsp_port), timeout=1):
+            pass
+    finally:
+        ms.stop()
+    assert alive(pids) == []
+    assert ms.workdir is not None and not ms.workdir.exists()  # temporary workdir removed
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_cli_ready_line_and_clean_stop(sig: signal.Signals, tmp_path: Path) -> None:
+    rtsp, rtmp = free_port(), free_port()
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "livedub", "media-server", "--rtsp-port", str(rtsp),
+         "--rtmp-port", str(rtmp), "--streams", "a,b", "--workdir", str(tmp_path / "w")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(10)
+        took = time.monotonic() - t0
+        assert lines and lines[0].startswith("media-server ready"), (lines, proc.poll())
+        assert f"rtsp=rtsp://127.0.0.1:{rtsp}/" in lines[0] and "streams=a,b" in lines[0]
+        assert took < 2.0, f"process start → ready line took {took:.2f} s"
+        children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        assert len(children) >= 3, children
+        proc.send_signal(sig)
+        assert proc.wait(timeout=15) == 0
+        wait_for(lambda: alive(children) == [], 5, "children to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize("which", ["rtsp", "rtmp"])
+def test_port_in_use_is_a_clear_error(which: str, tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        ports = {"rtsp": free_port(), "rtmp": free_port(), which: port}
+        ms = MediaServer(rtsp_port=ports["rtsp"], rtmp_port=ports["rtmp"])
+        with pytest.raises(PortInUseError) as info:
+            ms.start()
+        assert info.value.port == port and info.value.protocol == which.upper()
+        assert ms.pids() == []
+        proc = subprocess.run(
+            [sys.executable, "-m", "livedub", "media-server", "--rtsp-port", str(ports["rtsp"]),
+             "--rtmp-port", str(ports["rtmp"])],
+            capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+        assert proc.returncode == 2
+        assert f"127.0.0.1:{port} is already in use" in proc.stderr
+        assert "ready" not in proc.stdout
+
+
+def test_child_death_is_reported(tmp_path: Path) -> None:
+    with MediaServer(rtsp_port=free_port(), rtmp_port=free_port()) as ms:
+        assert ms._relay is not None
+        ms._relay.kill()  # a child we started, by its handle
+        wait_for(lambda: ms.failure() is not None, 5, "failure to be seen")
+        assert "RTSP relay exited" in (ms.failure() or "")
+
+
+# -- media -------------------------------------------------------------------------------------
+def test_publish_and_read_both_protocols_several_ids(server: MediaServer, clip: Path) -> None:
+    """RTSP with ids never declared (r1, r2), RTMP with declared ids (s1, s2); in and out paths;
+    three readers on one RTSP path and two on one RTMP path, all at once."""
+    paths = {
+        server.rtsp_url("live/r1/in"): 3,
+        server.rtsp_url("live/r2/out"): 1,
+        server.rtmp_url("live/s1/in"): 2,
+        server.rtmp_url("live/s2/out"): 1,
+    }
+    pubs = [Publisher(clip, url) for url in paths]
+    for p in pubs:
+        p.start()
+    readers = [
+        Reader(url, want=25, deadline_s=20, publisher=pub)
+        for pub, (url, n) in zip(pubs, paths.items(), strict=True)
+        for _ in range(n)
+    ]
+    for r in readers:
+        r.start()
+    join_all(list(readers), 30)
+    for r in readers:
+        res = r.result
+        assert res.counts["video"] >= 25 and res.counts["audio"] >= 25, (r.url, res)
+        assert res.latencies_s, f"{r.url}: no audio packet matched the published ones"
+    for p in pubs:
+        p.stop_event.set()
+    join_all(list(pubs), 10)
+    assert all(p.error is None for p in pubs), [p.error for p in pubs]
+
+
+def test_read_keeps_b_frame_timestamps(server: MediaServer, clip: Path) -> None:
+    """Readers get DTS that never go back and PTS ≥ DTS (the clip has B-frames), both protocols."""
+    for url in (server.rtsp_url("live/ts/in"), server.rtmp_url("live/s1/out")):
+        pub = Publisher(clip, url, max_s=4)
+        pub.start()
+        got: list[tuple[int, int]] = []
+        container = None
+        deadline = time.monotonic() + 10
+        while container is None and time.monotonic() < deadline:
+            try:
+                container = av.open(url, options=input_options(url), timeout=(5, 5))
+            except (av.error.FFmpegError, OSError):
+                time.sleep(0.05)  # retry interval
+        assert container is not None, url
+        with container:
+            for pkt in container.demux(video=0):
+                if pkt.dts is not None and pkt.pts is not None:
+                    got.append((pkt.pts, pkt.dts))
+                if len(got) >= 40:
+                    break
+        pub.stop_event.set()
+        pub.join(10)
+        dts = [d for _, d in got]
+        assert all(b > a for a, b in zip(dts, dts[1:], strict=False)), (url, dts)
+        assert all(p >= d for p, d in got), url
+        assert any(p != d for p, d in got), f"{url}: no reordered frame seen"
+
+
+def test_unknown_and_unpublished_paths(server: MediaServer, clip: Path) -> None:
+    with pytest.raises(av.error.HTTPNotFoundError):  # not published yet
+        av.open(server.rtsp_url("live/nobody/in"), options={"rtsp_transport": "tcp"}, timeout=5)
+    with pytest.raises(av.error.HTTPNotFoundError):  # not a live/<id>/in|out path
+        av.open(server.rtsp_url("other/x"), options={"rtsp_transport": "tcp"}, timeout=5)
+    with pytest.raises((av.error.FFmpegError, OSError)):  # undeclared RTMP id
+        pub = Publisher(clip, server.rtmp_url("live/undeclared/in"), max_s=1)
+        pub.run()
+        raise pub.error or AssertionError("publish to an undeclared RTMP id succeeded")
+    with pytest.raises((av.error.FFmpegError, OSError)):  # refused by on_publish
+        pub = Publisher(clip, server.rtmp_url("live/s1/bogus"), max_s=1)
+        pub.run()
+        raise pub.error or AssertionError("publish to live/s1/bogus succeeded")
+
+
+def test_rtmp_catch_all_app_serves_any_id(server: MediaServer, clip: Path) -> None:
+    """`application live` with stream name `<id>/in`: any id at run time, for clients that can
+    set the RTMP app and play path (ffmpeg -rtmp_app / -rtmp_playpath)."""
+    events: list[HookEvent] = []
+    server._on_event = events.append
+    base = f"rtmp://127.0.0.1:{server.rtmp_port}/live"
+    pub = subprocess.Popen(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-i", str(clip), "-t", "4", "-c", "copy",
+         "-f", "flv", "-rtmp_app", "live", "-rtmp_playpath", "anyid/in", base],
+    )  # fmt: skip
+    try:
+        reader = Reader(base, want=15, deadline_s=15,
+                        options={"rtmp_app": "live", "rtmp_playpath": "anyid/in"})  # fmt: skip
+        reader.start()
+        join_all([reader], 20)
+        assert reader.result.counts["video"] >= 15 and reader.result.counts["audio"] >= 15
+        assert pub.wait(timeout=15) == 0
+        wait_for(lambda: len(events) >= 2, 5, "ready and not-ready")
+        assert [(e.kind, e.path, e.source_type) for e in events] == [
+            ("ready", "live/anyid/in", "rtmpConn"),
+            ("not-ready", "live/anyid/in", "rtmpConn"),
+        ]
+    finally:
+        if pub.poll() is None:
+            pub.kill()
+            pub.wait()
+
+
+# -- hooks -------------------------------------------------------------------------------------
+async def test_publish_hooks_reach_the_orchestrator(tmp_path: Path, clip: Path) -> None:
+    received: list[tuple[str, dict[str, Any], str | None]] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        received.append((request.path, await request.json(), request.headers.get("X-Hook-Secret")))
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/v1/mediamtx/events/ready", handler)
+    app.router.add_post("/v1/mediamtx/events/not-ready", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    hook_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
+    try:
+        async with MediaServer(
+            rtsp_port=free_port(), rtmp_port=free_port(), streams=["h2"],
+            hook_url=f"http://127.0.0.1:{hook_port}", hook_secret="s3cret",
+            workdir=tmp_path / "ms",
+        ) as ms:  # fmt: skip
+            pubs = [
+                Publisher(clip, ms.rtsp_url("live/h1/in"), max_s=2),
+                Publisher(clip, ms.rtmp_url("live/h2/in"), max_s=2),
+                Publisher(clip, ms.rtmp_url("live/h2/out"), max_s=2),  # no hook for out
+                Publisher(clip, ms.rtsp_url("live/h1/out"), max_s=2),  # no hook for out
+            ]
+            for p in pubs:
+                p.start()
+            await await_for(lambda: len(received) >= 4, 20, "4 hook calls")
+            await await_for(lambda: not any(p.is_alive() for p in pubs), 20, "publishers")
+            assert all(p.error is None for p in pubs), [p.error for p in pubs]
+        # nothing more arrives after the publishers and the server are gone
+    finally:
+        await runner.cleanup()
+    assert all(secret == "s3cret" for _, _, secret in received)
+    by_path: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for route, body, _ in received:
+        by_path.setdefault(body["path"], []).append((route.rsplit("/", 1)[-1], body))
+    assert set(by_path) == {"live/h1/in", "live/h2/in"}, received
+    for path, source_type in (("live/h1/in", "rtspSession"), ("live/h2/in", "rtmpConn")):
+        calls = by_path[path]
+        assert [c[0] for c in calls] == ["ready", "not-ready"], calls
+        for _, body in calls:
+            assert set(body) == {"path", "sourceType", "sourceId", "query"}
+            assert body["sourceType"] == source_type and body["sourceId"] and body["query"] == ""
+        assert calls[0][1]["sourceId"] == calls[1][1]["sourceId"]
+
+
+def test_no_hook_url_means_no_calls_and_no_thread(server: MediaServer) -> None:
+    assert server.settings.hook_url is None
+    assert server._hooks._thread is None
+
+
+def test_stop_sends_not_ready_for_live_publishers(tmp_path: Path, clip: Path) -> None:
+    events: list[HookEvent] = []
+    ms = MediaServer(rtsp_port=free_port(), rtmp_port=free_port(), streams=["z"],
+                     on_event=events.append)  # fmt: skip
+    with ms:
+        pubs = [Publisher(clip, ms.rtsp_url("live/z/in")), Publisher(clip, ms.rtmp_url("live/z/in"))]
+        for p in pubs:
+            p.start()
+        wait_for(lambda: len(events) >= 2, 10, "two ready events")
+    kinds = sorted((e.kind, e.source_type) for e in events)
+    assert ("not-ready", "rtspSession") in kinds or ("not-ready", "rtmpConn") in kinds, kinds
+    assert not ms.ready_paths
+    for p in pubs:
+        p.stop_event.set()
+    join_all(list(pubs), 10)
+
+
+# -- measurements ------------------------------------------------------------------------------
+def _latency_run(clip: Path, pub_url: str, read_url: str, read_options: dict[str, str],
+                 seconds: float) -> list[float]:  # fmt: skip
+    listen = "listen" in str(read_options)
+    pub = Publisher(clip, pub_url, max_s=seconds, connect_retry_s=5 if listen else 0)
+    reader = Reader(read_url, want=10**9, deadline_s=seconds + 10, publisher=pub,
+                    options=read_options)  # fmt: skip
+    if listen:
+        reader.start()  # the direct baseline: the reader is the server
+        pub.start()
+    else:
+        pub.start()
+        reader.start()
+    pub.join(seconds + 15)
+    reader.join(5)
+    assert pub.error is None, pub.error
+    lat = reader.result.latencies_s
+    return lat[len(lat) // 5 :]  # drop the first fifth (open / probing)
+
+
+def _time_to_readable(clip: Path, url: str, server: MediaServer) -> tuple[float, float]:
+    events: list[tuple[float, HookEvent]] = []
+    server._on_event = lambda e: events.append((time.monotonic(), e))
+    reader = Reader(url, want=1, deadline_s=15)
+    reader.start()  # polling before anyone publishes, like a worker started early
+    wait_for(lambda: reader.result.open_attempts >= 2, 5, "the reader to poll")
+    pub = Publisher(clip, url, max_s=6)
+    pub.start()
+    reader.join(20)
+    pub.stop_event.set()
+    pub.join(10)
+    assert reader.result.first_packet_at is not None and pub.started_at is not None
+    ready = [t for t, e in events if e.kind == "ready"]
+    return reader.result.first_packet_at - pub.started_at, (ready[0] - pub.started_at) if ready else -1
+
+
+def test_measure_latency_and_time_to_readable(tmp_path: Path) -> None:
+    seconds = float(os.environ.get("MEDIA_MEASURE_S", "6"))
+    gop_s = 2.0
+    mclip = make_clip(tmp_path / "m.mp4", seconds=seconds + 2, gop_s=gop_s)
+    rows = []
+    with MediaServer(rtsp_port=free_port(), rtmp_port=free_port(), streams=["m", "t"]) as ms:
+        direct_rtsp = free_port()
+        direct_rtmp = free_port()
+        cases = {
+            "rtsp": (
+                _latency_run(mclip, f"rtsp://127.0.0.1:{direct_rtsp}/live/m/in",
+                             f"rtsp://127.0.0.1:{direct_rtsp}/live/m/in",
+                             {"rtsp_flags": "listen", "timeout": "20"}, seconds),
+                _latency_run(mclip, ms.rtsp_url("live/m/in"), ms.rtsp_url("live/m/in"),
+                             {"rtsp_transport": "tcp"}, seconds),
+                _time_to_readable(mclip, ms.rtsp_url("live/t/in"), ms),
+            ),
+            "rtmp": (
+                _latency_run(mclip, f"rtmp://127.0.0.1:{direct_rtmp}/live/m/in",
+                             f"rtmp://127.0.0.1:{direct_rtmp}/live/m/in",
+                             {"listen": "1", "timeout": "20"}, seconds),
+                _latency_run(mclip, ms.rtmp_url("live/m/in"), ms.rtmp_url("live/m/in"), {},
+                             seconds),
+                _time_to_readable(mclip, ms.rtmp_url("live/t/in"), ms),
+            ),
+        }  # fmt: skip
+    for proto, (direct, via, (readable_s, ready_s)) in cases.items():
+        assert len(direct) > 20 and len(via) > 20, (proto, len(direct), len(via))
+        d_med, v_med = statistics.median(direct), statistics.median(via)
+        v_p90 = statistics.quantiles(via, n=10)[-1]
+        rows.append(
+            f"{proto}: direct median {d_med * 1000:.1f} ms | via server median "
+            f"{v_med * 1000:.1f} ms p90 {v_p90 * 1000:.1f} ms | added {(v_med - d_med) * 1000:.1f} ms"
+            f" | first packet {readable_s:.2f} s after publisher start (ready hook "
+            f"{ready_s:.2f} s), GOP {gop_s:.0f} s | samples {len(via)}"
+        )
+        assert v_med - d_med < 0.5, rows[-1]
+        assert readable_s < gop_s + 3.0, rows[-1]
+    sys.stdout.write("\n" + "\n".join(rows) + "\n")
+
+
+def test_clip_has_b_frames(clip: Path) -> None:
+    """Guard for the timestamp test: the clip must contain reordered frames."""
+    with av.open(str(clip)) as c:
+        pts_dts = [(p.pts, p.dts) for p in c.demux(video=0) if p.dts is not None][:30]
+    assert any(p != d for p, d in pts_dts)

@@ -1,0 +1,414 @@
+"""deploy/ cannot run here (no Docker engine): check it refers to real commands, ports and env.
+
+Every `livedub` command in the compose file must parse with the real CLI (`build_parser()`); a
+subcommand not registered yet is checked against `PENDING_SUBCOMMANDS` and reported with a
+warning, so the lead sees what the compose file still expects from it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from livedub.cli import build_parser
+from livedub.exitcodes import ExitCode
+from livedub.orchestrator.service import (
+    INPUT_PATH_RE,
+    NOT_READY_ROUTE,
+    READY_ROUTE,
+    SECRET_HEADER,
+    OrchestratorService,
+)
+from livedub.orchestrator.settings import OrchestratorSettings, env_name
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+COMPOSE = DEPLOY / "docker-compose.yml"
+MEDIAMTX = DEPLOY / "mediamtx.yml"
+HOOK = DEPLOY / "mediamtx-hook.sh"
+DOCKERFILE = DEPLOY / "Dockerfile"
+ALERTS = DEPLOY / "alerts.yml"
+DASHBOARD = DEPLOY / "grafana-dashboard.json"
+OPERATIONS = REPO / "docs" / "operations.md"
+
+#: Subcommands the deployment uses that may not be registered yet, with the flags it passes.
+PENDING_SUBCOMMANDS: dict[str, set[str]] = {"sts": {"--host", "--port"}}
+
+#: The worker's metric contract (all labelled stream_id); the dashboard must show each.
+WORKER_METRICS = (
+    "worker_audio_fragments_total",
+    "worker_fallback_total",
+    "worker_inflight_fragments",
+    "worker_av_sync_delta_ms",
+    "worker_sts_breaker_state",
+    "worker_backpressure_events_total",
+    "worker_reconnection_total",
+    "worker_sts_rtt_ms",
+    "worker_output_delay_ms",
+    "worker_segments_total",
+)
+
+#: MediaMTX hook names that current releases no longer use.
+OLD_HOOK_NAMES = {"runOnPublish", "runOnPublishRestart", "runOnUnpublish"}
+LOG_ENV = {"LIVEDUB_LOG_FORMAT", "LIVEDUB_LOG_LEVEL"}
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    doc = load_yaml(COMPOSE)
+    assert isinstance(doc, dict)
+    return doc
+
+
+@pytest.fixture(scope="module")
+def mediamtx() -> dict[str, Any]:
+    doc = load_yaml(MEDIAMTX)
+    assert isinstance(doc, dict)
+    return doc
+
+
+def service(compose: dict[str, Any], name: str) -> dict[str, Any]:
+    svc = compose["services"][name]
+    assert isinstance(svc, dict)
+    return svc
+
+
+def registered_subcommands() -> dict[str, Any]:
+    parser = build_parser()
+    choices: dict[str, Any] = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    return choices
+
+
+def flag_value(argv: list[str], flag: str) -> str | None:
+    return argv[argv.index(flag) + 1] if flag in argv else None
+
+
+def addr_port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+def health_url(svc: dict[str, Any]) -> str:
+    test = " ".join(svc["healthcheck"]["test"])
+    match = re.search(r"http://[^'\" ]+", test)
+    assert match, test
+    return match.group(0)
+
+
+def published_container_ports(svc: dict[str, Any]) -> set[int]:
+    return {int(str(p).rsplit(":", 1)[1].split("/")[0]) for p in svc.get("ports", [])}
+
+
+# --- compose: services, commands --------------------------------------------------------------------
+
+
+def test_compose_has_the_three_services_with_health_checks(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"mediamtx", "media-service", "echo-sts"}
+    for name, svc in compose["services"].items():
+        hc = svc.get("healthcheck")
+        assert hc and hc["test"][0] in ("CMD", "CMD-SHELL"), name
+        for key in ("interval", "timeout", "retries"):
+            assert key in hc, (name, key)
+        for dep in svc.get("depends_on", {}):
+            assert dep in compose["services"], (name, dep)
+            assert svc["depends_on"][dep]["condition"] == "service_healthy"
+
+
+def test_livedub_commands_are_real_subcommands_and_flags(compose: dict[str, Any]) -> None:
+    registered = registered_subcommands()
+    seen = []
+    for name, svc in compose["services"].items():
+        command = svc.get("command")
+        if not command or command[0] != "livedub":
+            continue
+        sub = command[1]
+        seen.append(sub)
+        if sub in registered:
+            args = build_parser().parse_args(command[1:])  # exits (SystemExit) on a bad flag
+            assert getattr(args, "func", None) is not None, name
+            assert getattr(args, "host", None) == "0.0.0.0", name
+        else:
+            assert sub in PENDING_SUBCOMMANDS, f"{name}: unknown subcommand {sub!r}"
+            flags = {a for a in command[2:] if a.startswith("--")}
+            assert flags <= PENDING_SUBCOMMANDS[sub], (name, flags)
+            assert flag_value(command, "--host") == "0.0.0.0"
+            warnings.warn(
+                f"compose service {name!r} runs `livedub {sub}`, not registered yet: "
+                f"it must accept {sorted(PENDING_SUBCOMMANDS[sub])}",
+                stacklevel=1,
+            )
+    assert sorted(seen) == ["serve", "sts"]
+
+
+def test_media_service_env_names_are_real_settings(compose: dict[str, Any]) -> None:
+    env = service(compose, "media-service")["environment"]
+    known = {env_name(f) for f in OrchestratorSettings.model_fields} | LOG_ENV
+    assert set(env) <= known, set(env) - known
+    for key, value in env.items():  # and every value is valid for its setting
+        if key.startswith("ORCH_") and value not in ("${ORCH_HOOK_SECRET:-}",):
+            field = key.removeprefix("ORCH_").lower()
+            OrchestratorSettings(**{field: value})
+
+
+def test_ports_and_hosts_are_consistent(compose: dict[str, Any], mediamtx: dict[str, Any]) -> None:
+    media = service(compose, "media-service")
+    mtx = service(compose, "mediamtx")
+    sts = service(compose, "echo-sts")
+    # The orchestrator's port: flag, hook URL, health check and published port agree.
+    serve_port = int(flag_value(media["command"], "--port") or 8000)
+    hook_url = urlsplit(mtx["environment"]["ORCH_URL"])
+    assert (hook_url.hostname, hook_url.port) == ("media-service", serve_port)
+    assert urlsplit(health_url(media)).port == serve_port
+    assert serve_port in published_container_ports(media)
+    # Worker input/output point at MediaMTX's RTSP/RTMP listeners.
+    env = media["environment"]
+    rtsp = urlsplit(env["ORCH_INPUT_BASE"])
+    rtmp = urlsplit(env["ORCH_OUTPUT_BASE"])
+    assert (rtsp.scheme, rtsp.hostname, rtsp.port) == (
+        "rtsp",
+        "mediamtx",
+        addr_port(mediamtx["rtspAddress"]),
+    )
+    assert (rtmp.scheme, rtmp.hostname, rtmp.port) == (
+        "rtmp",
+        "mediamtx",
+        addr_port(mediamtx["rtmpAddress"]),
+    )
+    assert mediamtx["rtsp"] is True and mediamtx["rtmp"] is True
+    assert published_container_ports(mtx) == {rtsp.port, rtmp.port}
+    # The STS URL points at the echo STS's port.
+    sts_url = urlsplit(env["ORCH_STS_URL"])
+    sts_port = int(flag_value(sts["command"], "--port") or 8080)
+    assert (sts_url.hostname, sts_url.port) == ("echo-sts", sts_port)
+    assert urlsplit(health_url(sts)).port == sts_port
+    assert sts_port in published_container_ports(sts)
+    # MediaMTX's health check reaches its API where mediamtx.yml puts it.
+    assert mediamtx["api"] is True
+    api = urlsplit(health_url(mtx))
+    assert api.port == addr_port(mediamtx["apiAddress"]) and api.path.startswith("/v3/")
+    assert mtx["healthcheck"]["test"][1] == "wget"  # the -ffmpeg image has BusyBox wget
+
+
+def test_secret_is_shared_between_mediamtx_and_the_orchestrator(compose: dict[str, Any]) -> None:
+    media_env = service(compose, "media-service")["environment"]
+    mtx_env = service(compose, "mediamtx")["environment"]
+    assert media_env["ORCH_HOOK_SECRET"] == mtx_env["ORCH_HOOK_SECRET"]
+    assert "serve" not in str(service(compose, "media-service")["command"]) or (
+        "--hook-secret" not in service(compose, "media-service")["command"]
+    )
+
+
+# --- MediaMTX config and hook -------------------------------------------------------------------------
+
+
+def path_configs(mediamtx: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: (v or {}) for k, v in mediamtx["paths"].items()}
+
+
+def test_mediamtx_uses_current_hook_names_only_on_input_paths(mediamtx: dict[str, Any]) -> None:
+    paths = path_configs(mediamtx)
+    assert "all" not in paths  # the old name of all_others
+    hooked = {k: v for k, v in paths.items() if "runOnReady" in v}
+    (key,) = hooked
+    conf = hooked[key]
+    assert set(conf) == {"runOnReady", "runOnReadyRestart", "runOnNotReady"}
+    assert conf["runOnReadyRestart"] is False
+    for name, other in paths.items():
+        assert not (set(other) & OLD_HOOK_NAMES), name
+    for k in mediamtx:
+        assert k not in OLD_HOOK_NAMES
+    # The command lines carry no $VARIABLE: MediaMTX would substitute it unescaped.
+    for hook in ("runOnReady", "runOnNotReady"):
+        assert "$" not in conf[hook]
+    assert shlex.split(conf["runOnReady"])[-1] == "ready"
+    assert shlex.split(conf["runOnNotReady"])[-1] == "not-ready"
+
+
+def test_mediamtx_path_regexes_match_exactly_what_the_orchestrator_accepts(
+    mediamtx: dict[str, Any],
+) -> None:
+    paths = path_configs(mediamtx)
+    in_key = next(k for k, v in paths.items() if "runOnReady" in v)
+    out_key = next(k for k in paths if k != in_key)
+    assert in_key.startswith("~") and out_key.startswith("~")
+    in_re, out_re = re.compile(in_key[1:]), re.compile(out_key[1:])
+    samples = [
+        "live/a/in", "live/A_b-9/in", "live/" + "x" * 64 + "/in", "live/" + "x" * 65 + "/in",
+        "live//in", "live/../in", "live/a/b/in", "live/a/out", "live/a/in/", "x/live/a/in",
+        "live/a.b/in", "live/é/in", "other/a/in", "live/a/inx",
+    ]  # fmt: skip
+    for path in samples:
+        ours = INPUT_PATH_RE.fullmatch(path) is not None
+        assert (in_re.search(path) is not None) == ours, path
+        for out in (path, path.removesuffix("/in") + "/out"):
+            expected = out.endswith("/out") and (
+                INPUT_PATH_RE.fullmatch(out.removesuffix("/out") + "/in") is not None
+            )
+            assert (out_re.search(out) is not None) == expected, out
+
+
+def test_hook_script_is_mounted_where_mediamtx_runs_it(
+    compose: dict[str, Any], mediamtx: dict[str, Any]
+) -> None:
+    mounts = {}
+    for volume in service(compose, "mediamtx")["volumes"]:
+        src, dst, *_ = volume.split(":")
+        assert (DEPLOY / src).is_file(), src
+        mounts[dst] = (DEPLOY / src).resolve()
+    assert mounts["/mediamtx.yml"] == MEDIAMTX.resolve()
+    conf = next(v for v in path_configs(mediamtx).values() if "runOnReady" in v)
+    for hook in ("runOnReady", "runOnNotReady"):
+        shell, script, _event = shlex.split(conf[hook])
+        assert shell == "sh" and mounts[script] == HOOK.resolve()
+
+
+def test_hook_script_reads_the_mediamtx_env_and_posts_to_our_routes(
+    compose: dict[str, Any],
+) -> None:
+    text = HOOK.read_text()
+    for var in ("MTX_PATH", "MTX_SOURCE_TYPE", "MTX_SOURCE_ID", "MTX_QUERY"):
+        assert "${" + var + ":-}" in text, var
+    for key in ('"path"', '"sourceType"', '"sourceId"', '"query"'):
+        assert key in text
+    assert "/v1/mediamtx/events/${event}" in text
+    assert READY_ROUTE == "/v1/mediamtx/events/ready"
+    assert NOT_READY_ROUTE == "/v1/mediamtx/events/not-ready"
+    assert f"{SECRET_HEADER}: " in text
+    script_env = set(re.findall(r"\$\{(ORCH_[A-Z_]+)", text))
+    assert script_env == set(service(compose, "mediamtx")["environment"])
+    for shell in ("sh", "dash"):
+        done = subprocess.run([shell, "-n", str(HOOK)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+
+
+# --- Dockerfile -----------------------------------------------------------------------------------------
+
+
+def test_dockerfile_builds_the_package_the_compose_file_runs(compose: dict[str, Any]) -> None:
+    for name in ("media-service", "echo-sts"):
+        build = service(compose, name)["build"]
+        context = (DEPLOY / build["context"]).resolve()
+        assert context == REPO
+        assert (context / build["dockerfile"]).resolve() == DOCKERFILE.resolve()
+    text = DOCKERFILE.read_text()
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
+    assert re.search(r"^FROM \$\{PYTHON_IMAGE\}", text, re.M)
+    for path in ("pyproject.toml", "README.md", "src"):
+        assert (REPO / path).exists()
+        assert (
+            f"COPY {path}" in text or f" {path} " in text or f"COPY pyproject.toml {path}" in text
+        )
+    assert "USER 10001" in text
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))  # type: ignore[union-attr]
+    assert cmd[0] == "livedub"
+    build_parser().parse_args(cmd[1:])
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
+    assert ignore[ignore.index("*") :][:4] == ["*", "!pyproject.toml", "!README.md", "!src/"]
+
+
+# --- alerts and dashboard -----------------------------------------------------------------------------
+
+
+def orchestrator_metric_names() -> set[str]:
+    import asyncio
+
+    service_ = OrchestratorService(OrchestratorSettings())
+    text = asyncio.run(service_.render_metrics()).decode()
+    names = set()
+    for fam in text_string_to_metric_families(text):
+        if fam.name.startswith("orchestrator_"):
+            names.add(fam.name + ("_total" if fam.type == "counter" else ""))
+    return names
+
+
+def metrics_in(expr: str) -> set[str]:
+    found = set(re.findall(r"\b((?:worker|orchestrator)_[a-z0-9_]+)", expr))
+    return {
+        re.sub(r"_(bucket|count|sum)$", "", n) if n.startswith("worker_sts_rtt_ms") else n
+        for n in found
+    }
+
+
+@pytest.fixture(scope="module")
+def known_metrics() -> set[str]:
+    return set(WORKER_METRICS) | orchestrator_metric_names()
+
+
+def test_worker_metric_contract_matches_the_worker_module() -> None:
+    try:
+        from livedub.worker.metrics import METRIC_NAMES
+    except ImportError:  # the worker is not built yet: the list above is the contract
+        return
+    assert set(WORKER_METRICS) <= set(METRIC_NAMES)
+
+
+def test_alert_rules_are_well_formed_and_use_real_metrics(known_metrics: set[str]) -> None:
+    doc = load_yaml(ALERTS)
+    names = []
+    for group in doc["groups"]:
+        assert group["name"] and group["rules"]
+        for rule in group["rules"]:
+            names.append(rule["alert"])
+            expr = rule["expr"]
+            assert expr.count("(") == expr.count(")"), rule["alert"]
+            used = metrics_in(expr)
+            assert used or expr.startswith('up{job="livedub"}'), rule["alert"]
+            assert used <= known_metrics, (rule["alert"], used - known_metrics)
+            assert rule["labels"]["severity"] in ("info", "warning", "critical")
+            assert rule["annotations"]["summary"]
+            if "for" in rule:
+                assert re.fullmatch(r"\d+[smh]", rule["for"]), rule["alert"]
+    assert len(names) == len(set(names))
+    assert {"orchestrator_worker_restarts_total", "orchestrator_worker_scrape_up"} <= known_metrics
+
+
+def test_dashboard_shows_every_worker_metric(known_metrics: set[str]) -> None:
+    dash = json.loads(DASHBOARD.read_text())
+    variables = {v["name"] for v in dash["templating"]["list"]}
+    assert {"datasource", "stream_id"} <= variables
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    used: set[str] = set()
+    for panel in dash["panels"]:
+        pos = panel["gridPos"]
+        assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24
+        for target in panel["targets"]:
+            names = metrics_in(target["expr"])
+            assert names <= known_metrics, (panel["title"], names - known_metrics)
+            if any(n.startswith("worker_") for n in names):
+                assert 'stream_id=~"$stream_id"' in target["expr"], panel["title"]
+            used |= names
+    assert set(WORKER_METRICS) <= used, set(WORKER_METRICS) - used
+
+
+# --- docs ---------------------------------------------------------------------------------------------
+
+
+def test_operations_doc_lists_every_setting_exit_code_port_and_alert() -> None:
+    text = OPERATIONS.read_text()
+    for field in OrchestratorSettings.model_fields:
+        assert f"`{env_name(field)}`" in text, field
+        if field != "hook_secret":
+            assert f"`--{field.replace('_', '-')}`" in text, field
+    for code in ExitCode:
+        assert re.search(rf"\|\s*{int(code)}\s*\|\s*`{code.name}`", text), code.name
+    for port in ("8000", "8554", "1935", "8080", "9100"):
+        assert port in text
+    for group in load_yaml(ALERTS)["groups"]:
+        for rule in group["rules"]:
+            assert rule["alert"] in text, rule["alert"]
+    for metric in (*WORKER_METRICS, *orchestrator_metric_names()):
+        assert metric in text, metric
