@@ -21,6 +21,7 @@ _SUBCOMMAND_MODULES = (
     "livedub.media.cli",
     "livedub.orchestrator.cli",
     "livedub.orchestrator.serve_cli",
+    "livedub.orchestrator.demo",
 )
 
 

@@ -63,7 +63,7 @@ def setup_logging(level: str | None = None, fmt: str | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-class BoundLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+class BoundLogger(logging.LoggerAdapter):  # type: ignore[type-arg,unused-ignore]
     """A logger that adds fixed context (e.g. stream_id) and per-call context to each line."""
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:

@@ -82,10 +82,10 @@ def test_fragment_tracker_correlation_across_events(stream_factory) -> None:  # 
     run.metrics.wait_for("worker_audio_fragments_total", {"stream_id": sid, "status": "processed"},
                          lambda v: v >= config.SEGMENTS, 85)
     echo = run.echo_debug()
-    data_ids = list(echo["received"])
-    ack_ids = list(echo["acked"])
-    processed_ids = list(echo["processed"])
-    worker_acks = list(echo["worker_acks"])
+    data_ids = [f["fragment_id"] for f in echo["fragment_data"]]
+    ack_ids = [f["fragment_id"] for f in echo["acks_sent"]]
+    processed_ids = [f["fragment_id"] for f in echo["processed_sent"]]
+    worker_acks = [f["fragment_id"] for f in echo["worker_acks"] if f["status"] == "applied"]
     assert len(data_ids) == config.SEGMENTS
     assert data_ids == ack_ids == processed_ids, "fragment_id correlates data → ack → processed, in order"
     assert set(worker_acks) == set(data_ids), "the worker acked every processed fragment"

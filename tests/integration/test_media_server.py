@@ -397,7 +397,8 @@ def test_publish_and_read_both_protocols_several_ids(server: MediaServer, clip: 
 
 
 def test_read_keeps_b_frame_timestamps(server: MediaServer, clip: Path) -> None:
-    """Readers get DTS that never go back and PTS ≥ DTS (the clip has B-frames), both protocols."""
+    """Readers get DTS that never go back, PTS ≥ DTS with reordered frames (the clip has
+    B-frames), and frame times on the 30 fps grid (no arrival jitter), on both protocols."""
     for url in (server.rtsp_url("live/ts/in"), server.rtmp_url("live/s1/out")):
         pub = Publisher(clip, url, max_s=4)
         pub.start()
@@ -411,17 +412,24 @@ def test_read_keeps_b_frame_timestamps(server: MediaServer, clip: Path) -> None:
                 time.sleep(0.05)  # retry interval
         assert container is not None, url
         with container:
+            tb = container.streams.video[0].time_base
             for pkt in container.demux(video=0):
+                # RTSP carries no DTS: the first packets (SPS/PPS, keyframe) may have none
                 if pkt.dts is not None and pkt.pts is not None:
                     got.append((pkt.pts, pkt.dts))
                 if len(got) >= 40:
                     break
         pub.stop_event.set()
         pub.join(10)
+        assert tb is not None
         dts = [d for _, d in got]
-        assert all(b > a for a, b in zip(dts, dts[1:], strict=False)), (url, dts)
+        assert all(b > a for a, b in zip(dts, dts[1:], strict=False)), (url, got)
         assert all(p >= d for p, d in got), url
         assert any(p != d for p, d in got), f"{url}: no reordered frame seen"
+        frame_ticks = 1 / (float(tb) * FPS)
+        pts = sorted(p for p, _ in got)
+        steps = [(b - a) / frame_ticks for a, b in zip(pts, pts[1:], strict=False)]
+        assert all(abs(x - round(x)) < 0.05 and round(x) >= 1 for x in steps), (url, steps)
 
 
 def test_unknown_and_unpublished_paths(server: MediaServer, clip: Path) -> None:
@@ -586,7 +594,7 @@ def test_measure_latency_and_time_to_readable(tmp_path: Path) -> None:
             "rtsp": (
                 _latency_run(mclip, f"rtsp://127.0.0.1:{direct_rtsp}/live/m/in",
                              f"rtsp://127.0.0.1:{direct_rtsp}/live/m/in",
-                             {"rtsp_flags": "listen", "timeout": "20"}, seconds),
+                             {"rtsp_flags": "listen", "listen_timeout": "20"}, seconds),
                 _latency_run(mclip, ms.rtsp_url("live/m/in"), ms.rtsp_url("live/m/in"),
                              {"rtsp_transport": "tcp"}, seconds),
                 _time_to_readable(mclip, ms.rtsp_url("live/t/in"), ms),

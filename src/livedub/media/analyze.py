@@ -161,9 +161,13 @@ def analyze(
             _log.info("analysis input ended: %s", exc)
         for stream in streams:  # frames still inside the decoders (frame threading delays)
             try:
-                _collect(stream.decode(None), max_duration_s, v_times, v_luma, v_counter, a_frames)
+                flushed = stream.decode(None)
             except av.FFmpegError:
-                pass
+                continue
+            for frame in flushed:
+                if frame.time_base is None:  # flushed frames lose their time base
+                    frame.time_base = stream.time_base
+            _collect(flushed, max_duration_s, v_times, v_luma, v_counter, a_frames)
         if a_frames:
             a_rate = a_frames[0][2]
     if result.video is not None and v_times:
@@ -225,7 +229,7 @@ def _collect(
 
 def _luma(frame: av.VideoFrame) -> np.ndarray:
     plane = frame.planes[0]
-    buf = np.frombuffer(plane, dtype=np.uint8)
+    buf = np.frombuffer(memoryview(plane), dtype=np.uint8)
     if frame.format.name not in ("yuv420p", "yuvj420p", "yuv422p", "yuv444p", "nv12"):
         return frame.to_ndarray(format="gray")
     return buf.reshape(-1, plane.line_size)[: frame.height, : frame.width]

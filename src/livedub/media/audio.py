@@ -67,7 +67,7 @@ def encode_pcm(
     container_fmt, codec = _CONTAINER[fmt]
     buf = io.BytesIO()
     with av.open(buf, "w", format=container_fmt) as out:
-        stream = out.add_stream(codec, rate=sample_rate, layout=layout_for(channels))
+        stream: Any = out.add_stream(codec, rate=sample_rate, layout=layout_for(channels))
         if codec == "aac":
             stream.bit_rate = bitrate
             sample_fmt = "fltp"

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from livedub.exitcodes import ExitCode
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     _add_make_fixture(sub)
     _add_analyze(sub)
     _add_publish(sub)
@@ -30,7 +30,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
 
 
 # -- make-fixture -------------------------------------------------------------------------------
-def _add_make_fixture(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_make_fixture(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "make-fixture",
         help="generate the deterministic H.264+AAC test fixture with sync markers",
@@ -79,7 +79,7 @@ def _make_fixture(args: argparse.Namespace) -> int:
 
 
 # -- analyze ------------------------------------------------------------------------------------
-def _add_analyze(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_analyze(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "analyze",
         help="decode a file/URL: duration, codecs, PTS ranges, true A/V offset per marker",
@@ -134,7 +134,7 @@ def _range(track: Any) -> dict[str, Any] | None:
 
 
 # -- publish ------------------------------------------------------------------------------------
-def _add_publish(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_publish(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("publish", help="publish a file in real time (codec copy) to a URL")
     p.add_argument("file")
     p.add_argument("url", help="rtsp:// (TCP), rtmp:// (flv), srt:// (mpegts) or a file")
@@ -203,7 +203,7 @@ def media_settings_from_args(args: argparse.Namespace, input_url: str, output_ur
     return MediaSettings(**fields)
 
 
-def _add_passthrough(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_passthrough(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "passthrough",
         help="run the worker's media path with no STS (original audio) from INPUT to OUTPUT",

@@ -108,7 +108,16 @@ class ReaderEnd:
     detail: str = ""
 
 
-InputEvent = InputInfo | RawVideo | RawAudio
+@dataclass(frozen=True)
+class InputLost:
+    """The current connection ended (stall, error, or EOF of a live input); a reconnect follows."""
+
+    generation: int
+    reason: str
+    detail: str = ""
+
+
+InputEvent = InputInfo | RawVideo | RawAudio | InputLost
 
 _TIMEOUT = object()
 
@@ -137,6 +146,13 @@ class _Handoff:
             return False
         return True
 
+    def wake(self) -> None:
+        """Make a pending `get` return now (used by close)."""
+        try:
+            self._loop.call_soon_threadsafe(self._event.set)
+        except RuntimeError:
+            pass
+
     async def get(self, timeout_s: float) -> object:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -151,7 +167,7 @@ class _Handoff:
             except queue.Empty:
                 pass
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= 0 or self.stop.is_set():
                 return _TIMEOUT
             try:
                 await asyncio.wait_for(self._event.wait(), remaining)
@@ -303,7 +319,8 @@ class MediaInput:
     """Connect (and re-connect) to an input URL and yield its media as `InputEvent`s.
 
     `events()` yields an `InputInfo` at the start of every connection, then `RawVideo` /
-    `RawAudio` items. It returns at EOF when `end_on_eof`, raises `NoAudioTrack` at once for an
+    `RawAudio` items, and `InputLost` when a connection that delivered media ends and a
+    reconnect follows. It returns at EOF when `end_on_eof`, raises `NoAudioTrack` at once for an
     input without audio, and raises `InputUnavailable` when the retry budget is spent.
     """
 
@@ -332,6 +349,7 @@ class MediaInput:
         self._handoff: _Handoff | None = None
         self.stalls = 0
         self.reconnects = 0
+        self._closed = False
 
     def _state(self, state: InputState, detail: str | None = None) -> None:
         try:
@@ -340,8 +358,11 @@ class MediaInput:
             self.log.exception("observer failed")
 
     def close(self) -> None:
+        """Stop reading: `events()` returns promptly (no reconnect, no InputLost)."""
+        self._closed = True
         if self._handoff is not None:
             self._handoff.stop.set()
+            self._handoff.wake()
 
     async def events(self) -> AsyncIterator[InputEvent]:
         failures = 0
@@ -354,6 +375,8 @@ class MediaInput:
             end: ReaderEnd | None = None
             got_media = False
             async for item in self._run_reader(gen):
+                if self._closed:
+                    return
                 if isinstance(item, ReaderEnd):
                     end = item
                     break
@@ -375,6 +398,9 @@ class MediaInput:
                 else:
                     got_media = True
                 yield item  # type: ignore[misc]
+            if self._closed:
+                self._state(InputState.ENDED, "closed")
+                return
             assert end is not None
             if end.kind == "no_audio":
                 self.log.error("audio track required for dubbing", ctx={"url": self.url})
@@ -395,13 +421,26 @@ class MediaInput:
                 raise InputUnavailable(f"input {self.url} unavailable: {end.kind} {end.detail}".strip())
             delay = self.retry_delays_s[failures]
             failures += 1
+            if got_media:
+                yield InputLost(gen, end.kind, end.detail)
             self.reconnects += 1
             self.log.warning(
                 "input lost, reconnecting",
                 ctx={"url": self.url, "reason": end.kind, "detail": end.detail, "retry_in_s": delay, "attempt": failures},
             )
             self._state(InputState.RECONNECTING, f"{end.kind}: retry {failures} in {delay:g}s")
-            await self.clock.sleep(delay)
+            await self._sleep_unless_closed(delay)
+            if self._closed:
+                self._state(InputState.ENDED, "closed")
+                return
+
+    async def _sleep_unless_closed(self, delay_s: float) -> None:
+        until = self.clock.monotonic() + delay_s
+        while not self._closed:
+            remaining = until - self.clock.monotonic()
+            if remaining <= 0:
+                return
+            await self.clock.sleep(min(0.1, remaining))
 
     async def _run_reader(self, gen: int) -> AsyncIterator[object]:
         loop = asyncio.get_running_loop()
@@ -420,9 +459,11 @@ class MediaInput:
         reader.start()
         opened = False
         try:
-            while True:
+            while not self._closed:
                 timeout = self.settings.read_timeout_s if opened else self.settings.open_timeout_s + 2.0
                 item = await handoff.get(timeout)
+                if item is _TIMEOUT and self._closed:
+                    return
                 if item is _TIMEOUT:
                     self.stalls += 1
                     phase = "read" if opened else "open"

@@ -35,7 +35,7 @@ from livedub.media.errors import OutputFailed
 from livedub.media.input import VideoTemplate
 from livedub.media.segment import NS_PER_S, Segment, VideoPacket
 from livedub.media.settings import MediaSettings
-from livedub.media.urls import output_format_for, strip_file_scheme
+from livedub.media.urls import is_live, output_format_for, strip_file_scheme
 
 _log = logging.getLogger(__name__)
 
@@ -344,6 +344,7 @@ class StreamAudioEncoder:
         self.time_base = Fraction(1, sample_rate)
         self._carry = np.zeros((0, channels), dtype=np.int16)
         self._next: int | None = None
+        self.on_first_sample: Callable[[int], None] | None = None
 
     def _frame(self, pcm: np.ndarray, pts: int) -> av.AudioFrame:
         frame = av.AudioFrame.from_ndarray(pcm_to_planar_float(pcm), format="fltp", layout=self.layout)
@@ -363,6 +364,8 @@ class StreamAudioEncoder:
     def encode(self, pcm: np.ndarray, abs_sample: int) -> list[EncodedAudio]:
         if self._next is None:
             self._next = abs_sample
+            if self.on_first_sample is not None:
+                self.on_first_sample(abs_sample * NS_PER_S // self.rate)
         expected = self._next + self._carry.shape[0]
         if abs_sample != expected:
             raise ValueError(f"non-contiguous audio: got sample {abs_sample}, expected {expected}")
@@ -390,12 +393,21 @@ class StreamAudioEncoder:
 class _MuxSink:
     """Writes packets to a libav container; keeps each stream's dts strictly increasing."""
 
-    def __init__(self, container: Any, vstream: Any | None, astream: Any) -> None:
+    def __init__(
+        self, container: Any, vstream: Any | None, astream: Any, *, keep_priming: bool
+    ) -> None:
         self.container = container
         self.vstream = vstream
         self.astream = astream
+        # MP4/MOV carry an edit list that hides the encoder's priming packet; FLV/MPEG-TS/RTP
+        # do not, so there it is dropped (else the audio track starts ~21 ms early).
+        self.keep_priming = keep_priming
+        self.first_audio_ns: int | None = None
         self._last_vdts: int | None = None
         self._last_adts: int | None = None
+
+    def set_first_audio(self, pts_ns: int) -> None:
+        self.first_audio_ns = pts_ns
 
     def write_video(self, pkt: VideoPacket) -> None:
         assert self.vstream is not None
@@ -417,6 +429,8 @@ class _MuxSink:
         self.container.mux(p)
 
     def write_audio(self, pkt: EncodedAudio) -> None:
+        if not self.keep_priming and self.first_audio_ns is not None and pkt.pts_ns < self.first_audio_ns:
+            return
         p = pkt.packet
         p.stream = self.astream
         if self._last_adts is not None and p.dts is not None and p.dts <= self._last_adts:
@@ -424,6 +438,34 @@ class _MuxSink:
             p.pts = max(p.pts, p.dts)
         self._last_adts = p.dts
         self.container.mux(p)
+
+
+class _LazyTarget:
+    """Encoder + sink that open the real container on first use (see `MediaOutput.open`)."""
+
+    lookahead_samples = ENCODER_LOOKAHEAD_SAMPLES
+
+    def __init__(self, opener: Callable[[], tuple[StreamAudioEncoder, _MuxSink]]) -> None:
+        self._opener = opener
+        self._encoder: StreamAudioEncoder | None = None
+        self._sink: _MuxSink | None = None
+
+    def ensure(self) -> tuple[StreamAudioEncoder, _MuxSink]:
+        if self._encoder is None or self._sink is None:
+            self._encoder, self._sink = self._opener()
+        return self._encoder, self._sink
+
+    def encode(self, pcm: np.ndarray, abs_sample: int) -> list[EncodedAudio]:
+        return self.ensure()[0].encode(pcm, abs_sample)
+
+    def flush(self) -> list[EncodedAudio]:
+        return [] if self._encoder is None else self._encoder.flush()
+
+    def write_video(self, pkt: VideoPacket) -> None:
+        self.ensure()[1].write_video(pkt)
+
+    def write_audio(self, pkt: EncodedAudio) -> None:
+        self.ensure()[1].write_audio(pkt)
 
 
 class MediaOutput:
@@ -457,6 +499,7 @@ class MediaOutput:
         self.log = bind(_log, stream_id=settings.stream_id)
         self.container: Any = None
         self.core: OutputCore | None = None
+        self._target: _LazyTarget | None = None
         self.error: OutputFailed | None = None
         self._cond = threading.Condition()
         self._inbox: list[tuple[str, Any]] = []
@@ -465,6 +508,36 @@ class MediaOutput:
         self._abort = False
 
     def open(self) -> None:
+        """Prepare the output. Files and unpaced outputs are opened here (header written).
+
+        A paced network output (rtmp/rtsp/srt) is connected only when its first packet is due,
+        D seconds after the input starts: media servers drop a publisher that sends nothing for
+        ~10 s (nginx-rtmp `drop_idle_publisher`, MediaMTX `readTimeout`), and D is 14 s by default.
+        A failure to connect then ends the output with `OutputFailed` (exit code 12) as well.
+        """
+        s = self.settings
+        lazy = s.paced and is_live(self.url)
+        target: _LazyTarget = _LazyTarget(self._open_container)
+        if not lazy:
+            target.ensure()
+        self._target = target
+        self.core = OutputCore(
+            paced=s.paced,
+            delay_s=s.effective_output_delay_s,
+            sample_rate=self.sample_rate,
+            channels=self.channels,
+            segment_samples=s.segment_samples(self.sample_rate),
+            has_video=self.video_template is not None,
+            encoder=target,
+            sink=target,
+            margin_s=s.deadline_margin_s,
+            unpaced_wait_s=s.unpaced_wait_s,
+            fill_missing=s.fill_missing_audio,
+            on_taken=self.on_taken,
+            on_delay=self.on_delay,
+        )
+
+    def _open_container(self) -> tuple[StreamAudioEncoder, _MuxSink]:
         """Open the container, create streams and write the header (connects for URLs)."""
         s = self.settings
         try:
@@ -487,26 +560,14 @@ class MediaOutput:
                 pass
             raise OutputFailed(f"cannot start output {self.url}: {exc}") from exc
         self.container = container
-        encoder = StreamAudioEncoder(astream, self.sample_rate, self.channels)
-        self.core = OutputCore(
-            paced=s.paced,
-            delay_s=s.effective_output_delay_s,
-            sample_rate=self.sample_rate,
-            channels=self.channels,
-            segment_samples=s.segment_samples(self.sample_rate),
-            has_video=vstream is not None,
-            encoder=encoder,
-            sink=_MuxSink(container, vstream, astream),
-            margin_s=s.deadline_margin_s,
-            unpaced_wait_s=s.unpaced_wait_s,
-            fill_missing=s.fill_missing_audio,
-            on_taken=self.on_taken,
-            on_delay=self.on_delay,
-        )
         self.log.info(
             "output opened",
             ctx={"url": self.url, "format": fmt, "paced": s.paced, "delay_s": s.effective_output_delay_s},
         )
+        encoder = StreamAudioEncoder(astream, self.sample_rate, self.channels)
+        sink = _MuxSink(container, vstream, astream, keep_priming=fmt in ("mp4", "mov"))
+        encoder.on_first_sample = sink.set_first_audio
+        return encoder, sink
 
     def start(self) -> None:
         if self.core is None:
@@ -584,6 +645,9 @@ class MediaOutput:
                         timeout = 1.0 if math.isinf(wake) else max(0.0, min(1.0, wake - self.clock.wall()))
                         if timeout > 0:
                             self._cond.wait(timeout)
+        except OutputFailed as exc:
+            self.error = exc
+            self.log.error("output failed", ctx={"url": self.url, "error": str(exc)})
         except (av.FFmpegError, OSError) as exc:
             self.error = OutputFailed(f"output {self.url} write failed: {exc}")
             self.log.error("output write failed", ctx={"url": self.url, "error": str(exc)})

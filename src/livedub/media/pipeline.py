@@ -24,7 +24,7 @@ from livedub.clock import Clock, SystemClock
 from livedub.exitcodes import ExitCode
 from livedub.log import bind
 from livedub.media.errors import InputUnavailable, NoAudioTrack, OutputFailed
-from livedub.media.input import InputInfo, MediaInput, RawAudio, RawVideo
+from livedub.media.input import InputInfo, InputLost, MediaInput, RawAudio, RawVideo
 from livedub.media.observer import MediaObserver, NullObserver
 from livedub.media.output import ENCODER_LOOKAHEAD_SAMPLES, MediaOutput, deadline_wall
 from livedub.media.segment import NS_PER_S, Segment, Segmenter, VideoPacket
@@ -87,6 +87,8 @@ class MediaPipeline:
         observer: receives events (segment created/output, sync delta, input state, ...).
         on_segment: async hook called (as a task) for each new segment that should be dubbed.
         clock: time source (SystemClock by default).
+        resolve_as: resolve every segment to its original audio with this reason as soon as it
+            is created (e.g. "passthrough"); the hook is then not called.
     """
 
     def __init__(
@@ -96,8 +98,10 @@ class MediaPipeline:
         *,
         on_segment: SegmentHook | None = None,
         clock: Clock | None = None,
+        resolve_as: str | None = None,
     ) -> None:
         self.settings = settings
+        self.resolve_as = resolve_as
         self.observer: Any = _SafeObserver(observer or NullObserver())
         self.on_segment = on_segment
         self.clock = clock or SystemClock()
@@ -129,6 +133,7 @@ class MediaPipeline:
         self._output_done = asyncio.Event()
         self._delay_s = settings.effective_output_delay_s
         self._sample_rate = 0
+        self._resume_floor_ns: int | None = None
 
     # -- public -----------------------------------------------------------------------------
     @property
@@ -153,7 +158,7 @@ class MediaPipeline:
         fails (12). The output is always drained and closed before returning."""
         self._loop = asyncio.get_running_loop()
         self._output_done = asyncio.Event()
-        code = ExitCode.OK
+        code: ExitCode | int = ExitCode.OK
         try:
             code = await self._read_loop()
         except NoAudioTrack as exc:
@@ -188,6 +193,8 @@ class MediaPipeline:
                 self._on_video(ev)
             elif isinstance(ev, InputInfo):
                 await self._on_info(ev)
+            elif isinstance(ev, InputLost):
+                self._on_lost(ev)
             if self.output is not None and self.output.error is not None:
                 raise self.output.error
             if self._stop:
@@ -204,16 +211,37 @@ class MediaPipeline:
             await self._open(info)
             return
         self.stats.reconnects += 1
-        resume_at: int | None = None
+        resume_at = self._resume_floor_ns
         if self._w0 is not None and (is_live(self.settings.input_url) or self.settings.paced):
-            resume_at = int((info.read_wall - self._w0) * NS_PER_S)
+            wall_pos = int((info.read_wall - self._w0) * NS_PER_S)
+            resume_at = wall_pos if resume_at is None else max(resume_at, wall_pos)
         self.timeline.new_connection(resume_at)
+        if self.drift is not None:
+            self.drift.resync()
         first = self._info
         if (info.video_codec, info.has_video) != (first.video_codec, first.has_video):
             self.log.warning(
                 "input streams changed after reconnect; output keeps the first layout",
                 ctx={"video": info.video_codec, "was": first.video_codec},
             )
+
+    def _on_lost(self, ev: InputLost) -> None:
+        """The connection dropped: complete the open segment with silence so its real audio
+        goes out (and gets dubbed) on time; the next connection continues after it."""
+        if self._repairer is not None:
+            for st in self._repairer.flush():
+                self._emit_video(st.item, st.pts_ns, st.dts_ns, st.duration_ns)
+        if self.segmenter is None or self.drift is None:
+            return
+        padded = self.segmenter.pad_open_segment()
+        if padded:
+            self.drift.advance(padded)
+            self.log.info(
+                "input lost: open segment completed with silence",
+                ctx={"reason": ev.reason, "samples": padded},
+            )
+        self._resume_floor_ns = self.segmenter.audio_end_ns
+        self._drain_segments()
 
     async def _open(self, info: InputInfo) -> None:
         s = self.settings
@@ -335,8 +363,10 @@ class MediaPipeline:
                 self.observer.on_late_segment(seg)
             if self.writer is not None:
                 self.writer.write_segment(seg)
+            if self.resolve_as is not None:
+                seg.audio.set_fallback(self.resolve_as)
             self.output.push_segment(seg)
-            if seg.dub and self.on_segment is not None:
+            if seg.dub and self.on_segment is not None and self.resolve_as is None:
                 task = asyncio.get_running_loop().create_task(self._run_hook(seg))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -445,10 +475,7 @@ async def run_passthrough(
     (reason "passthrough"). Returns the exit code. `pipeline_ready` receives the pipeline
     before it runs (e.g. to wire a signal handler to `request_stop`)."""
 
-    async def passthrough(seg: Segment) -> None:
-        seg.audio.set_fallback("passthrough")
-
-    pipeline = MediaPipeline(settings, observer, on_segment=passthrough, clock=clock)
+    pipeline = MediaPipeline(settings, observer, clock=clock, resolve_as="passthrough")
     if pipeline_ready is not None:
         pipeline_ready(pipeline)
     return await pipeline.run()

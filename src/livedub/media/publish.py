@@ -16,7 +16,7 @@ from typing import Any
 import av
 
 from livedub.log import bind
-from livedub.media.urls import output_format_for, strip_file_scheme
+from livedub.media.urls import is_live, output_format_for, strip_file_scheme
 
 _log = logging.getLogger(__name__)
 
@@ -67,8 +67,14 @@ def publish(
                         break
                     if pkt.size == 0 or (pkt.dts is None and pkt.pts is None):
                         continue
+                    if pkt.is_discard:
+                        # Encoder priming the source container says to discard (MP4 edit list):
+                        # FLV/RTSP have no edit lists, so forwarding it would add ~21 ms of
+                        # audio before the first video frame.
+                        continue
                     tb = pkt.time_base
                     key = pkt.dts if pkt.dts is not None else pkt.pts
+                    assert key is not None and tb is not None
                     key_s = float(key * tb) + offset_s
                     if realtime:
                         now = time.monotonic()
@@ -92,7 +98,7 @@ def publish(
                 break
             offset_s = end_s
     finally:
-        if linger_s > 0 and not stop.is_set():
+        if linger_s > 0 and is_live(url) and not stop.is_set():
             stop.wait(linger_s)  # let a relay forward the last packets before we hang up
         out.close()
         log.info("publish finished", ctx={"packets": written})

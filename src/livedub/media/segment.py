@@ -301,6 +301,27 @@ class Segmenter:
                 break
             self._ready.append(self._waiting.pop(0))
 
+    @property
+    def open_samples(self) -> int:
+        """Samples in the segment currently being filled (0 = at a boundary)."""
+        return self._fill
+
+    def pad_open_segment(self) -> int:
+        """Complete the open segment with silence (input lost); returns the samples added.
+
+        The segment keeps its exact length and its real audio goes out on time; a reconnect
+        continues the sample clock after it.
+        """
+        if self._fill == 0 or self.audio_t0_ns is None:
+            return 0
+        missing = self.n - self._fill
+        self.push_audio(np.zeros((missing, self.channels), dtype=np.int16))
+        # No more video can arrive for it from this connection.
+        for seg in self._waiting:
+            self._ready.append(seg)
+        self._waiting = []
+        return missing
+
     def pop_ready(self) -> list[Segment]:
         """Segments completed since the last call, in batch order."""
         out, self._ready = self._ready, []

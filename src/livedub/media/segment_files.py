@@ -140,6 +140,8 @@ class SegmentFileWriter:
         self.written += 1
 
     def _write_audio(self, batch: int, kind: str, pcm: np.ndarray, rate: int) -> None:
+        if kind == "dubbed" and batch not in self._batches:
+            return  # already past retention (or never written): keep the directory bounded
         path = segment_paths(self.segment_dir, self.stream_id, batch)[kind]
         path.parent.mkdir(parents=True, exist_ok=True)
         data = encode_pcm(pcm, rate, "m4a", bitrate=self.bitrate)

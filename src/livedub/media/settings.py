@@ -87,7 +87,7 @@ class MediaSettings(BaseModel):
     drift_max_slew: float = Field(0.005, gt=0, le=0.05, description="max samples changed/frame")
     drift_window_frames: int = Field(24, ge=1, description="frames averaged per measurement")
     gap_fill_threshold_ms: float = Field(
-        200.0, gt=0, description="an audio timestamp gap larger than this is filled with silence"
+        100.0, gt=0, description="an audio timestamp gap larger than this is filled with silence"
     )
 
     @field_validator("stream_id")

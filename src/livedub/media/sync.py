@@ -55,7 +55,7 @@ class DriftCorrector:
         target_ms: float = 5.0,
         max_slew: float = 0.005,
         window_frames: int = 24,
-        gap_fill_ms: float = 200.0,
+        gap_fill_ms: float = 100.0,
         on_correction: CorrectionFn | None = None,
         on_gap: GapFn | None = None,
         log: BoundLogger | None = None,
@@ -77,6 +77,7 @@ class DriftCorrector:
         self.samples_dropped = 0
         self.gap_samples_filled = 0
         self.max_abs_deviation_ms = 0.0
+        self._resync = False
 
     @property
     def deviation_ms(self) -> float:
@@ -94,6 +95,19 @@ class DriftCorrector:
         assert self.t0_ns is not None
         return self.t0_ns + self.samples_out * NS_PER_S // self.rate
 
+    def advance(self, samples: int) -> None:
+        """Samples added outside `process` (silence padding on input loss)."""
+        self.samples_out += samples
+
+    def resync(self) -> None:
+        """A new connection: align the next timestamped frame exactly (fill or trim the gap)."""
+        self._resync = True
+        self._window.clear()
+        if self._correcting:
+            self._correcting = 0
+            if self.on_correction is not None:
+                self.on_correction(0.0, 0)
+
     def process(self, pcm: np.ndarray, pts_ns: int | None) -> np.ndarray:
         """Return the (possibly slewed or gap-filled) PCM for one decoded frame."""
         if self.t0_ns is None:
@@ -101,7 +115,9 @@ class DriftCorrector:
         n = pcm.shape[0]
         if pts_ns is not None and n > 0:
             raw = self.clock_ns() - pts_ns
-            if raw < -self.gap_ns:
+            resync, self._resync = self._resync, False
+            one_sample_ns = NS_PER_S // self.rate
+            if (resync and raw < -one_sample_ns) or raw < -self.gap_ns:
                 fill = round(-raw * self.rate / NS_PER_S)
                 self.log.warning(
                     "audio timestamp gap filled with silence",
@@ -115,7 +131,7 @@ class DriftCorrector:
                 pcm = np.concatenate([silence, pcm])
                 self.samples_out += pcm.shape[0]
                 return pcm
-            if raw > self.gap_ns:
+            if (resync and raw > one_sample_ns) or raw > self.gap_ns:
                 drop = min(n, round(raw * self.rate / NS_PER_S))
                 self.log.warning(
                     "audio overlaps its timestamps: samples dropped",

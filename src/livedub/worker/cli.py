@@ -17,7 +17,7 @@ _log = logging.getLogger(__name__)
 _ALIASES = {"input_url": "--input", "output_url": "--output"}
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = sub.add_parser(
         "worker",
         help="dub one live stream: input → STS → output",

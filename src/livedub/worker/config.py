@@ -10,6 +10,8 @@ import os
 import re
 import socket
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -43,7 +45,9 @@ class WorkerSettings(BaseSettings):
     source_language: str = "en"
     target_language: str = "es"
     voice_profile: str = "default"
-    transport_format: str = Field("m4a", description="fragment audio format on the wire: m4a, wav or flac")
+    transport_format: Literal["m4a", "wav", "flac"] = Field(
+        "m4a", description="fragment audio format on the wire: m4a, wav or flac"
+    )
 
     # Timing (spec defaults)
     segment_s: float = Field(6.0, ge=1.0, le=60.0, description="fragment length in seconds")
@@ -77,13 +81,6 @@ class WorkerSettings(BaseSettings):
     def _check_id(cls, v: str) -> str:
         if not ID_RE.match(v):
             raise ValueError("must match [A-Za-z0-9_-]{1,64}")
-        return v
-
-    @field_validator("transport_format")
-    @classmethod
-    def _check_format(cls, v: str) -> str:
-        if v not in ("m4a", "wav", "flac"):
-            raise ValueError("must be m4a, wav or flac")
         return v
 
     @model_validator(mode="after")

@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from pathlib import Path
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from livedub.clock import Clock, SystemClock
 from livedub.exitcodes import ExitCode
@@ -79,11 +80,13 @@ def media_settings(s: WorkerSettings) -> MediaSettings:
         sts_timeout_s=s.fragment_timeout_s,
         output_delay_s=s.delay_s,
         read_timeout_s=s.read_timeout_s,
-        transport_format=s.transport_format,  # type: ignore[arg-type]
-        segment_dir=s.segment_dir,  # type: ignore[arg-type]
+        transport_format=s.transport_format,
+        segment_dir=Path(s.segment_dir) if s.segment_dir else None,
         segment_retention=s.segment_retention,
-        # Unpaced (file → file): the output waits for each segment's result up to the STS timeout.
-        unpaced_wait_s=0.0 if s.passthrough else s.fragment_timeout_s + 1.0,
+        # Unpaced (file → file): the output waits for each segment to be resolved. The worker resolves
+        # every segment (dubbed, or a fallback at the latest when its fragment times out), so this
+        # bound only guards against a bug: queue wait + send + timeout of one fragment.
+        unpaced_wait_s=0.0 if s.passthrough else (s.max_inflight + 2) * (s.fragment_timeout_s + 1.0),
     )
 
 
@@ -345,7 +348,7 @@ class WorkerRunner:
             # The first connection is being made: wait for it, up to the segment's deadline.
             try:
                 await asyncio.wait_for(self._connected.wait(), timeout=max(0.0, self._remaining_s(segment)))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if not self.client.connected:
             self._segment_fallback(segment, "disconnect")
@@ -355,7 +358,7 @@ class WorkerRunner:
         self.log.info("segment ready", ctx={"fragment_id": fid, "batch": segment.batch, "bytes": len(data)})
         try:
             await asyncio.wait_for(self._wait_to_send(), timeout=max(0.0, self._remaining_s(segment)))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._segment_fallback(segment, "backpressure")
             return
         if segment.audio.taken or not self.client.connected:
@@ -376,7 +379,7 @@ class WorkerRunner:
             timestamp=int(self.clock.wall() * 1000),
             audio=AudioPayload.from_bytes(
                 data,
-                format=self.settings.transport_format,  # type: ignore[arg-type]
+                format=self.settings.transport_format,
                 sample_rate_hz=segment.sample_rate,
                 channels=segment.channels,
                 duration_ms=segment.duration_ms,
@@ -431,8 +434,8 @@ class WorkerRunner:
         if not self.tracker.record_ack(ack.fragment_id, ack.status, ack.queue_position):
             self.log.debug("ack for a fragment not in flight", ctx={"fragment_id": ack.fragment_id})
 
-    async def _ack(self, fragment_id: str, status: str) -> None:
-        ack = WorkerFragmentAck(fragment_id=fragment_id, status=status, timestamp=int(self.clock.wall() * 1000))  # type: ignore[arg-type]
+    async def _ack(self, fragment_id: str, status: Literal["received", "applied"]) -> None:
+        ack = WorkerFragmentAck(fragment_id=fragment_id, status=status, timestamp=int(self.clock.wall() * 1000))
         try:
             await self.client.emit("fragment:ack", ack.to_wire())
         except (ConnectionError, OSError):
@@ -550,7 +553,7 @@ class WorkerRunner:
 
     def on_segment_output(self, segment: Segment, source: str, reason: str | None) -> None:
         self.metrics.segment_output("dubbed" if source == "dubbed" else "original")
-        if source != "dubbed":
+        if source != "dubbed" and reason != "short_tail":  # a sub-second tail is never dubbed
             r = reason or "deadline"
             if r == "deadline" and self.breaker.state is BreakerState.OPEN:
                 r = "circuit_open"

@@ -27,6 +27,7 @@ from livedub.protocol import (
     FragmentProcessed,
     StreamComplete,
     StreamReady,
+    constants,
 )
 from livedub.worker.config import WorkerSettings
 
@@ -79,7 +80,13 @@ class StsClient:
         self._closing = False
         self.ready = None
         self._connect_error = None
-        sio = socketio.AsyncClient(reconnection=False, logger=False, engineio_logger=False)
+        # The websocket message limit must hold a whole dubbed fragment (aiohttp's default is 4 MiB).
+        sio = socketio.AsyncClient(
+            reconnection=False,
+            logger=False,
+            engineio_logger=False,
+            websocket_extra_options={"max_msg_size": constants.DEFAULT_MAX_MESSAGE_BYTES},
+        )
         self.sio = sio
         self._register(sio)
         loop = asyncio.get_running_loop()
@@ -94,7 +101,7 @@ class StsClient:
                 transports=["websocket"],
                 wait_timeout=int(max(1, self.settings.connect_timeout_s)),
             )
-        except (socketio.exceptions.ConnectionError, OSError, asyncio.TimeoutError, ValueError) as exc:
+        except (socketio.exceptions.ConnectionError, OSError, TimeoutError, ValueError) as exc:
             await self._drop(sio)
             detail = self._connect_error or str(exc)
             if "AUTH_FAILED" in str(detail):
@@ -118,7 +125,7 @@ class StsClient:
         await self.emit("stream:init", init)
         try:
             ready = await asyncio.wait_for(self._ready_fut, self.settings.ready_timeout_s)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             await self._drop(sio)
             raise StsConnectError(
                 "ready_timeout", f"no stream:ready within {self.settings.ready_timeout_s:g} s"
@@ -164,17 +171,17 @@ class StsClient:
         await self.emit("stream:end", {"stream_id": self.settings.stream_id, "reason": reason})
         try:
             return await asyncio.wait_for(self._complete_fut, self.settings.end_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.log.warning("no stream:complete within end timeout", ctx={"timeout_s": self.settings.end_timeout_s})
             return None
 
     # -- receiving -------------------------------------------------------------------------------
     def _register(self, sio: socketio.AsyncClient) -> None:
-        @sio.on("connect_error")  # type: ignore[misc]
+        @sio.on("connect_error")
         async def _connect_error(data: Any = None) -> None:
             self._connect_error = data
 
-        @sio.on("disconnect")  # type: ignore[misc]
+        @sio.on("disconnect")
         async def _disconnect(reason: Any = None) -> None:
             if sio is not self.sio or self._closing:
                 return
@@ -183,7 +190,7 @@ class StsClient:
                 self._ready_fut.set_exception(StsConnectError("unreachable", "disconnected before ready"))
             await self.handlers.on_disconnect(str(reason or "transport closed"))
 
-        @sio.on("stream:ready")  # type: ignore[misc]
+        @sio.on("stream:ready")
         async def _ready(data: Any = None) -> None:
             try:
                 ready = StreamReady.model_validate(data)
@@ -193,7 +200,7 @@ class StsClient:
             if self._ready_fut and not self._ready_fut.done():
                 self._ready_fut.set_result(ready)
 
-        @sio.on("stream:complete")  # type: ignore[misc]
+        @sio.on("stream:complete")
         async def _complete(data: Any = None) -> None:
             try:
                 done = StreamComplete.model_validate(data)
@@ -203,19 +210,19 @@ class StsClient:
             if self._complete_fut and not self._complete_fut.done():
                 self._complete_fut.set_result(done)
 
-        @sio.on("fragment:ack")  # type: ignore[misc]
+        @sio.on("fragment:ack")
         async def _ack(data: Any = None) -> None:
             await self._dispatch("fragment:ack", FragmentAck, data, self.handlers.on_ack)
 
-        @sio.on("fragment:processed")  # type: ignore[misc]
+        @sio.on("fragment:processed")
         async def _processed(data: Any = None) -> None:
             await self._dispatch("fragment:processed", FragmentProcessed, data, self.handlers.on_processed)
 
-        @sio.on("backpressure")  # type: ignore[misc]
+        @sio.on("backpressure")
         async def _bp(data: Any = None) -> None:
             await self._dispatch("backpressure", Backpressure, data, self.handlers.on_backpressure)
 
-        @sio.on("error")  # type: ignore[misc]
+        @sio.on("error")
         async def _error(data: Any = None) -> None:
             try:
                 err = ErrorEvent.model_validate(data)
@@ -241,6 +248,8 @@ class StsClient:
 
 
 def _reason(exc: ValidationError) -> str:
-    first = exc.errors()[0] if exc.errors() else {}
-    loc = ".".join(str(x) for x in first.get("loc", ()))
-    return f"schema_invalid: {loc}: {first.get('msg', str(exc))}"[:300]
+    errors = exc.errors()
+    if not errors:
+        return f"schema_invalid: {exc}"[:300]
+    loc = ".".join(str(x) for x in errors[0]["loc"])
+    return f"schema_invalid: {loc}: {errors[0]['msg']}"[:300]

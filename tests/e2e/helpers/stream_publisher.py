@@ -4,6 +4,7 @@ dubbed output with ffmpeg (`-c copy`), each as a subprocess stopped by PID."""
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 from tests.e2e.helpers.docker_manager import ManagedProcess
@@ -25,8 +26,7 @@ def publish(fixture: Path, url: str, log_path: Path, loop: bool = False) -> Mana
 
 
 def record(url: str, out_path: Path, log_path: Path) -> ManagedProcess:
-    """Record a live URL to a file (copy, no re-encode). Starts before the stream exists: an RTMP
-    play request on the media server waits for the publisher."""
-    argv = [FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin", "-y",
-            "-rw_timeout", "60000000", "-i", url, "-c", "copy", "-f", "matroska", str(out_path)]
+    """Record a live URL to a file (copy, no re-encode), from the moment it is published: the
+    recorder polls until the path exists (the media server refuses readers before that)."""
+    argv = [sys.executable, "-m", "tests.e2e.helpers.recorder", url, str(out_path)]
     return ManagedProcess("recorder", argv, log_path).start()

@@ -69,10 +69,12 @@ DEPAY: dict[str, tuple[str, str]] = {
     "MP4A-LATM": ("rtpmp4adepay", "aacparse ! "),
     "OPUS": ("rtpopusdepay", ""),
 }
-# Caps name of the parsed track -> reader-side payloader.
+# Caps name of the parsed track -> reader-side payloader. config-interval=0: parameter sets go
+# where the publisher put them (SDP sprop, or in-band); inserting them as extra RTP packets made
+# ffmpeg readers return an extra "keyframe" packet with the IDR's timestamps (duplicate DTS).
 PAY: dict[str, str] = {
-    "video/x-h264": "rtph264pay config-interval=-1",
-    "video/x-h265": "rtph265pay config-interval=-1",
+    "video/x-h264": "rtph264pay config-interval=0",
+    "video/x-h265": "rtph265pay config-interval=0",
     "audio/mpeg": "rtpmp4gpay",
     "audio/x-opus": "rtpopuspay",
 }

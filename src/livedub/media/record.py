@@ -1,0 +1,36 @@
+"""Record a live URL to a file from the moment it is published (demo, E2E suite, benchmarks).
+
+Like MediaMTX, a media server refuses readers of a path nobody publishes yet, so `record` polls:
+it retries the copy every `retry_s` until one run has recorded something. The copy is ffmpeg's
+(`-c copy` to Matroska), run as a subprocess: this is a tool, never part of the worker's path.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
+
+
+def record_argv(url: str, out: Path, rw_timeout_s: float = 20.0) -> list[str]:
+    return [
+        FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin", "-y",
+        "-rw_timeout", str(int(rw_timeout_s * 1_000_000)),
+        "-i", url, "-c", "copy", "-f", "matroska", str(out),
+    ]  # fmt: skip
+
+
+def record(url: str, out: Path, *, wait_s: float = 120.0, retry_s: float = 0.1) -> int:
+    """Block until the stream at `url` has been recorded to `out` (it ends when the publisher
+    stops). Returns ffmpeg's exit code, or 1 if nothing was published within `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    code = 1
+    while time.monotonic() < deadline:
+        code = subprocess.call(record_argv(url, out))
+        if out.exists() and out.stat().st_size > 0:
+            return code
+        time.sleep(retry_s)
+    return code

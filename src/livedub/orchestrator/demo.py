@@ -1,0 +1,270 @@
+"""`livedub demo`: the whole system end to end on one machine, in one command.
+
+Starts the embedded media server, the echo STS and the orchestrator (real processes on 127.0.0.1),
+generates the fixture, publishes it to `rtsp://127.0.0.1:8554/live/demo/in`; the media server's
+publish hook makes the orchestrator start a worker, which publishes
+`rtmp://127.0.0.1:1935/live/demo/out`. The demo records that output, shows live progress from the
+metrics, then analyses the recording (duration, codecs, A/V offset at every sync marker, segment
+order), writes the sync plot, stops everything it started (by PID) and exits 0 only if every
+fragment was dubbed and every marker is within 33 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from livedub.exitcodes import ExitCode
+
+_log = logging.getLogger(__name__)
+
+LIVEDUB = [sys.executable, "-m", "livedub"]
+SYNC_TOLERANCE_MS = 33.0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    p = sub.add_parser(
+        "demo",
+        help="run a dubbed stream end to end (media server, echo STS, orchestrator, worker)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--stream-id", default="demo", help="stream id (default demo)")
+    p.add_argument("--workdir", default="var/demo", help="fixture, recording, logs, plot (default var/demo)")
+    p.add_argument("--duration-s", type=float, default=60.0, help="fixture length (default 60)")
+    p.add_argument("--rtsp-port", type=int, default=8554)
+    p.add_argument("--rtmp-port", type=int, default=1935)
+    p.add_argument("--sts-port", type=int, default=8080)
+    p.add_argument("--orchestrator-port", type=int, default=8000)
+    p.add_argument(
+        "--sts-url", default=None, help="use this STS service instead of starting the echo STS"
+    )
+    p.add_argument(
+        "--media-server",
+        default=None,
+        metavar="HOST",
+        help="use an external MediaMTX-compatible media server on HOST (its hooks must call the "
+        "orchestrator) instead of the embedded one",
+    )
+    p.add_argument("--progress-interval-s", type=float, default=3.0)
+    p.set_defaults(func=run_demo)
+
+
+class _Procs:
+    """Processes the demo started; all stopped by PID at the end, newest first."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self.items: list[tuple[str, subprocess.Popen[bytes], Any]] = []
+
+    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop_all
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.items.append((name, proc, log))
+        return proc
+
+    def stop_all(self) -> None:
+        for _name, proc, log in reversed(self.items):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+            log.close()
+
+
+def _out(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return bool(200 <= r.status < 300)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _wait(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def _metrics(url: str, stream_id: str) -> dict[str, float]:
+    """The demo's view of the aggregated worker metrics of `stream_id`."""
+    with urllib.request.urlopen(url, timeout=2) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.labels.get("stream_id") != stream_id:
+                continue
+            key = s.name
+            for label in ("status", "reason", "source"):
+                if label in s.labels:
+                    key += f":{s.labels[label]}"
+            out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+def _progress_line(m: dict[str, float]) -> str:
+    fallback = sum(v for k, v in m.items() if k.startswith("worker_fallback_total:"))
+    breaker = {0: "closed", 1: "half-open", 2: "open"}.get(int(m.get("worker_sts_breaker_state", 0)), "?")
+    return (
+        f"  segments dubbed {int(m.get('worker_segments_total:dubbed', 0))}"
+        f" original {int(m.get('worker_segments_total:original', 0))}"
+        f" | fragments sent {int(m.get('worker_audio_fragments_total:sent', 0))}"
+        f" processed {int(m.get('worker_audio_fragments_total:processed', 0))}"
+        f" | fallbacks {int(fallback)} | breaker {breaker}"
+        f" | sync delta {m.get('worker_av_sync_delta_ms', 0.0):.1f} ms"
+        f" | output delay {m.get('worker_output_delay_ms', 0.0) / 1000:.1f} s"
+    )
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from livedub.media.analyze import analyze, write_plot
+    from livedub.media.fixture import FixtureSpec, make_fixture
+    from livedub.media.publish import publish
+    from livedub.media.record import record
+    from livedub.orchestrator.media_server import MediaServer
+
+    sid: str = args.stream_id
+    workdir = Path(args.workdir).resolve()
+    logdir = workdir / "logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    host = args.media_server or "127.0.0.1"
+    ports = {"RTSP": args.rtsp_port, "RTMP": args.rtmp_port, "orchestrator": args.orchestrator_port}
+    if args.sts_url is None:
+        ports["echo STS"] = args.sts_port
+    if args.media_server is not None:
+        ports.pop("RTSP")
+        ports.pop("RTMP")
+    busy = [f"{name} {port}" for name, port in ports.items() if not _port_free(port)]
+    if busy:
+        _log.error("ports in use on 127.0.0.1: %s (stop what uses them or pass other ports)", ", ".join(busy))
+        return int(ExitCode.USAGE)
+
+    t_start = time.monotonic()
+    orch_url = f"http://127.0.0.1:{args.orchestrator_port}"
+    sts_url = args.sts_url or f"http://127.0.0.1:{args.sts_port}"
+    rtsp_in = f"rtsp://{host}:{args.rtsp_port}/live/{sid}/in"
+    rtmp_out = f"rtmp://{host}:{args.rtmp_port}/live/{sid}/out"
+    procs = _Procs(logdir)
+    media_server: MediaServer | None = None
+    try:
+        fixture = workdir / f"fixture-{int(args.duration_s)}s.mp4"
+        if not fixture.exists():
+            _out(f"generating the {args.duration_s:g} s fixture (H.264 + AAC, sync markers) ...")
+            make_fixture(fixture, FixtureSpec(duration_s=args.duration_s))
+        if args.media_server is None:
+            media_server = MediaServer(
+                rtsp_port=args.rtsp_port, rtmp_port=args.rtmp_port, streams=[sid],
+                hook_url=orch_url, workdir=logdir / "media-server",
+            )
+            media_server.start()
+        if args.sts_url is None:
+            procs.spawn("echo-sts", [*LIVEDUB, "sts", "--port", str(args.sts_port)])
+        procs.spawn("orchestrator", [
+            *LIVEDUB, "serve", "--port", str(args.orchestrator_port), "--sts-url", sts_url,
+            "--input-base", f"rtsp://{host}:{args.rtsp_port}",
+            "--output-base", f"rtmp://{host}:{args.rtmp_port}", "--log-dir", str(logdir / "workers"),
+        ])  # fmt: skip
+        if media_server is not None:
+            media_server.wait_ready(10)
+        _wait(lambda: _http_ok(f"{sts_url}/health"), 20, "the STS service")
+        _wait(lambda: _http_ok(f"{orch_url}/health"), 20, "the orchestrator")
+        _out(f"services up in {time.monotonic() - t_start:.1f} s: media server rtsp://{host}:{args.rtsp_port} "
+             f"rtmp://{host}:{args.rtmp_port}, STS {sts_url}, orchestrator {orch_url}")
+
+        recording = workdir / f"{sid}-out.mkv"
+        recording.unlink(missing_ok=True)
+        rec_done = threading.Event()
+        rec_thread = threading.Thread(
+            target=lambda: (record(rtmp_out, recording, wait_s=args.duration_s + 60), rec_done.set()),
+            daemon=True,
+        )
+        rec_thread.start()
+        _out(f"publishing {fixture.name} to {rtsp_in} in real time; dubbed output at {rtmp_out}")
+        pub_thread = threading.Thread(target=publish, args=(str(fixture), rtsp_in), daemon=True)
+        pub_thread.start()
+
+        last = 0.0
+        m: dict[str, float] = {}
+        deadline = time.monotonic() + args.duration_s + 90
+        while not rec_done.is_set() and time.monotonic() < deadline:
+            if time.monotonic() - last >= args.progress_interval_s:
+                last = time.monotonic()
+                try:
+                    m = _metrics(f"{orch_url}/metrics", sid) or m
+                    _out(_progress_line(m))
+                except (urllib.error.URLError, OSError, ValueError):
+                    pass
+            rec_done.wait(0.2)
+        if not rec_done.is_set():
+            _log.error("the output never ended: see %s", logdir)
+            return int(ExitCode.ERROR)
+
+        analysis = analyze(str(recording))
+        plot = workdir / f"{sid}-sync.png"
+        write_plot(analysis, plot)
+        summary = analysis.summary()
+        (workdir / f"{sid}-analysis.json").write_text(json.dumps(summary, indent=2, default=str))
+        dubbed = int(m.get("worker_segments_total:dubbed", 0))
+        total = dubbed + int(m.get("worker_segments_total:original", 0))
+        expected = int(args.duration_s // 6)
+        ok = (
+            dubbed >= expected
+            and analysis.markers
+            and analysis.max_abs_offset_ms <= SYNC_TOLERANCE_MS
+            and analysis.codecs == ("h264", "aac")
+        )
+        _out("")
+        _out("=== livedub demo summary ===")
+        _out(f"fragments dubbed      : {dubbed}/{max(total, expected)}")
+        _out(f"fallbacks             : {int(sum(v for k, v in m.items() if k.startswith('worker_fallback_total:')))}")
+        _out(f"output                : {recording} ({analysis.codecs[0]} + {analysis.codecs[1]}, "
+             f"{analysis.duration_s:.3f} s)")
+        _out(f"A/V sync at markers   : max {analysis.max_abs_offset_ms:.1f} ms over {len(analysis.markers)} markers "
+             f"(tolerance {SYNC_TOLERANCE_MS:.0f} ms)")
+        _out(f"segment tone order    : {analysis.tone_order}")
+        _out(f"sync plot             : {plot}")
+        _out(f"logs                  : {logdir}")
+        _out(f"result                : {'OK' if ok else 'FAILED'} in {time.monotonic() - t_start:.0f} s")
+        return 0 if ok else int(ExitCode.ERROR)
+    except (TimeoutError, OSError) as exc:
+        _log.error("demo failed: %s (logs in %s)", exc, logdir)
+        return int(ExitCode.ERROR)
+    finally:
+        procs.stop_all()
+        if media_server is not None:
+            media_server.stop()
