@@ -31,8 +31,10 @@ $(BIN)/livedub: pyproject.toml
 
 venv: $(BIN)/livedub
 
+# Unit + integration first (2 processes), then the E2E suite (concurrent stories).
 test: setup
-	$(BIN)/pytest -p no:cacheprovider -ra $(PYTEST_ARGS) tests
+	$(BIN)/pytest -p no:cacheprovider -ra -n 2 $(PYTEST_ARGS) tests/unit tests/integration
+	$(BIN)/pytest -p no:cacheprovider -ra -n $(E2E_N) $(PYTEST_ARGS) tests/e2e
 
 test-unit: setup
 	$(BIN)/pytest -ra tests/unit
@@ -53,26 +55,28 @@ bench: setup
 soak: setup
 	$(BIN)/python -m bench.soak
 
+E2E_N ?= 8
+
 e2e-up: setup
-	$(BIN)/livedub e2e-env up
+	$(BIN)/python -m tests.e2e.env up
 
 e2e-down: setup
-	$(BIN)/livedub e2e-env down
+	$(BIN)/python -m tests.e2e.env down
 
 e2e-test: setup
-	$(BIN)/pytest -ra tests/e2e
+	$(BIN)/pytest -ra -n $(E2E_N) tests/e2e
 
 e2e-test-full: setup
-	$(BIN)/pytest -ra -v tests/e2e
+	$(BIN)/pytest -ra -v -n $(E2E_N) tests/e2e
 
 e2e-test-p1: setup
-	$(BIN)/pytest -ra -m p1 tests/e2e
+	$(BIN)/pytest -ra -n $(E2E_N) -m p1 tests/e2e
 
 e2e-test-p2: setup
-	$(BIN)/pytest -ra -m p2 tests/e2e
+	$(BIN)/pytest -ra -n $(E2E_N) -m p2 tests/e2e
 
 e2e-test-p3: setup
-	$(BIN)/pytest -ra -m p3 tests/e2e
+	$(BIN)/pytest -ra -n $(E2E_N) -m p3 tests/e2e
 
 e2e-reliability: setup
 	$(BIN)/python tests/e2e/reliability.py --runs $${RUNS:-20}

@@ -43,3 +43,35 @@ def settings_from_args(model: type[S], args: argparse.Namespace) -> S:
     """Build the settings: CLI flags given win over env vars, which win over defaults."""
     given = {name: getattr(args, name) for name in model.model_fields if getattr(args, name, None) is not None}
     return model(**given)
+
+
+def markdown_table(model: type[BaseSettings], flag_names: dict[str, str] | None = None) -> str:
+    """A Markdown table of a settings model (env | flag | default | meaning), for the docs."""
+    prefix = str(model.model_config.get("env_prefix", ""))
+    flags = flag_names or {}
+    rows = ["| env | flag | default | meaning |", "|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        if field.default_factory is not None:
+            default = "(per process)"
+        elif field.default is None:
+            default = "unset"
+        else:
+            default = f"`{field.default}`"
+        flag = flags.get(name, "--" + name.replace("_", "-"))
+        rows.append(f"| `{prefix}{name.upper()}` | `{flag}` | {default} | {field.description or ''} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m livedub.settings_cli`: print the tables
+    import sys
+
+    from livedub.orchestrator.media_server import MediaServerSettings
+    from livedub.sts.settings import StsSettings
+    from livedub.worker.config import WorkerSettings
+
+    for title, model, names in (
+        ("worker", WorkerSettings, {"input_url": "--input", "output_url": "--output"}),
+        ("sts", StsSettings, {}),
+        ("media-server", MediaServerSettings, {}),
+    ):
+        sys.stdout.write(f"\n### {title}\n\n{markdown_table(model, names)}\n")

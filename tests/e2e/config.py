@@ -58,6 +58,9 @@ STREAM_IDS = [
     "e2e-smoke",
 ]
 
+# Streams the orchestrator (media service) manages via the publish hook; tests start the others' workers.
+ORCHESTRATED_STREAM_PATTERN = "e2e-pipeline"
+
 FIXTURE_DIR = Path(__file__).parent / "fixtures" / "test-streams"
 FIXTURE_PATH = FIXTURE_DIR / "1-min-nfl.mp4"
 FIXTURE_DURATION_S = 60.0

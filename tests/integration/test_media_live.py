@@ -164,7 +164,7 @@ async def test_live_rtmp_hop_60s_keeps_duration_and_sync(rtmp_server: str, tmp_p
         publisher.start()
         await wait_for(lambda: publisher.done, 90, "publisher")
         assert publisher.error is None
-        await wait_for(lambda: audio_end_s(pipeline) >= expected.duration_s, 10, "all audio read")
+        await wait_for(lambda: audio_end_s(pipeline) >= expected.duration_s - 0.005, 10, "all audio read")
 
     try:
         code = await run_until(pipeline, done, timeout_s=30)
@@ -306,4 +306,48 @@ async def test_stalled_server_cannot_hang_the_pipeline(tmp_path: Path) -> None:
     # What was received before the stall is in the output, properly closed.
     res = analyze(out)
     assert res.video is not None and res.video.duration_s > 2.0
+    assert res.audio is not None and res.audio.gaps == []
+
+
+async def test_rtsp_tcp_input_repairs_the_untimed_first_keyframe(tmp_path: Path) -> None:
+    """RTSP over TCP (libav listen mode, publisher in its own process): the first video packet
+    arrives without timestamps; it is repaired, not dropped, and sync is kept."""
+    import sys
+
+    src = tmp_path / "fx8.mp4"
+    make_fixture(src, FixtureSpec(duration_s=8, width=320, height=240, segment_s=2))
+    url = f"rtsp://127.0.0.1:{free_port()}/live/in"
+    out = tmp_path / "rtsp.mp4"
+    settings = MediaSettings(
+        input_url=url,
+        output_url=str(out),
+        segment_s=2.0,
+        output_delay_s=4.0,
+        end_on_eof=True,
+        input_options={"rtsp_flags": "listen", "listen_timeout": "20"},
+    )
+    pipeline = MediaPipeline(settings, NullObserver(), resolve_as="passthrough")
+    task = asyncio.create_task(pipeline.run())
+    # A separate process: libav keeps the GIL while an RTSP muxer handshakes.
+    pub = subprocess.Popen(
+        [sys.executable, "-m", "livedub", "--log-level", "WARNING", "publish", str(src), url],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        code = await asyncio.wait_for(task, 45)
+        assert pub.wait(timeout=10) == 0
+    finally:
+        if pub.poll() is None:
+            pub.kill()
+            pub.wait()
+        if not task.done():
+            pipeline.request_stop(drain=False)
+            await asyncio.wait_for(task, 30)
+    assert code == ExitCode.OK
+    assert pipeline.stats.timestamps_repaired >= 1
+    res = analyze(out)
+    assert res.codecs == ("h264", "aac")
+    assert res.first_frame_number == 0 and res.frame_counter_errors == 0  # keyframe kept
+    assert res.video is not None and abs(res.video.duration_s - 8.0) <= FRAME_S
+    assert len(res.markers) == 4 and res.max_abs_offset_ms <= 33
     assert res.audio is not None and res.audio.gaps == []

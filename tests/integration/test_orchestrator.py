@@ -322,6 +322,18 @@ async def test_ready_starts_one_worker_process_and_is_idempotent(
     assert (await orch.stream("cam1"))["pid"] == info["pid"]  # type: ignore[index]
 
 
+async def test_stream_pattern_leaves_other_streams_alone(
+    orch_factory: Callable[..., Awaitable[Orch]], fake: Fake
+) -> None:
+    orch = await orch_factory(stream_pattern="cam-[0-9]+")
+    status, doc = await orch.ready("other")
+    assert (status, doc["action"]) == (200, "ignored")
+    status, doc = await orch.ready("cam-1")
+    assert (status, doc["action"]) == (200, "started")
+    await worker_up(orch, fake, "cam-1")
+    assert fake.starts("other") == [] and set(await orch.streams()) == {"cam-1"}
+
+
 async def test_not_ready_grace_then_stop_and_ready_cancels(
     orch_factory: Callable[..., Awaitable[Orch]], fake: Fake
 ) -> None:

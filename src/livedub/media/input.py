@@ -38,6 +38,7 @@ from livedub.media.urls import input_options_for, is_live, strip_file_scheme
 _log = logging.getLogger(__name__)
 
 NS_PER_S = 1_000_000_000
+PACE_TICK_S = 0.02  # real-time file reading releases packets in bursts of this length
 
 
 def to_ns(ts: int | None, time_base: Fraction | None) -> int | None:
@@ -122,14 +123,33 @@ InputEvent = InputInfo | RawVideo | RawAudio | InputLost
 _TIMEOUT = object()
 
 
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class _Handoff:
-    """Bounded thread → asyncio queue. `put` blocks the reader while full (read-ahead bound)."""
+    """Bounded thread → asyncio queue. `put` blocks the reader while full (read-ahead bound).
+
+    The event loop is only woken when the consumer is actually waiting, and waiting costs one
+    future and one timer (no task per item): the reader may deliver ~100 items a second.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int) -> None:
         self._q: queue.Queue[object] = queue.Queue(maxsize)
         self._loop = loop
-        self._event = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self.stop = threading.Event()
+
+    def _notify(self) -> bool:
+        waiter = self._waiter
+        if waiter is None:
+            return True
+        try:
+            self._loop.call_soon_threadsafe(_wake, waiter)
+        except RuntimeError:  # loop closed
+            return False
+        return True
 
     def put(self, item: object) -> bool:
         while True:
@@ -140,18 +160,11 @@ class _Handoff:
                 break
             except queue.Full:
                 continue
-        try:
-            self._loop.call_soon_threadsafe(self._event.set)
-        except RuntimeError:  # loop closed
-            return False
-        return True
+        return self._notify()  # no waiter: the consumer finds the item on its own
 
     def wake(self) -> None:
         """Make a pending `get` return now (used by close)."""
-        try:
-            self._loop.call_soon_threadsafe(self._event.set)
-        except RuntimeError:
-            pass
+        self._notify()
 
     async def get(self, timeout_s: float) -> object:
         loop = asyncio.get_running_loop()
@@ -161,17 +174,25 @@ class _Handoff:
                 return self._q.get_nowait()
             except queue.Empty:
                 pass
-            self._event.clear()
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiter = fut
             try:
-                return self._q.get_nowait()
-            except queue.Empty:
-                pass
-            remaining = deadline - loop.time()
-            if remaining <= 0 or self.stop.is_set():
-                return _TIMEOUT
-            try:
-                await asyncio.wait_for(self._event.wait(), remaining)
-            except TimeoutError:
+                # Re-check after publishing the waiter: a put in between is not missed.
+                try:
+                    return self._q.get_nowait()
+                except queue.Empty:
+                    pass
+                remaining = deadline - loop.time()
+                if remaining <= 0 or self.stop.is_set():
+                    return _TIMEOUT
+                timer = loop.call_later(remaining, _wake, fut)
+                try:
+                    await fut
+                finally:
+                    timer.cancel()
+            finally:
+                self._waiter = None
+            if self.stop.is_set() or (self._q.empty() and loop.time() >= deadline):
                 return _TIMEOUT
 
 
@@ -274,7 +295,8 @@ class _Reader(threading.Thread):
                     if pace_base is None or abs(media_s - pace_base[0] - (now - pace_base[1])) > 2.0:
                         pace_base = (media_s, now)
                     wait = pace_base[1] + (media_s - pace_base[0]) - now
-                    if wait > 0 and stop.wait(wait):
+                    # Read in small bursts (up to PACE_TICK_S early): far fewer wake-ups.
+                    if wait > PACE_TICK_S and stop.wait(wait):
                         return
             if packet.stream.type == "video":
                 if packet.size == 0:
@@ -367,6 +389,9 @@ class MediaInput:
     async def events(self) -> AsyncIterator[InputEvent]:
         failures = 0
         first = True
+        # A live input that ended cleanly (EOF after media: the publisher stopped) and does not
+        # come back within the retry budget is the end of the programme, not a failure.
+        ended_cleanly = False
         while True:
             self.generation += 1
             gen = self.generation
@@ -412,6 +437,14 @@ class MediaInput:
                 return
             if got_media:
                 failures = 0
+                ended_cleanly = end.kind == "eof"
+            if failures >= len(self.retry_delays_s) and ended_cleanly:
+                self.log.info(
+                    "input ended: the publisher stopped and did not come back",
+                    ctx={"url": self.url, "retries": failures},
+                )
+                self._state(InputState.ENDED, "eof")
+                return
             if failures >= len(self.retry_delays_s):
                 self.log.error(
                     "input unavailable: retries exhausted",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -35,11 +36,13 @@ from livedub.media.errors import OutputFailed
 from livedub.media.input import VideoTemplate
 from livedub.media.segment import NS_PER_S, Segment, VideoPacket
 from livedub.media.settings import MediaSettings
-from livedub.media.urls import is_live, output_format_for, strip_file_scheme
+from livedub.media.urls import is_live, output_format_for, strip_file_scheme, tcp_endpoint
 
 _log = logging.getLogger(__name__)
 
 AAC_FRAME = 1024
+# Paced writes happen in ticks of this length (a packet is at most this late).
+OUTPUT_TICK_S = 0.01
 # The encoder emits a packet for samples [p, p+1024) only after about two more frames went in.
 ENCODER_LOOKAHEAD_SAMPLES = 3 * AAC_FRAME
 
@@ -506,6 +509,8 @@ class MediaOutput:
         self._thread: threading.Thread | None = None
         self._finished = threading.Event()
         self._abort = False
+        self._paced = settings.paced
+        self._tick_s = OUTPUT_TICK_S
 
     def open(self) -> None:
         """Prepare the output. Files and unpaced outputs are opened here (header written).
@@ -540,6 +545,14 @@ class MediaOutput:
     def _open_container(self) -> tuple[StreamAudioEncoder, _MuxSink]:
         """Open the container, create streams and write the header (connects for URLs)."""
         s = self.settings
+        endpoint = tcp_endpoint(self.url)
+        if endpoint is not None:
+            # libav holds the GIL while it connects and writes the header: check reachability
+            # first, with a timeout, so a black-holed server cannot freeze the whole process.
+            try:
+                socket.create_connection(endpoint, timeout=s.open_timeout_s).close()
+            except OSError as exc:
+                raise OutputFailed(f"cannot reach output {self.url}: {exc}") from exc
         try:
             fmt, opts = (s.output_format, {}) if s.output_format else output_format_for(self.url)
             opts = {**opts, **s.output_options}
@@ -579,7 +592,10 @@ class MediaOutput:
     def _post(self, op: str, arg: Any = None) -> None:
         with self._cond:
             self._inbox.append((op, arg))
-            self._cond.notify()
+            # Paced: media is due D seconds after it arrives, so the thread picks it up on its
+            # next tick; waking it per packet would only burn CPU. Unpaced: react at once.
+            if not self._paced or op in ("end", "segment"):
+                self._cond.notify()
 
     def set_anchor(self, w0: float) -> None:
         self._post("anchor", w0)
@@ -643,6 +659,9 @@ class MediaOutput:
                 with self._cond:
                     if not self._inbox and not self._abort:
                         timeout = 1.0 if math.isinf(wake) else max(0.0, min(1.0, wake - self.clock.wall()))
+                        if self._paced:
+                            # Write in ticks: at most `tick` late, far fewer wake-ups.
+                            timeout = max(timeout, self._tick_s)
                         if timeout > 0:
                             self._cond.wait(timeout)
         except OutputFailed as exc:

@@ -54,5 +54,19 @@ def output_format_for(url: str) -> tuple[str, dict[str, str]]:
     return fmt, {}
 
 
+_DEFAULT_PORTS = {"rtmp": 1935, "rtmps": 443, "rtsp": 554, "rtsps": 322}
+
+
+def tcp_endpoint(url: str) -> tuple[str, int] | None:
+    """(host, port) of a TCP-based streaming URL (rtmp/rtsp), else None."""
+    scheme = scheme_of(url)
+    if scheme not in _DEFAULT_PORTS:
+        return None
+    parsed = urlparse(url)
+    if not parsed.hostname:
+        return None
+    return parsed.hostname, parsed.port or _DEFAULT_PORTS[scheme]
+
+
 def strip_file_scheme(url: str) -> str:
     return urlparse(url).path if scheme_of(url) == "file" else url

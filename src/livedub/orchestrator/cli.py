@@ -40,11 +40,13 @@ def add_media_server_parser(sub: argparse._SubParsersAction) -> None:
             "Serve rtsp://HOST:RTSP_PORT/live/<id>/{in,out} (any id) and "
             "rtmp://HOST:RTMP_PORT/live/<id>/{in,out} (ids from --streams) until SIGTERM/SIGINT. "
             "Prints one line 'media-server ready ...' on stdout when both accept connections. "
-            "Every flag also reads its MEDIA_* env var. Exit codes: 0 stopped by a signal, "
+            "Every flag also reads its MEDIA_* env var; the hook secret is env-only "
+            "(MEDIA_HOOK_SECRET). Exit codes: 0 stopped by a signal, "
             "1 a server process failed, 2 bad settings or a port already in use."
         ),
     )
-    add_settings_flags(p, MediaServerSettings)
+    # the secret has no flag (a flag shows in `ps`): env MEDIA_HOOK_SECRET only
+    add_settings_flags(p, MediaServerSettings, skip=("hook_secret",))
     p.set_defaults(func=run_media_server)
 
 

@@ -115,25 +115,39 @@ class MediaServerSettings(BaseSettings):
     )
     hook_timeout_s: float = Field(default=5.0, gt=0, le=60, description="timeout of one hook call")
     hook_retries: int = Field(default=2, ge=0, le=10, description="retries of a failed hook call")
-    hook_retry_delay_s: float = Field(default=0.5, ge=0, le=60, description="delay before a hook retry")
-    start_timeout_s: float = Field(default=5.0, gt=0, le=120, description="wait for both servers to listen")
-    stop_timeout_s: float = Field(default=5.0, gt=0, le=120, description="SIGTERM → SIGKILL delay at stop")
+    hook_retry_delay_s: float = Field(
+        default=0.5, ge=0, le=60, description="delay before a hook retry"
+    )
+    start_timeout_s: float = Field(
+        default=5.0, gt=0, le=120, description="wait for both servers to listen"
+    )
+    stop_timeout_s: float = Field(
+        default=5.0, gt=0, le=120, description="SIGTERM → SIGKILL delay at stop"
+    )
     stop_hook_flush_s: float = Field(
         default=2.0, ge=0, le=60, description="at stop, time left to deliver pending hook calls"
     )
     rtsp_reader_wait_s: float = Field(
-        default=5.0, gt=0, le=60, description="an RTSP DESCRIBE waits this long for a new publisher's tracks"
+        default=5.0,
+        gt=0,
+        le=60,
+        description="an RTSP DESCRIBE waits this long for a new publisher's tracks",
     )
     rtsp_ts_shift_ms: int = Field(
-        default=1000, ge=0, le=10000, description="RTSP reader timestamps are shifted this far into the "
-        "past so the relay forwards at once (lower latency)"
+        default=1000,
+        ge=0,
+        le=10000,
+        description="RTSP reader timestamps are shifted this far into the "
+        "past so the relay forwards at once (lower latency)",
     )
     workdir: Path | None = Field(
-        default=None, description="directory for nginx config, pid and logs (unset: a temporary one)"
+        default=None,
+        description="directory for nginx config, pid and logs (unset: a temporary one)",
     )
     nginx_bin: str = Field(default="nginx", description="nginx executable")
     nginx_rtmp_module: Path = Field(
-        default=Path("/usr/lib/nginx/modules/ngx_rtmp_module.so"), description="libnginx-mod-rtmp module"
+        default=Path("/usr/lib/nginx/modules/ngx_rtmp_module.so"),
+        description="libnginx-mod-rtmp module",
     )
     gst_python: str = Field(
         default="/usr/bin/python3", description="Python that has GStreamer's PyGObject (python3-gi)"
@@ -193,8 +207,7 @@ def render_nginx_conf(
     """nginx.conf for an unprivileged nginx-rtmp rooted in `workdir` (no reloads, ever)."""
     d = workdir.resolve()
     notify = (
-        f"on_publish {notify_url}/publish;\n"
-        f"            on_publish_done {notify_url}/publish_done;"
+        f"on_publish {notify_url}/publish;\n            on_publish_done {notify_url}/publish_done;"
     )
     live = (
         "live on;\n"

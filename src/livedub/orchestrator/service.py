@@ -333,10 +333,21 @@ class OrchestratorService:
             ]
             return reject(422, "invalid", "payload failed validation", errors=errors)
 
+    def _not_ours(self, event: str, stream_id: str) -> web.Response | None:
+        """A stream another orchestrator manages (`stream_pattern`): acknowledged, not started."""
+        pattern = self.settings.stream_pattern
+        if not pattern or re.fullmatch(pattern, stream_id):
+            return None
+        self.hook_events.labels(event, "ignored").inc()
+        log.info("hook ignored: stream not managed here", ctx={"stream_id": stream_id, "pattern": pattern})
+        return web.json_response({"stream_id": stream_id, "action": "ignored", "state": None})
+
     async def _ready(self, request: web.Request) -> web.Response:
         parsed = await self._read_event(request, "ready")
         if isinstance(parsed, web.Response):
             return parsed
+        if (ignored := self._not_ours("ready", parsed.stream_id)) is not None:
+            return ignored
         try:
             result = self.supervisor.on_ready(
                 parsed.stream_id,
@@ -370,6 +381,8 @@ class OrchestratorService:
         parsed = await self._read_event(request, "not_ready")
         if isinstance(parsed, web.Response):
             return parsed
+        if (ignored := self._not_ours("not_ready", parsed.stream_id)) is not None:
+            return ignored
         result = self.supervisor.on_not_ready(parsed.stream_id, source_id=parsed.source_id)
         self.hook_events.labels("not_ready", "accepted").inc()
         return web.json_response(

@@ -49,6 +49,12 @@ class OrchestratorSettings(BaseSettings):
         65536, ge=1024, le=16 * 1024 * 1024, description="largest hook request body accepted"
     )
 
+    stream_pattern: str = Field(
+        "",
+        description="only manage stream ids that fully match this regex (empty: all); lets "
+        "several orchestrators share one media server, each taking its own streams",
+    )
+
     # --- what a worker is started with ----------------------------------------------------
     input_base: str = Field(
         "rtsp://127.0.0.1:8554", description="worker input = <input_base>/live/<id>/in"
@@ -113,6 +119,15 @@ class OrchestratorSettings(BaseSettings):
     worker_pdeathsig: bool = Field(
         True, description="Linux: workers get SIGTERM if the orchestrator dies"
     )
+
+    @field_validator("stream_pattern")
+    @classmethod
+    def _check_pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
 
     @field_validator("input_base", "output_base", "sts_url")
     @classmethod

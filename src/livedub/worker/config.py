@@ -42,9 +42,9 @@ class WorkerSettings(BaseSettings):
     metrics_port: int = Field(8000, ge=0, le=65535, description="port of /metrics and /health (0: off)")
 
     # Stream config sent in stream:init
-    source_language: str = "en"
-    target_language: str = "es"
-    voice_profile: str = "default"
+    source_language: str = Field("en", description="stream:init config.source_language")
+    target_language: str = Field("es", description="stream:init config.target_language")
+    voice_profile: str = Field("default", description="stream:init config.voice_profile")
     transport_format: Literal["m4a", "wav", "flac"] = Field(
         "m4a", description="fragment audio format on the wire: m4a, wav or flac"
     )

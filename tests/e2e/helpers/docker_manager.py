@@ -173,6 +173,7 @@ class ServiceManager:
                 "--rtsp-port", str(config.RTSP_PORT),
                 "--rtmp-port", str(config.RTMP_PORT),
                 "--streams", ",".join(config.STREAM_IDS),
+                "--workdir", str(self.workdir / "media-server"),
                 *hook,
             ],
         )
@@ -187,6 +188,9 @@ class ServiceManager:
                     "--input-base", config.RTSP_BASE,
                     "--output-base", config.RTMP_BASE,
                     "--log-dir", str(self.workdir / "workers"),
+                    # Only the full-pipeline test goes through the hook; the other tests start their
+                    # own workers with their own settings for the same media server.
+                    "--stream-pattern", config.ORCHESTRATED_STREAM_PATTERN,
                 ],
             )
 

@@ -117,8 +117,9 @@ class Publisher:
 class Reader:
     """One reading RTSP session: an appsrc per publisher track."""
 
-    def __init__(self, path: str, publisher: Publisher, srcs: list[Any], client: Any,
-                 ts_shift_ns: int) -> None:
+    def __init__(
+        self, path: str, publisher: Publisher, srcs: list[Any], client: Any, ts_shift_ns: int
+    ) -> None:
         self.path = path
         self.publisher = publisher
         self.srcs = srcs
@@ -172,8 +173,16 @@ class PathState:
 
 
 class Relay:
-    def __init__(self, host: str, port: int, reader_wait_s: float, ts_shift_ms: int,
-                 latency_ms: int, exit_on_stdin_eof: bool, notify_port: int) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        reader_wait_s: float,
+        ts_shift_ms: int,
+        latency_ms: int,
+        exit_on_stdin_eof: bool,
+        notify_port: int,
+    ) -> None:
         self.exit_on_stdin_eof = exit_on_stdin_eof
         self.notify_port = notify_port
         self.host = host
@@ -284,8 +293,13 @@ class Relay:
                 st.cond.notify_all()
             readers = list(st.readers) if st.publisher is pub else []
         if ready:
-            emit("ready", path=st.path, source_type="rtspSession", source_id=pub.session_id,
-                 query=pub.query)
+            emit(
+                "ready",
+                path=st.path,
+                source_type="rtspSession",
+                source_id=pub.session_id,
+                query=pub.query,
+            )
             log("info", "publish ready", path=st.path, tracks=",".join(pub.encodings))
         is_video = pub.encodings[idx] in ("H264", "H265")
         for r in readers:
@@ -295,8 +309,9 @@ class Relay:
                 log("warning", "reader feed failed", path=st.path, error=repr(exc))
         return Gst.FlowReturn.OK
 
-    def _publisher_gone(self, st: PathState, pub: Publisher, close_client: bool,
-                        readers: list[Reader] | None = None) -> None:
+    def _publisher_gone(
+        self, st: PathState, pub: Publisher, close_client: bool, readers: list[Reader] | None = None
+    ) -> None:
         with st.cond:
             if pub.gone:
                 return
@@ -308,8 +323,13 @@ class Relay:
             st.cond.notify_all()
             was_ready = pub.ready_sent
         if was_ready:
-            emit("not-ready", path=st.path, source_type="rtspSession", source_id=pub.session_id,
-                 query=pub.query)
+            emit(
+                "not-ready",
+                path=st.path,
+                source_type="rtspSession",
+                source_id=pub.session_id,
+                query=pub.query,
+            )
             log("info", "publish ended", path=st.path)
         for r in readers or []:
             _close_client(r.client)
@@ -382,8 +402,11 @@ class Relay:
 
     def run(self) -> int:
         if self.server.attach(None) == 0:
-            emit("fatal", reason="port-in-use",
-                 msg=f"RTSP port {self.host}:{self.port} is already in use or not bindable")
+            emit(
+                "fatal",
+                reason="port-in-use",
+                msg=f"RTSP port {self.host}:{self.port} is already in use or not bindable",
+            )
             return 3
         loop = GLib.MainLoop()
 
@@ -404,8 +427,9 @@ class Relay:
                 return True
 
             stdin = GLib.IOChannel.unix_new(sys.stdin.fileno())
-            GLib.io_add_watch(stdin, GLib.PRIORITY_DEFAULT,
-                              GLib.IOCondition.IN | GLib.IOCondition.HUP, _stdin)
+            GLib.io_add_watch(
+                stdin, GLib.PRIORITY_DEFAULT, GLib.IOCondition.IN | GLib.IOCondition.HUP, _stdin
+            )
         notify = NotifyServer(("127.0.0.1", self.notify_port), NotifyHandler)
         threading.Thread(target=notify.serve_forever, name="notify", daemon=True).start()
         emit("listening", host=self.host, port=self.port, notify_port=notify.server_address[1])
@@ -491,9 +515,13 @@ class NotifyHandler(BaseHTTPRequestHandler):
             log("warning", "rtmp publish refused: not a live/<id>/in|out path", path=path)
             code = 403
         else:
-            emit("ready" if op == "publish" else "not-ready", path=m.group(1),
-                 source_type="rtmpConn", source_id=fields.get("clientid", ""),
-                 query=fields.get("args", "") or "")
+            emit(
+                "ready" if op == "publish" else "not-ready",
+                path=m.group(1),
+                source_type="rtmpConn",
+                source_id=fields.get("clientid", ""),
+                query=fields.get("args", "") or "",
+            )
             code = 200
         self.send_response(code)
         self.send_header("Content-Length", "0")
@@ -527,10 +555,14 @@ def _close_client(client: Any) -> None:
         return
 
     def _do() -> bool:
+        t0 = GLib.get_monotonic_time()
         try:
             client.close()
         except Exception:  # already closed
             pass
+        took_ms = (GLib.get_monotonic_time() - t0) / 1000
+        if took_ms > 100:
+            log("warning", "closing a client blocked the main loop", took_ms=round(took_ms))
         return False
 
     GLib.idle_add(_do)
@@ -540,21 +572,44 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8554)
-    p.add_argument("--reader-wait-s", type=float, default=5.0,
-                   help="how long a DESCRIBE waits for the publisher's track formats")
-    p.add_argument("--ts-shift-ms", type=int, default=1000,
-                   help="reader timestamps are moved this far into the past (sent at once)")
-    p.add_argument("--latency-ms", type=int, default=0,
-                   help="jitterbuffer latency of the publish side")
-    p.add_argument("--exit-on-stdin-eof", action="store_true",
-                   help="exit when stdin reaches EOF (set by a parent that holds the pipe)")
-    p.add_argument("--notify-port", type=int, default=0,
-                   help="port on 127.0.0.1 of the nginx-rtmp notify endpoint (0: any free one)")
+    p.add_argument(
+        "--reader-wait-s",
+        type=float,
+        default=5.0,
+        help="how long a DESCRIBE waits for the publisher's track formats",
+    )
+    p.add_argument(
+        "--ts-shift-ms",
+        type=int,
+        default=1000,
+        help="reader timestamps are moved this far into the past (sent at once)",
+    )
+    p.add_argument(
+        "--latency-ms", type=int, default=0, help="jitterbuffer latency of the publish side"
+    )
+    p.add_argument(
+        "--exit-on-stdin-eof",
+        action="store_true",
+        help="exit when stdin reaches EOF (set by a parent that holds the pipe)",
+    )
+    p.add_argument(
+        "--notify-port",
+        type=int,
+        default=0,
+        help="port on 127.0.0.1 of the nginx-rtmp notify endpoint (0: any free one)",
+    )
     args = p.parse_args(argv)
     faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     Gst.init(None)
-    relay = Relay(args.host, args.port, args.reader_wait_s, args.ts_shift_ms, args.latency_ms,
-                  args.exit_on_stdin_eof, args.notify_port)
+    relay = Relay(
+        args.host,
+        args.port,
+        args.reader_wait_s,
+        args.ts_shift_ms,
+        args.latency_ms,
+        args.exit_on_stdin_eof,
+        args.notify_port,
+    )
     try:
         return relay.run()
     except Exception as exc:
