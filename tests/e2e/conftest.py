@@ -108,14 +108,18 @@ class StreamRun:
         self.processes.append(self.recorder)
         return self.recorder
 
-    def start_worker(self, extra_args: Sequence[str] = (), sts_url: str = config.STS_URL) -> ManagedProcess:
-        self.worker = self.manager.start_worker(self.stream_id, self.metrics_port, extra_args, sts_url)
+    def start_worker(
+        self, extra_args: Sequence[str] = (), sts_url: str = config.STS_URL, input_url: str | None = None
+    ) -> ManagedProcess:
+        self.worker = self.manager.start_worker(
+            self.stream_id, self.metrics_port, extra_args, sts_url, input_url=input_url
+        )
         self.processes.append(self.worker)
         return self.worker
 
-    def publish(self, fixture: Path | None = None, loop: bool = False) -> ManagedProcess:
+    def publish(self, fixture: Path | None = None, loop: bool = False, url: str | None = None) -> ManagedProcess:
         self.publisher = stream_publisher.publish(
-            fixture or self.fixture, config.rtsp_in(self.stream_id),
+            fixture or self.fixture, url or config.rtsp_in(self.stream_id),
             self.workdir / f"{self.stream_id}-publisher.log", loop=loop,
         )
         self.t_publish = time.monotonic()
@@ -123,10 +127,12 @@ class StreamRun:
         return self.publisher
 
     def start(self, extra_args: Sequence[str] = (), sts_url: str = config.STS_URL) -> StreamRun:
-        """Recorder, then worker, then publisher: the usual order."""
+        """Recorder, publisher, then the worker — the order of a real deployment, where the media
+        server's publish hook starts the worker. (A reader joins a live stream at its next keyframe:
+        a worker that polls for a stream not yet published would join up to a GOP late.)"""
         self.start_recorder()
-        self.start_worker(extra_args, sts_url)
         self.publish()
+        self.start_worker(extra_args, sts_url)
         return self
 
     def wait_worker_exit(self, timeout_s: float) -> int:

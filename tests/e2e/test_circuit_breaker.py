@@ -22,10 +22,10 @@ def _run_breaker_cycle(stream_factory, sid: str):  # type: ignore[no-untyped-def
     sio_control("config:error_simulation", {"stream_id": sid, **TIMEOUT_RULES})
     run = stream_factory(sid)
     run.start_recorder()
+    run.publish()
     run.start_worker(WORKER_ARGS)
     labels = {"stream_id": sid}
     with MetricSampler(run.metrics, "worker_sts_breaker_state", labels) as states:
-        run.publish()
         run.metrics.wait_for("worker_sts_breaker_state", labels, lambda v: v == 2, 40)
         run.metrics.wait_for("worker_fallback_total", {**labels, "reason": "circuit_open"}, lambda v: v >= 1, 15)
         # 30 s cooldown, then one probe which the echo (rules exhausted) answers: closed again.
@@ -69,10 +69,10 @@ def test_circuit_breaker_ignores_non_retryable_errors(stream_factory) -> None:  
     try:
         run = stream_factory(sid)
         run.start_recorder()
+        run.publish()
         run.start_worker(WORKER_ARGS)
         labels = {"stream_id": sid}
         with MetricSampler(run.metrics, "worker_sts_breaker_state", labels) as states:
-            run.publish()
             run.metrics.wait_for("worker_fallback_total", {**labels, "reason": "sts_error"}, lambda v: v >= 7, 40)
             run.metrics.wait_for("worker_audio_fragments_total", {**labels, "status": "processed"},
                                  lambda v: v >= 3, 20)

@@ -20,10 +20,10 @@ def test_fragment_tracker_respects_max_inflight(stream_factory) -> None:  # type
     try:
         run = stream_factory(sid)
         run.start_recorder()
+        run.publish()
         run.start_worker(["--segment-s", "1", "--max-inflight", "3"])
         labels = {"stream_id": sid}
         with MetricSampler(run.metrics, "worker_inflight_fragments", labels, interval_s=0.1) as inflight:
-            run.publish()
             run.metrics.wait_for("worker_audio_fragments_total", {**labels, "status": "processed"},
                                  lambda v: v >= 20, 60)
             sent = run.metrics.value("worker_audio_fragments_total", {**labels, "status": "sent"})
@@ -54,14 +54,16 @@ def test_fragment_tracker_timeout_triggers_fallback(stream_factory) -> None:  # 
     try:
         run = stream_factory(sid)
         run.start_recorder()
+        run.publish()
         run.start_worker(["--max-inflight", "1"])
         labels = {"stream_id": sid}
-        run.publish()
         run.metrics.wait_for("worker_inflight_fragments", labels, lambda v: v == 1, 20)
+        # The first fragment got the 12 s delay; later ones get none (but are delivered in order,
+        # after the first: 12 s after it was received, well within their own 8 s timeout).
+        control("config:latency", {"stream_id": sid, "delay_ms": 0})
         # The first fragment is never answered in time: after 8 s it falls back and frees its slot.
         run.metrics.wait_for("worker_fallback_total", {**labels, "reason": "timeout"}, lambda v: v == 1,
                              config.FRAGMENT_TIMEOUT_S + 8)
-        control("config:latency", {"stream_id": sid, "delay_ms": 0})
         # The next fragment (waiting for the slot) is sent and processed.
         run.metrics.wait_for("worker_audio_fragments_total", {**labels, "status": "processed"}, lambda v: v >= 1, 15)
         assert run.finish() == 0

@@ -22,9 +22,9 @@ def test_worker_reconnects_after_sts_disconnect(stream_factory) -> None:  # type
     try:
         run = stream_factory(sid)
         run.start_recorder()
+        run.publish()
         run.start_worker(["--segment-s", "2"])
         labels = {"stream_id": sid}
-        run.publish()
         run.metrics.wait_for("worker_inflight_fragments", labels, lambda v: v >= 2, 30)
         control("config:latency", {"stream_id": sid, "delay_ms": 0})
         sio_control("simulate:disconnect", {"stream_id": sid, "delay_ms": 0})
@@ -59,8 +59,8 @@ def test_worker_exits_after_max_reconnection_attempts(stream_factory, docker_ser
     cleanup_resources.append(sts)
     run = stream_factory(sid)
     run.start_recorder()
-    run.start_worker(sts_url=f"http://{config.HOST}:{port}")
     run.publish(loop=True)  # the programme goes on for longer than the reconnect budget
+    run.start_worker(sts_url=f"http://{config.HOST}:{port}")
     labels = {"stream_id": sid}
     run.metrics.wait_for("worker_audio_fragments_total", {**labels, "status": "processed"}, lambda v: v >= 1, 20)
     sts.signal(signal.SIGKILL)  # the STS goes away and stays away
@@ -89,9 +89,9 @@ def test_reconnection_preserves_pipeline_state(stream_factory) -> None:  # type:
     try:
         run = stream_factory(sid)
         run.start_recorder()
+        run.publish()
         run.start_worker(["--segment-s", "2"])
         labels = {"stream_id": sid}
-        run.publish()
         run.metrics.wait_for("worker_sts_breaker_state", labels, lambda v: v == 2, 40)
         sio_control("simulate:disconnect", {"stream_id": sid, "delay_ms": 0})
         run.metrics.wait_for("worker_reconnection_total", labels, lambda v: v == 1, 15)

@@ -165,6 +165,9 @@ async def test_live_rtmp_hop_60s_keeps_duration_and_sync(rtmp_server: str, tmp_p
         await wait_for(lambda: publisher.done, 90, "publisher")
         assert publisher.error is None
         await wait_for(lambda: audio_end_s(pipeline) >= expected.duration_s - 0.005, 10, "all audio read")
+        # No EOF comes from nginx: the last full segment is released because the input went
+        # quiet (no video packet past its end will ever arrive), in time for its deadline.
+        await wait_for(lambda: pipeline.stats.segments_created >= 10, 5, "last full segment")
 
     try:
         code = await run_until(pipeline, done, timeout_s=30)

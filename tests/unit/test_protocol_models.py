@@ -48,8 +48,8 @@ from livedub.protocol import (
     parse_server_event,
 )
 
-FID = str(uuid.uuid4())
-SID = str(uuid.uuid4())
+FID = "0b8f9a52-3c4d-4e5f-8a6b-7c8d9e0f1a2b"
+SID = "1c9e8b63-4d5e-4f60-9b7c-8d9e0f1a2b3c"
 AUDIO = {
     "format": "m4a",
     "sample_rate_hz": 48000,
@@ -207,7 +207,7 @@ INVALID: list[tuple[type[WireModel], str, Any]] = [
     (StreamInit, "config", "not an object"),
     # stream:ready
     (StreamReady, "session_id", "not-a-uuid"),
-    (StreamReady, "session_id", str(uuid.uuid1())),
+    (StreamReady, "session_id", "6673452e-e7d2-11f1-b82e-02fc00000001"),  # a uuid1, not uuid4
     (StreamReady, "max_inflight", 0),
     (StreamReady, "capabilities.formats", ["ogg"]),
     # fragment:data

@@ -267,12 +267,18 @@ def _fill_audio(
             elif t < prev_end - tol:
                 track.overlaps.append(Gap(at_s=t, length_ms=(prev_end - t) * 1000))
         prev_end = t + len(x) / rate
-    signal = np.zeros(int(math.ceil((end - start) * rate)) + 1, dtype=np.float32)
+    signal = np.zeros(int(math.ceil((end - start) * rate)) + rate, dtype=np.float32)
+    next_i: int | None = None
     for t, x, _ in frames:
         i = int(round((t - start) * rate))
+        # Timestamp jitter within the gap tolerance (e.g. FLV's millisecond rounding) is played
+        # contiguously, as a player does; only real gaps/overlaps move the frame.
+        if next_i is not None and abs(i - next_i) <= tol * rate:
+            i = next_i
         n = min(len(x), len(signal) - i)
         if n > 0:
             signal[i : i + n] = x[:n]
+        next_i = i + len(x)
     return signal, start
 
 

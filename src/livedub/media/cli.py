@@ -179,6 +179,13 @@ def add_media_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segment-retention", type=int, default=50, help="batches kept; default 50")
     p.add_argument("--sample-rate", type=int, default=None, help="fragment PCM rate; default input's")
     p.add_argument("--channels", type=int, default=None, help="fragment channels; default input's")
+    p.add_argument(
+        "--input-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="libav input option, repeatable (e.g. rtsp_flags=listen)",
+    )
 
 
 def media_settings_from_args(args: argparse.Namespace, input_url: str, output_url: str) -> Any:
@@ -199,6 +206,7 @@ def media_settings_from_args(args: argparse.Namespace, input_url: str, output_ur
         "segment_retention": args.segment_retention,
         "sample_rate_hz": args.sample_rate,
         "channels": args.channels,
+        "input_options": dict(kv.split("=", 1) for kv in args.input_option),
     }
     return MediaSettings(**fields)
 
@@ -219,7 +227,7 @@ def _passthrough(args: argparse.Namespace) -> int:
 
     try:
         settings = media_settings_from_args(args, args.input, args.output)
-    except ValidationError as exc:
+    except (ValidationError, ValueError) as exc:
         sys.stderr.write(f"passthrough: {exc}\n")
         return ExitCode.USAGE
     holder: list[MediaPipeline] = []

@@ -38,7 +38,7 @@ from livedub.media.urls import input_options_for, is_live, strip_file_scheme
 _log = logging.getLogger(__name__)
 
 NS_PER_S = 1_000_000_000
-PACE_TICK_S = 0.02  # real-time file reading releases packets in bursts of this length
+PACE_TICK_S = 0.05  # real-time file reading releases packets in bursts of this length
 
 
 def to_ns(ts: int | None, time_base: Fraction | None) -> int | None:

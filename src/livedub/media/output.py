@@ -42,7 +42,7 @@ _log = logging.getLogger(__name__)
 
 AAC_FRAME = 1024
 # Paced writes happen in ticks of this length (a packet is at most this late).
-OUTPUT_TICK_S = 0.01
+OUTPUT_TICK_S = 0.02
 # The encoder emits a packet for samples [p, p+1024) only after about two more frames went in.
 ENCODER_LOOKAHEAD_SAMPLES = 3 * AAC_FRAME
 
@@ -510,6 +510,7 @@ class MediaOutput:
         self._finished = threading.Event()
         self._abort = False
         self._paced = settings.paced
+        self._kicked = False
         self._tick_s = OUTPUT_TICK_S
 
     def open(self) -> None:
@@ -607,7 +608,14 @@ class MediaOutput:
         self._post("video", pkt)
 
     def push_segment(self, seg: Segment) -> None:
+        if not self._paced:
+            seg.audio.on_resolved = self._kick  # unpaced: take it as soon as it is resolved
         self._post("segment", (seg, self.clock.wall()))
+
+    def _kick(self) -> None:
+        with self._cond:
+            self._kicked = True
+            self._cond.notify()
 
     def end(self) -> None:
         self._post("end")
@@ -648,6 +656,7 @@ class MediaOutput:
                 with self._cond:
                     inbox, self._inbox = self._inbox, []
                     aborted = self._abort
+                    self._kicked = False
                 if aborted:
                     break
                 for op, arg in inbox:
@@ -657,7 +666,7 @@ class MediaOutput:
                 if core.done:
                     break
                 with self._cond:
-                    if not self._inbox and not self._abort:
+                    if not self._inbox and not self._abort and not self._kicked:
                         timeout = 1.0 if math.isinf(wake) else max(0.0, min(1.0, wake - self.clock.wall()))
                         if self._paced:
                             # Write in ticks: at most `tick` late, far fewer wake-ups.

@@ -38,6 +38,9 @@ _log = logging.getLogger(__name__)
 
 SegmentHook = Callable[[Segment], Awaitable[None]]
 
+IDLE_CHECK_S = 0.1
+IDLE_RELEASE_S = 0.3  # input quiet this long: stop waiting for video to complete a segment
+
 
 class _SafeObserver:
     """Forwards to an observer; an exception in it is logged, never propagated."""
@@ -134,6 +137,7 @@ class MediaPipeline:
         self._delay_s = settings.effective_output_delay_s
         self._sample_rate = 0
         self._resume_floor_ns: int | None = None
+        self._last_item_at = 0.0
 
     # -- public -----------------------------------------------------------------------------
     @property
@@ -186,7 +190,27 @@ class MediaPipeline:
 
     # -- reading ----------------------------------------------------------------------------
     async def _read_loop(self) -> ExitCode:
+        idle = asyncio.get_running_loop().create_task(self._release_when_idle())
+        try:
+            return await self._consume()
+        finally:
+            idle.cancel()
+
+    async def _release_when_idle(self) -> None:
+        """A segment whose audio is complete waits for a video packet past its end; when the
+        input goes quiet (e.g. the publisher stopped) that packet never comes: release it."""
+        while True:
+            await asyncio.sleep(IDLE_CHECK_S)
+            seg = self.segmenter
+            if seg is None or not seg.waiting or self.output is None:
+                continue
+            if self.clock.monotonic() - self._last_item_at >= IDLE_RELEASE_S:
+                seg.release_waiting()
+                self._drain_segments()
+
+    async def _consume(self) -> ExitCode:
         async for ev in self.input.events():
+            self._last_item_at = self.clock.monotonic()
             if isinstance(ev, RawAudio):
                 self._on_audio(ev)
             elif isinstance(ev, RawVideo):

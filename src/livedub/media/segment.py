@@ -51,6 +51,9 @@ class SegmentAudio:
         self._taken = False
         self._resolved = threading.Event()
         self.deadline_wall = deadline_wall
+        # Called (outside the lock) when dubbed audio or a fallback is set: lets an output that
+        # waits for this segment react at once instead of on its next tick.
+        self.on_resolved: Callable[[], None] | None = None
 
     @property
     def taken(self) -> bool:
@@ -81,7 +84,13 @@ class SegmentAudio:
                 return False
             self._dubbed = pcm
             self._resolved.set()
-            return True
+        self._notify()
+        return True
+
+    def _notify(self) -> None:
+        callback = self.on_resolved
+        if callback is not None:
+            callback()
 
     def set_fallback(self, reason: str) -> bool:
         """Resolve to the original audio now, with `reason`. False if already taken/resolved."""
@@ -90,7 +99,8 @@ class SegmentAudio:
                 return False
             self._fallback_reason = reason
             self._resolved.set()
-            return True
+        self._notify()
+        return True
 
     def take(self, default_reason: str) -> tuple[np.ndarray, AudioSource, str | None]:
         """Return `(pcm, "dubbed"|"original", reason)`; afterwards `set_*` return False.
@@ -300,6 +310,17 @@ class Segmenter:
             if not video_done:
                 break
             self._ready.append(self._waiting.pop(0))
+
+    @property
+    def waiting(self) -> int:
+        """Segments whose audio is complete but that still wait for video."""
+        return len(self._waiting)
+
+    def release_waiting(self) -> None:
+        """Stop waiting for video (the input went quiet: the last frame of a segment may be
+        the last frame of the stream, and no later packet will come to prove it)."""
+        self._ready.extend(self._waiting)
+        self._waiting = []
 
     @property
     def open_samples(self) -> int:

@@ -209,10 +209,14 @@ def run_demo(args: argparse.Namespace) -> int:
         recording = workdir / f"{sid}-out.mkv"
         recording.unlink(missing_ok=True)
         rec_done = threading.Event()
-        rec_thread = threading.Thread(
-            target=lambda: (record(rtmp_out, recording, wait_s=args.duration_s + 60), rec_done.set()),
-            daemon=True,
-        )
+
+        def _record() -> None:
+            try:
+                record(rtmp_out, recording, wait_s=args.duration_s + 60)
+            finally:
+                rec_done.set()
+
+        rec_thread = threading.Thread(target=_record, daemon=True)
         rec_thread.start()
         _out(f"publishing {fixture.name} to {rtsp_in} in real time; dubbed output at {rtmp_out}")
         pub_thread = threading.Thread(target=publish, args=(str(fixture), rtsp_in), daemon=True)

@@ -347,7 +347,8 @@ class MediaServer:
 
     `MediaServer(settings)` or `MediaServer(rtsp_port=..., rtmp_port=..., streams=[...],
     hook_url=..., workdir=...)` (keywords override `settings`, which defaults to env `MEDIA_*`).
-    `start()` spawns both servers (fast, non-blocking), `wait_ready(timeout_s)` /
+    `start()` spawns both servers (≈0.1 s: it waits until the relay listens, because nginx needs
+    the port of the notify endpoint the relay hosts), `wait_ready(timeout_s)` /
     `await wait_ready_async(timeout_s)` block until both listen, `stop()` stops them and returns
     only when no child is left. Context managers do all three: `with` / `async with`.
     """
@@ -755,7 +756,8 @@ class MediaServer:
     # -- publish events --------------------------------------------------------------------
     def _on_publish_event(self, ev: HookEvent) -> None:
         _log.info("publish " + ev.kind, ctx={"path": ev.path, "source_type": ev.source_type})
-        if not ev.path.endswith("/in"):
+        m = PATH_RE.fullmatch(ev.path)
+        if m is None or m.group(2) != "in":
             return
         with self._lock:
             if ev.kind == "ready":

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from livedub.clock import Clock, SystemClock

@@ -226,6 +226,7 @@ class Relay:
         st = self.state(path)
         with st.cond:
             if st.publisher is None or st.publisher.gone:
+                self.requests.pop(threading.get_ident(), None)
                 return GstRtsp.RTSPStatusCode.NOT_FOUND
         return GstRtsp.RTSPStatusCode.OK
 
@@ -457,7 +458,7 @@ class PathFactory(GstRtspServer.RTSPMediaFactory):
         self.set_stop_on_disconnect(True)
 
     def do_create_element(self, _url: Any) -> Any:
-        req = self.relay.requests.get(threading.get_ident())
+        req = self.relay.requests.pop(threading.get_ident(), None)  # holds a client ref
         if req is None or req[1] != self.path:
             return None
         if req[0] == "ANNOUNCE":
@@ -486,6 +487,9 @@ class RelayAuth(GstRtspServer.RTSPAuth):
         if path is None:
             self.relay.requests.pop(tid, None)
             return True  # no mount matches: the server answers 404
+        if method not in ("ANNOUNCE", "DESCRIBE", "SETUP"):  # only these construct a media
+            self.relay.requests.pop(tid, None)
+            return True
         query = (ctx.uri.query or "") if ctx.uri is not None else ""
         self.relay.requests[tid] = (method, path, ctx.client, query)
         if method == "ANNOUNCE":
