@@ -32,10 +32,6 @@ def rtsp_in(stream_id: str) -> str:
     return f"{RTSP_BASE}/live/{stream_id}/in"
 
 
-def rtmp_in(stream_id: str) -> str:
-    return f"{RTMP_BASE}/live/{stream_id}/in"
-
-
 def rtmp_out(stream_id: str) -> str:
     return f"{RTMP_BASE}/live/{stream_id}/out"
 

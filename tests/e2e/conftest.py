@@ -108,18 +108,14 @@ class StreamRun:
         self.processes.append(self.recorder)
         return self.recorder
 
-    def start_worker(
-        self, extra_args: Sequence[str] = (), sts_url: str = config.STS_URL, input_url: str | None = None
-    ) -> ManagedProcess:
-        self.worker = self.manager.start_worker(
-            self.stream_id, self.metrics_port, extra_args, sts_url, input_url=input_url
-        )
+    def start_worker(self, extra_args: Sequence[str] = (), sts_url: str = config.STS_URL) -> ManagedProcess:
+        self.worker = self.manager.start_worker(self.stream_id, self.metrics_port, extra_args, sts_url)
         self.processes.append(self.worker)
         return self.worker
 
-    def publish(self, fixture: Path | None = None, loop: bool = False, url: str | None = None) -> ManagedProcess:
+    def publish(self, fixture: Path | None = None, loop: bool = False) -> ManagedProcess:
         self.publisher = stream_publisher.publish(
-            fixture or self.fixture, url or config.rtsp_in(self.stream_id),
+            fixture or self.fixture, config.rtsp_in(self.stream_id),
             self.workdir / f"{self.stream_id}-publisher.log", loop=loop,
         )
         self.t_publish = time.monotonic()

@@ -66,12 +66,10 @@ def test_av_sync_correction_gradual_slew(stream_factory, tmp_path: Path) -> None
     drifting = tmp_path / "drift.mp4"
     subprocess.run([sys.executable, "-m", "livedub", "make-fixture", str(drifting), "--duration-s", "60",
                     "--audio-drift-ppm", "1000"], check=True)
-    # Published over RTMP, which keeps the publisher's timestamps (RTSP re-times audio on the way).
-    sid = "e2e-sync-drift"
-    run = stream_factory(sid)
+    run = stream_factory("e2e-sync-drift")
     run.start_recorder()
-    run.publish(fixture=drifting, url=config.rtmp_in(sid))
-    run.start_worker(input_url=config.rtmp_in(sid))
+    run.publish(fixture=drifting)
+    run.start_worker()
     assert run.finish() == 0
     lines = logs.parse(run.worker_log())
     started = logs.find(lines, "a/v drift correction started")

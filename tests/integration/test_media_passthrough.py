@@ -144,7 +144,10 @@ async def test_late_dub_falls_back_to_original_with_reason(fx20: Path, tmp_path:
         if seg.batch == 1:
             seg.audio.set_fallback("circuit_open")
             return
-        await asyncio.sleep(0.3)  # after the unpaced wait: too late
+        # Answer only after the output gave up waiting (unpaced_wait_s) and took the segment.
+        deadline = time.monotonic() + 10
+        while not seg.audio.taken and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         late.append(seg.audio.set_dubbed(seg.pcm))
 
     rec = Recorder()

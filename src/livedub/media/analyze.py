@@ -35,6 +35,7 @@ _log = logging.getLogger(__name__)
 FLASH_LUMA = 180.0
 ENVELOPE_WINDOW_S = 0.010
 PAIR_WINDOW_S = 0.5
+JITTER_S = 0.0015  # audio timestamp jitter (FLV rounds to 1 ms) played as contiguous
 TONE_WINDOW_S = 0.5
 TONE_HOP_S = 0.25
 
@@ -273,8 +274,11 @@ def _fill_audio(
         i = int(round((t - start) * rate))
         # Timestamp jitter within the gap tolerance (e.g. FLV's millisecond rounding) is played
         # contiguously, as a player does; only real gaps/overlaps move the frame.
-        if next_i is not None and abs(i - next_i) <= tol * rate:
+        if next_i is not None and abs(i - next_i) <= JITTER_S * rate:
             i = next_i
+        elif next_i is not None and 0 < i - next_i <= tol * rate and next_i > 0:
+            # A small hole (drifting timestamps): bridge it instead of leaving zeros.
+            signal[next_i:i] = np.linspace(signal[next_i - 1], x[0], i - next_i, endpoint=False)
         n = min(len(x), len(signal) - i)
         if n > 0:
             signal[i : i + n] = x[:n]

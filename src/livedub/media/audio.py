@@ -98,16 +98,19 @@ def mime_type(fmt: TransportFormat) -> str:
     return _MIME[fmt]
 
 
-def decode_audio(data: bytes) -> tuple[np.ndarray, int, int]:
+def decode_audio(data: bytes, *, max_duration_s: float | None = None) -> tuple[np.ndarray, int, int]:
     """Decode any audio container/codec PyAV knows to `(pcm int16 (n, ch), rate, channels)`.
 
     Samples that the container marks as before time 0 (encoder priming) are removed.
-    Raises `DubbedAudioRejected("undecodable")` on any decoding failure.
+    Raises `DubbedAudioRejected("undecodable")` on any decoding failure, and
+    `DubbedAudioRejected("duration_mismatch")` as soon as more than `max_duration_s` of audio
+    has been decoded (a few kB of FLAC silence can hold hours: never decode that whole).
     """
     if not data:
         raise DubbedAudioRejected("empty", "no audio bytes")
     chunks: list[np.ndarray] = []
     rate = channels = 0
+    decoded = 0
     try:
         with av.open(io.BytesIO(data), "r") as container:
             if not container.streams.audio:
@@ -128,6 +131,11 @@ def decode_audio(data: bytes) -> tuple[np.ndarray, int, int]:
                     skip = round(-frame.pts * frame.time_base * rate)
                     pcm = pcm[skip:]
                 chunks.append(pcm)
+                decoded += pcm.shape[0]
+                if max_duration_s is not None and decoded > max_duration_s * rate:
+                    raise DubbedAudioRejected(
+                        "duration_mismatch", f"more than {max_duration_s:.3f} s of audio (decoding stopped)"
+                    )
             if resampler is not None:
                 tail = [frame_to_pcm(f) for f in resampler.resample(None)]
                 chunks.extend(tail)
@@ -193,7 +201,8 @@ def decode_fragment(
 
     Raises `DubbedAudioRejected` with reason "empty", "undecodable" or "duration_mismatch".
     """
-    pcm, rate, ch = decode_audio(data)
+    # Stop decoding once the audio is clearly too long (+ 0.1 s for resampler/priming slack).
+    pcm, rate, ch = decode_audio(data, max_duration_s=expected_samples * (1 + tolerance) / sample_rate + 0.1)
     try:
         pcm = resample_pcm(pcm, rate, sample_rate, channels)
     except (av.FFmpegError, ValueError) as exc:

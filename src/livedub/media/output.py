@@ -444,31 +444,38 @@ class _MuxSink:
 
 
 class _LazyTarget:
-    """Encoder + sink that open the real container on first use (see `MediaOutput.open`)."""
+    """Encoder + sink over a container that exists at once but is connected (header written)
+    only on its first write (see `MediaOutput.open`): taking and encoding audio early does not
+    connect a network output seconds before anything is sent on it."""
 
     lookahead_samples = ENCODER_LOOKAHEAD_SAMPLES
 
-    def __init__(self, opener: Callable[[], tuple[StreamAudioEncoder, _MuxSink]]) -> None:
-        self._opener = opener
-        self._encoder: StreamAudioEncoder | None = None
-        self._sink: _MuxSink | None = None
+    def __init__(
+        self, encoder: StreamAudioEncoder, sink: _MuxSink, connect: Callable[[], None]
+    ) -> None:
+        self._encoder = encoder
+        self._sink = sink
+        self._connect = connect
+        self.connected = False
 
-    def ensure(self) -> tuple[StreamAudioEncoder, _MuxSink]:
-        if self._encoder is None or self._sink is None:
-            self._encoder, self._sink = self._opener()
-        return self._encoder, self._sink
+    def ensure_connected(self) -> None:
+        if not self.connected:
+            self._connect()
+            self.connected = True
 
     def encode(self, pcm: np.ndarray, abs_sample: int) -> list[EncodedAudio]:
-        return self.ensure()[0].encode(pcm, abs_sample)
+        return self._encoder.encode(pcm, abs_sample)
 
     def flush(self) -> list[EncodedAudio]:
-        return [] if self._encoder is None else self._encoder.flush()
+        return self._encoder.flush()
 
     def write_video(self, pkt: VideoPacket) -> None:
-        self.ensure()[1].write_video(pkt)
+        self.ensure_connected()
+        self._sink.write_video(pkt)
 
     def write_audio(self, pkt: EncodedAudio) -> None:
-        self.ensure()[1].write_audio(pkt)
+        self.ensure_connected()
+        self._sink.write_audio(pkt)
 
 
 class MediaOutput:
@@ -503,6 +510,7 @@ class MediaOutput:
         self.container: Any = None
         self.core: OutputCore | None = None
         self._target: _LazyTarget | None = None
+        self._format = ""
         self.error: OutputFailed | None = None
         self._cond = threading.Condition()
         self._inbox: list[tuple[str, Any]] = []
@@ -516,16 +524,22 @@ class MediaOutput:
     def open(self) -> None:
         """Prepare the output. Files and unpaced outputs are opened here (header written).
 
-        A paced network output (rtmp/rtsp/srt) is connected only when its first packet is due,
+        A paced network output (rtmp/rtsp/srt) is connected `output_connect_lead_s` before its
+        first packet is due (a reader waiting for the stream then sees the first keyframe),
         D seconds after the input starts: media servers drop a publisher that sends nothing for
         ~10 s (nginx-rtmp `drop_idle_publisher`, MediaMTX `readTimeout`), and D is 14 s by default.
         A failure to connect then ends the output with `OutputFailed` (exit code 12) as well.
         """
         s = self.settings
         lazy = s.paced and is_live(self.url)
-        target: _LazyTarget = _LazyTarget(self._open_container)
+        encoder, sink = self._prepare()
+        target = _LazyTarget(encoder, sink, self._connect)
         if not lazy:
-            target.ensure()
+            try:
+                target.ensure_connected()
+            except OutputFailed:
+                self._close()
+                raise
         self._target = target
         self.core = OutputCore(
             paced=s.paced,
@@ -543,17 +557,9 @@ class MediaOutput:
             on_delay=self.on_delay,
         )
 
-    def _open_container(self) -> tuple[StreamAudioEncoder, _MuxSink]:
-        """Open the container, create streams and write the header (connects for URLs)."""
+    def _prepare(self) -> tuple[StreamAudioEncoder, _MuxSink]:
+        """Create the container and its streams (no I/O yet: libav connects in the header)."""
         s = self.settings
-        endpoint = tcp_endpoint(self.url)
-        if endpoint is not None:
-            # libav holds the GIL while it connects and writes the header: check reachability
-            # first, with a timeout, so a black-holed server cannot freeze the whole process.
-            try:
-                socket.create_connection(endpoint, timeout=s.open_timeout_s).close()
-            except OSError as exc:
-                raise OutputFailed(f"cannot reach output {self.url}: {exc}") from exc
         try:
             fmt, opts = (s.output_format, {}) if s.output_format else output_format_for(self.url)
             opts = {**opts, **s.output_options}
@@ -566,22 +572,35 @@ class MediaOutput:
                 vstream = container.add_stream_from_template(self.video_template.stream)
             astream = container.add_stream("aac", rate=self.sample_rate, layout=layout_for(self.channels))
             astream.bit_rate = s.output_audio_bitrate
-            container.start_encoding()
         except (av.FFmpegError, OSError, ValueError) as exc:
-            try:
-                container.close()
-            except Exception:  # noqa: BLE001
-                pass
-            raise OutputFailed(f"cannot start output {self.url}: {exc}") from exc
+            container.close()
+            raise OutputFailed(f"cannot create output streams for {self.url}: {exc}") from exc
         self.container = container
-        self.log.info(
-            "output opened",
-            ctx={"url": self.url, "format": fmt, "paced": s.paced, "delay_s": s.effective_output_delay_s},
-        )
+        self._format = fmt
         encoder = StreamAudioEncoder(astream, self.sample_rate, self.channels)
         sink = _MuxSink(container, vstream, astream, keep_priming=fmt in ("mp4", "mov"))
         encoder.on_first_sample = sink.set_first_audio
         return encoder, sink
+
+    def _connect(self) -> None:
+        """Write the header: this opens the file or connects to the server."""
+        s = self.settings
+        endpoint = tcp_endpoint(self.url)
+        if endpoint is not None:
+            # libav holds the GIL while it connects and writes the header: check reachability
+            # first, with a timeout, so a black-holed server cannot freeze the whole process.
+            try:
+                socket.create_connection(endpoint, timeout=s.open_timeout_s).close()
+            except OSError as exc:
+                raise OutputFailed(f"cannot reach output {self.url}: {exc}") from exc
+        try:
+            self.container.start_encoding()
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            raise OutputFailed(f"cannot start output {self.url}: {exc}") from exc
+        self.log.info(
+            "output opened",
+            ctx={"url": self.url, "format": self._format, "paced": s.paced, "delay_s": s.effective_output_delay_s},
+        )
 
     def start(self) -> None:
         if self.core is None:
@@ -662,7 +681,7 @@ class MediaOutput:
                 for op, arg in inbox:
                     self._apply(op, arg)
                 now = self.clock.wall()
-                wake = core.poll(now)
+                wake = min(self._connect_early(now), core.poll(now))
                 if core.done:
                     break
                 with self._cond:
@@ -690,6 +709,19 @@ class MediaOutput:
                     self.on_done()
                 except Exception:  # noqa: BLE001
                     self.log.exception("on_done failed")
+
+    def _connect_early(self, now: float) -> float:
+        """Connect a lazily opened output `output_connect_lead_s` before its first packet is due,
+        so that readers waiting for the stream (recorders, media-server relays) are attached when
+        the first keyframe goes out. Returns when to check again."""
+        core, target = self.core, self._target
+        if core is None or target is None or target.connected or core.w0 is None or core.kf_ns is None:
+            return math.inf
+        connect_at = core.w0 + core.kf_ns / NS_PER_S + core.delay_s - self.settings.output_connect_lead_s
+        if now < connect_at:
+            return connect_at
+        target.ensure_connected()
+        return math.inf
 
     def _close(self) -> None:
         if self.container is None:

@@ -43,6 +43,10 @@ class MediaSettings(BaseModel):
     output_headroom_s: float = Field(
         0.5, ge=0, description="added to the default D to cover look-ahead, margin, read latency"
     )
+    output_connect_lead_s: float = Field(
+        3.0, ge=0, description="a paced network output connects this long before its first packet "
+        "(not earlier: media servers drop publishers idle for ~10 s)"
+    )
     deadline_margin_s: float = Field(
         0.25, ge=0, description="a segment's audio is taken this long before its first sample is due"
     )

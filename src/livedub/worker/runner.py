@@ -146,6 +146,7 @@ class WorkerRunner:
         self._audio_params: tuple[int, int] | None = None
         self._sts_state = "idle"
         self._connected = asyncio.Event()
+        self._first_attempt_done = asyncio.Event()  # the initial connect attempt ended (either way)
         self._connect_task: asyncio.Task[None] | None = None
         self._fatal: ExitCode | None = None
         self._output_state = "starting"
@@ -276,7 +277,11 @@ class WorkerRunner:
     async def _connect(self, initial: bool) -> None:
         self._sts_state = "connecting"
         if initial:
-            if await self._connect_once():
+            try:
+                ok = await self._connect_once()
+            finally:
+                self._first_attempt_done.set()
+            if ok:
                 return
             self.log.warning("STS disconnected", ctx={"reason": "initial connection failed"})
         self._sts_state = "reconnecting"
@@ -345,9 +350,10 @@ class WorkerRunner:
             self._segment_fallback(segment, "circuit_open")
             return
         if not self.client.connected and self._sts_state == "connecting":
-            # The first connection is being made: wait for it, up to the segment's deadline.
+            # The first connection is being made: wait for that attempt, up to the segment's
+            # deadline (unpaced: no deadline, so never longer than the attempt itself).
             try:
-                await asyncio.wait_for(self._connected.wait(), timeout=max(0.0, self._remaining_s(segment)))
+                await asyncio.wait_for(self._first_attempt_done.wait(), timeout=max(0.0, self._remaining_s(segment)))
             except TimeoutError:
                 pass
         if not self.client.connected:

@@ -55,6 +55,21 @@ class StsHandlers:
     on_invalid: Callable[[str, str, Any], Awaitable[None]]  # (event, reason, raw payload)
 
 
+class _GuardedAsyncClient(socketio.AsyncClient):
+    """python-socketio handles each received message in a task of its own, and a packet it cannot
+    decode (not JSON, unknown packet type) escapes that task as an unretrieved exception. Here it is
+    reported through `on_garbage` and dropped; the connection stays up."""
+
+    on_garbage: Callable[[str], Awaitable[None]] | None = None
+
+    async def _handle_eio_message(self, data: Any) -> None:
+        try:
+            await super()._handle_eio_message(data)
+        except Exception as exc:  # noqa: BLE001 - a hostile packet must never kill the client
+            if self.on_garbage is not None:
+                await self.on_garbage(f"undecodable packet: {type(exc).__name__}: {exc}"[:300])
+
+
 class StsClient:
     def __init__(self, settings: WorkerSettings, handlers: StsHandlers, clock: Clock | None = None) -> None:
         self.settings = settings
@@ -81,12 +96,13 @@ class StsClient:
         self.ready = None
         self._connect_error = None
         # The websocket message limit must hold a whole dubbed fragment (aiohttp's default is 4 MiB).
-        sio = socketio.AsyncClient(
+        sio = _GuardedAsyncClient(
             reconnection=False,
             logger=False,
             engineio_logger=False,
             websocket_extra_options={"max_msg_size": constants.DEFAULT_MAX_MESSAGE_BYTES},
         )
+        sio.on_garbage = lambda reason: self.handlers.on_invalid("packet", reason, None)
         self.sio = sio
         self._register(sio)
         loop = asyncio.get_running_loop()

@@ -228,13 +228,12 @@ class ServiceManager:
         extra_args: Sequence[str] = (),
         sts_url: str = config.STS_URL,
         env: dict[str, str] | None = None,
-        input_url: str | None = None,
     ) -> ManagedProcess:
         """Start `livedub worker` for `stream_id` (RTSP in → RTMP out) and wait for its /health."""
         argv = [
             *LIVEDUB, "worker",
             "--stream-id", stream_id,
-            "--input", input_url or config.rtsp_in(stream_id),
+            "--input", config.rtsp_in(stream_id),
             "--output", config.rtmp_out(stream_id),
             "--sts-url", sts_url,
             "--metrics-port", str(metrics_port),
