@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.p3]
 
 def test_worker_reconnects_after_sts_disconnect(stream_factory) -> None:  # type: ignore[no-untyped-def]
     sid = "e2e-rc-reconnect"
-    control("config:latency", {"stream_id": sid, "delay_ms": 3000})
+    # 2 s segments answered after 5 s: two or three fragments are in flight at any time.
+    control("config:latency", {"stream_id": sid, "delay_ms": 5000})
     try:
         run = stream_factory(sid)
         run.start_recorder()
@@ -38,7 +39,9 @@ def test_worker_reconnects_after_sts_disconnect(stream_factory) -> None:  # type
     lost = logs.find(lines, "STS disconnected")
     assert len(lost) == 1
     fallbacks = [ln for ln in logs.find(lines, "fragment fallback") if ln.fields.get("reason") == "disconnect"]
-    assert len(fallbacks) >= 2, "both in-flight fragments fell back"
+    inflight_at_drop = int(lost[0].fields["inflight"])
+    assert inflight_at_drop >= 2
+    assert len(fallbacks) == inflight_at_drop, "every in-flight fragment fell back"
     assert all(ln.ts - lost[0].ts < 0.5 for ln in fallbacks), "immediately"
     attempts = logs.find(lines, "STS reconnect attempt")
     assert attempts and attempts[0].fields.get("attempt") == "1"

@@ -7,6 +7,9 @@ building blocks: a correct echo, a `fragment:processed` with any fields changed,
 any payload, and raw Socket.IO text that is not JSON. The server records what the worker sent
 (inits, fragments, acks, ends) so a test can check its side too.
 
+The module also holds the checks every reliability test shares (`check_accounting`,
+`check_complete`, `metric`, `RssSampler`).
+
 It binds 127.0.0.1 on a free port, is started and stopped by the test (`async with
 run_hostile(...) as sts`), and must never be used outside tests: it validates nothing it does
 not need to and is deliberately wrong.
@@ -16,17 +19,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import socketio
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
+from livedub.media.analyze import Analysis, analyze
 from livedub.media.audio import decode_audio, encode_pcm, resample_pcm
+from livedub.worker.runner import WorkerRunner
 
 FragmentBehaviour = Callable[["Reply", dict[str, Any]], Awaitable[None]]
 InitBehaviour = Callable[["Reply", dict[str, Any]], Awaitable[None]]
@@ -374,22 +384,6 @@ def huge(megabytes: float) -> FragmentBehaviour:
     return behaviour
 
 
-def flac_bomb(minutes: float) -> FragmentBehaviour:
-    """A small FLAC file of `minutes` of silence (it compresses ~1000:1): decoding it whole
-    would cost hundreds of MB of PCM for a few-second fragment."""
-
-    async def behaviour(reply: Reply, frag: dict[str, Any]) -> None:
-        audio = reply.state.get("bomb")
-        if audio is None:
-            rate = frag["audio"]["sample_rate_hz"]
-            pcm = np.zeros((int(minutes * 60 * rate), frag["audio"]["channels"]), dtype=np.int16)
-            audio = await asyncio.to_thread(_audio, pcm, rate, frag["audio"]["duration_ms"], "flac")
-            reply.state["bomb"] = audio
-        await reply.echo(frag, dubbed_audio=audio)
-
-    return behaviour
-
-
 NON_JSON_PACKETS = (
     '2["fragment:processed",{"fragment_id": ',  # truncated JSON
     "2[fragment:processed]",  # not JSON
@@ -450,3 +444,127 @@ async def garbage_events_then_echo(reply: Reply, frag: dict[str, Any]) -> None:
     for event, payload in other_events_garbage():
         await reply.emit(event, payload)
     await reply.echo(frag)
+
+
+def flac_silence(minutes: float, rate: int, channels: int) -> bytes:
+    """`minutes` of digital silence as FLAC, encoded frame by frame (small memory): ~10 kB a
+    minute, so a few hundred kB hold an hour."""
+    import av
+
+    from livedub.media.audio import layout_for
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="flac") as out:
+        stream: Any = out.add_stream("flac", rate=rate, layout=layout_for(channels))
+        stream.format = "s16"
+        block = 4608
+        zeros = np.zeros((1, block * channels), dtype=np.int16)
+        for start in range(0, int(minutes * 60 * rate), block):
+            frame = av.AudioFrame.from_ndarray(zeros, format="s16", layout=layout_for(channels))
+            frame.sample_rate = rate
+            frame.pts = start
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def flac_bomb(data: bytes, rate: int, channels: int) -> FragmentBehaviour:
+    """Answer every fragment with `data` (e.g. `flac_silence(60, ...)`): decoding it whole would
+    cost hundreds of MB of PCM for a few-second fragment."""
+    audio = {
+        "format": "flac",
+        "sample_rate_hz": rate,
+        "channels": channels,
+        "duration_ms": 2000,
+        "data_base64": base64.b64encode(data).decode("ascii"),
+    }
+
+    async def behaviour(reply: Reply, frag: dict[str, Any]) -> None:
+        await reply.echo(frag, dubbed_audio=dict(audio, duration_ms=frag["audio"]["duration_ms"]))
+
+    return behaviour
+
+
+# --- checks shared by the reliability tests ----------------------------------------------------
+
+
+def metric(runner: WorkerRunner, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels`, from the worker's registry."""
+    total = 0.0
+    for fam in text_string_to_metric_families(runner.metrics.render().decode()):
+        for sample in fam.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def check_accounting(runner: WorkerRunner) -> dict[str, float]:
+    """Nothing lost in the books: every sent fragment ended processed or fallback, nothing is left
+    in flight, every created segment was output dubbed or original, and every original segment
+    (but a sub-second tail) has a counted reason. Returns the counters for further checks."""
+    sent = metric(runner, "worker_audio_fragments_total", status="sent")
+    processed = metric(runner, "worker_audio_fragments_total", status="processed")
+    fallback = metric(runner, "worker_audio_fragments_total", status="fallback")
+    assert sent == processed + fallback, (sent, processed, fallback)
+    assert metric(runner, "worker_inflight_fragments") == 0
+    assert runner.tracker.inflight == 0
+    stats = runner.pipeline.stats
+    dubbed = metric(runner, "worker_segments_total", source="dubbed")
+    original = metric(runner, "worker_segments_total", source="original")
+    assert dubbed + original == stats.segments_created, (dubbed, original, stats.segments_created)
+    assert dubbed == processed, "a processed fragment is a dubbed segment"
+    tails = stats.reasons.get("short_tail", 0)
+    assert metric(runner, "worker_fallback_total") == original - tails, dict(stats.reasons)
+    return {"sent": sent, "processed": processed, "fallback": fallback, "dubbed": dubbed, "original": original}
+
+
+def check_complete(out: Path, ref: Analysis, *, frame_s: float = 1 / 30) -> Analysis:
+    """The output has the input's duration (± one frame), both tracks without audio gaps, every
+    segment's tone in order, and every sync marker of the input within 33 ms."""
+    res = analyze(out)
+    assert res.codecs == ("h264", "aac"), res.codecs
+    assert abs(res.duration_s - ref.duration_s) <= frame_s + 0.001, (res.duration_s, ref.duration_s)
+    assert res.audio is not None and res.audio.gaps == [], res.audio
+    assert res.tone_order == ref.tone_order, (res.tone_order, ref.tone_order)
+    assert len(res.markers) == len(ref.markers), (res.markers, ref.markers)
+    assert res.max_abs_offset_ms <= 33.0, [m.offset_ms for m in res.markers]
+    return res
+
+
+class RssSampler:
+    """Samples this process's RSS every 5 ms in a thread; `growth_mb` = peak − start."""
+
+    def __init__(self) -> None:
+        self._proc = psutil.Process()
+        self._stop = threading.Event()
+        self.start_mb = self.peak_mb = self._proc.memory_info().rss / 1e6
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 1e6)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    @property
+    def growth_mb(self) -> float:
+        return self.peak_mb - self.start_mb
+
+
+def record_segments(runner: WorkerRunner) -> list[tuple[int, str, str | None]]:
+    """Record `(batch, source, reason)` of every segment the worker's output takes, in order."""
+    seen: list[tuple[int, str, str | None]] = []
+    inner = runner.on_segment_output
+
+    def on_segment_output(segment: Any, source: str, reason: str | None) -> None:
+        seen.append((segment.batch, source, reason))
+        inner(segment, source, reason)
+
+    runner.on_segment_output = on_segment_output  # type: ignore[method-assign]
+    return seen

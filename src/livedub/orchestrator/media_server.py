@@ -140,6 +140,28 @@ class MediaServerSettings(BaseSettings):
         description="RTSP reader timestamps are shifted this far into the "
         "past so the relay forwards at once (lower latency)",
     )
+    rtsp_gop_cache: bool = Field(
+        default=True,
+        description="an RTSP reader starts at the publisher's cached keyframe and first gets "
+        "everything since it in one burst (off: it waits for the next keyframe)",
+    )
+    rtsp_gop_cache_max_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=60,
+        description="RTSP GOP cache bound, in publisher time since its oldest keyframe",
+    )
+    rtsp_gop_cache_max_mb: float = Field(
+        default=16.0, gt=0, le=1000, description="RTSP GOP cache bound, in MB per publisher"
+    )
+    rtsp_gop_cache_start_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=60,
+        description="the RTSP GOP cache keeps a publish from its first keyframe until a "
+        "keyframe this long after it, so a reader started by the publish hook misses nothing "
+        "(0: the last GOP only)",
+    )
     workdir: Path | None = Field(
         default=None,
         description="directory for nginx config, pid and logs (unset: a temporary one)",
@@ -700,6 +722,10 @@ class MediaServer:
             "--host", s.host, "--port", str(s.rtsp_port),
             "--reader-wait-s", str(s.rtsp_reader_wait_s),
             "--ts-shift-ms", str(s.rtsp_ts_shift_ms),
+            "--gop-cache" if s.rtsp_gop_cache else "--no-gop-cache",
+            "--gop-cache-max-s", str(s.rtsp_gop_cache_max_s),
+            "--gop-cache-max-mb", str(s.rtsp_gop_cache_max_mb),
+            "--gop-cache-start-s", str(s.rtsp_gop_cache_start_s),
             "--exit-on-stdin-eof",
         ]  # fmt: skip
         stderr: IO[bytes] = open(self._wd / "rtsp-relay.stderr.log", "wb")  # noqa: SIM115

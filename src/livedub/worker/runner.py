@@ -151,6 +151,7 @@ class WorkerRunner:
         self._fatal: ExitCode | None = None
         self._output_state = "starting"
         self._input_state = "starting"
+        self._write_errors = 0  # segment files that could not be written (dubbing continues)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> int:
@@ -232,6 +233,8 @@ class WorkerRunner:
             "breaker": self.breaker.state.name.lower(),
             "inflight": self.tracker.inflight,
             "backpressure": str(self.gate.action),
+            "segment_files": "off" if not self.settings.segment_dir else ("failing" if self._write_errors else "ok"),
+            "segment_file_errors": self._write_errors,
         }
 
     def _summary(self) -> dict[str, Any]:
@@ -579,6 +582,7 @@ class WorkerRunner:
         self.metrics.set_input_state(_INPUT_STATE_METRIC.get(state, "starting"))
 
     def on_write_error(self, kind: str, error: str) -> None:
+        self._write_errors += 1
         self.log.warning("write error (dubbing continues)", ctx={"kind": kind, "error": error[:200]})
 
     def on_drift_correction(self, deviation_ms: float, samples: int) -> None:

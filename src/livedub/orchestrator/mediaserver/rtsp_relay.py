@@ -15,8 +15,19 @@ How it works:
 - A publisher's ANNOUNCE builds a RECORD pipeline from its SDP: one depayloader + parser + appsink
   per track. Each sample is handed to every reader of the path.
 - A reader's DESCRIBE builds a PLAY pipeline: one appsrc + payloader per publisher track. A reader
-  starts at the publisher's next video keyframe; its timestamps are the publisher's, moved into
-  the reader pipeline's running time and `--ts-shift-ms` into the past so its sinks send at once.
+  starts at a video keyframe: with the GOP cache (on by default, `--no-gop-cache` to disable) at
+  the cached one, so it first gets, in one burst, the publisher's buffers of every track since
+  that keyframe, then the live ones (no gap, no duplicate); without a cached keyframe, at the
+  publisher's next one. Audio from before the starting keyframe is never sent. Its timestamps
+  are the publisher's, moved into the reader pipeline's running time and `--ts-shift-ms` (plus
+  the cached span) into the past; its sinks do not sync to the clock, so everything is
+  forwarded as soon as it is pushed.
+- GOP cache, per publisher: the buffers of every track since the most recent video keyframe;
+  while the publish is young (its keyframes up to `--gop-cache-start-s` after the first one)
+  since its first keyframe, so a reader started by the publish hook gets the programme from its
+  start. Bounded by `--gop-cache-max-s` of publisher time and `--gop-cache-max-mb`: past them,
+  whole GOPs are dropped from the front (the whole cache if one GOP is too long, until the next
+  keyframe).
 - When a publisher goes away its readers are disconnected, as MediaMTX does.
 - A small HTTP endpoint on 127.0.0.1 (`--notify-port`) takes nginx-rtmp's `on_publish` /
   `on_publish_done` calls and reports them on stdout like RTSP publishes (see NotifyHandler for
@@ -79,6 +90,10 @@ PAY: dict[str, str] = {
     "audio/x-opus": "rtpopuspay",
 }
 
+VIDEO_ENCODINGS = ("H264", "H265")
+#: Bytes an appsrc of a reader may queue (it drops the oldest beyond), besides the GOP cache.
+READER_QUEUE_BYTES = 20_000_000
+
 _out_lock = threading.Lock()
 
 
@@ -105,13 +120,77 @@ class Publisher:
         self.caps: list[Gst.Caps | None] = [None] * len(encodings)
         self.ready_sent = False
         self.gone = False
+        self.cache: GopCache | None = None
 
     @property
     def has_video(self) -> bool:
-        return any(e in ("H264", "H265") for e in self.encodings)
+        return any(e in VIDEO_ENCODINGS for e in self.encodings)
+
+    def is_video(self, idx: int) -> bool:
+        return self.encodings[idx] in VIDEO_ENCODINGS
 
     def all_caps(self) -> bool:
         return all(c is not None for c in self.caps)
+
+
+def _ts(buf: Gst.Buffer) -> int | None:
+    """A buffer's decoding time (its PTS when it has no DTS), or None."""
+    for v in (buf.dts, buf.pts):
+        if v != Gst.CLOCK_TIME_NONE:
+            return int(v)
+    return None
+
+
+class GopCache:
+    """A publisher's buffers (every track, in arrival order) from a video keyframe on.
+
+    Only touched under the path's lock, by the publisher's streaming threads (`add`) and by a
+    reader's registration (`snapshot`). Buffers are kept by reference (they are never written)."""
+
+    def __init__(self, max_ns: int, max_bytes: int, start_ns: int) -> None:
+        self.max_ns = max_ns
+        self.max_bytes = max_bytes
+        self.start_ns = start_ns
+        # Each GOP: [keyframe time, bytes, [(track, buffer), ...]], the keyframe first.
+        self.gops: list[list[Any]] = []
+        self.nbytes = 0
+        self.first_key_ns: int | None = None
+        self.newest_ns: int | None = None
+
+    def add(self, idx: int, buf: Gst.Buffer, is_video: bool) -> None:
+        ts = _ts(buf)
+        if is_video and not buf.has_flags(Gst.BufferFlags.DELTA_UNIT) and ts is not None:
+            if self.first_key_ns is None:
+                self.first_key_ns = ts
+            if ts - self.first_key_ns >= self.start_ns:  # past the publish's start: last GOP only
+                self.clear()
+            self.gops.append([ts, 0, []])
+        if not self.gops:
+            return  # nothing before a keyframe is worth keeping
+        size = buf.get_size()
+        gop = self.gops[-1]
+        gop[1] += size
+        gop[2].append((idx, buf))
+        self.nbytes += size
+        if ts is not None and (self.newest_ns is None or ts > self.newest_ns):
+            self.newest_ns = ts
+        while self.gops and (
+            self.nbytes > self.max_bytes
+            or (self.newest_ns is not None and self.newest_ns - self.gops[0][0] > self.max_ns)
+        ):
+            if len(self.gops) == 1:
+                self.clear()  # one GOP longer than the bounds: no cache until the next keyframe
+                break
+            self.nbytes -= self.gops.pop(0)[1]
+
+    def clear(self) -> None:
+        self.gops = []
+        self.nbytes = 0
+        self.newest_ns = None
+
+    def snapshot(self) -> list[tuple[int, Gst.Buffer]]:
+        """(track, buffer) from the oldest cached keyframe on, in arrival order; [] if none."""
+        return [entry for gop in self.gops for entry in gop[2]]
 
 
 class Reader:
@@ -127,6 +206,10 @@ class Reader:
         self.ts_shift_ns = ts_shift_ns
         self.started = False
         self.offset_ns: int | None = None
+        self.start_ns: int | None = None  # publisher time of the keyframe the reader starts at
+        # Cached buffers not pushed yet, per track: each track's are pushed by that track's own
+        # streaming thread before its next live buffer, so every appsrc gets them in order.
+        self.backlog: list[list[Gst.Buffer]] = [[] for _ in srcs]
         self.lock = threading.Lock()
         self.pipeline: Any = None
 
@@ -139,20 +222,51 @@ class Reader:
             return 0
         return max(0, int(clock.get_time()) - int(pipe.get_base_time()))
 
+    def _start(self, first_ns: int, span_ns: int) -> None:
+        """Map publisher time `first_ns` (the starting keyframe) to a running time far enough in
+        the past that the buffers up to `first_ns + span_ns` (the cached ones) are, too."""
+        now = self._running_time_ns()
+        self.started = True
+        self.start_ns = first_ns
+        self.offset_ns = max(0, now - self.ts_shift_ns - span_ns) - first_ns
+
+    def start_from_cache(self, entries: list[tuple[int, Gst.Buffer]]) -> bool:
+        """Start at the first of `entries` (a GopCache snapshot, keyframe first); called under
+        the path's lock as the reader is registered, so that live buffers continue it exactly."""
+        times = [t for t in (_ts(b) for _, b in entries) if t is not None]
+        first = _ts(entries[0][1]) if entries else None
+        if first is None:
+            return False
+        with self.lock:
+            self._start(first, max(times) - first)
+            for idx, buf in entries:
+                self.backlog[idx].append(buf)
+        return True
+
     def feed(self, idx: int, buf: Gst.Buffer, is_video: bool) -> None:
         with self.lock:
+            backlog = self.backlog[idx]
+            if backlog:
+                self.backlog[idx] = []
             if not self.started:
                 if self.publisher.has_video and (
                     not is_video or buf.has_flags(Gst.BufferFlags.DELTA_UNIT)
                 ):
-                    return  # wait for the next keyframe, as every reader must
-                self.started = True
-                first = buf.dts if buf.dts != Gst.CLOCK_TIME_NONE else buf.pts
-                now = self._running_time_ns()
-                shift = min(self.ts_shift_ns, now)
-                self.offset_ns = now - shift - int(first)
+                    return  # no cached keyframe: wait for the next one, as every reader must
+                first = _ts(buf)
+                if first is None:
+                    return
+                self._start(first, 0)
             offset = self.offset_ns
-        assert offset is not None
+            start = self.start_ns
+        assert offset is not None and start is not None
+        for cached in backlog:
+            self._push(idx, cached, is_video, offset, start)
+        self._push(idx, buf, is_video, offset, start)
+
+    def _push(self, idx: int, buf: Gst.Buffer, is_video: bool, offset: int, start: int) -> None:
+        if not is_video and buf.pts != Gst.CLOCK_TIME_NONE and int(buf.pts) < start:
+            return  # audio from before the keyframe the reader starts at
         out = buf.copy()
         for attr in ("pts", "dts"):
             v = getattr(buf, attr)
@@ -182,7 +296,15 @@ class Relay:
         latency_ms: int,
         exit_on_stdin_eof: bool,
         notify_port: int,
+        gop_cache: bool = True,
+        gop_cache_max_s: float = 10.0,
+        gop_cache_max_mb: float = 16.0,
+        gop_cache_start_s: float = 5.0,
     ) -> None:
+        self.gop_cache = gop_cache
+        self.gop_cache_max_ns = int(gop_cache_max_s * 1e9)
+        self.gop_cache_max_bytes = int(gop_cache_max_mb * 1_000_000)
+        self.gop_cache_start_ns = int(gop_cache_start_s * 1e9)
         self.exit_on_stdin_eof = exit_on_stdin_eof
         self.notify_port = notify_port
         self.host = host
@@ -263,6 +385,10 @@ class Relay:
             log("error", "cannot build record pipeline", path=path, error=str(exc))
             return None
         pub = Publisher(path, encodings, client, query)
+        if self.gop_cache and pub.has_video:
+            pub.cache = GopCache(
+                self.gop_cache_max_ns, self.gop_cache_max_bytes, self.gop_cache_start_ns
+            )
         st = self.state(path)
         with st.cond:
             old = st.publisher
@@ -285,6 +411,7 @@ class Relay:
         if sample is None:
             return Gst.FlowReturn.OK
         buf = sample.get_buffer()
+        is_video = pub.is_video(idx)
         ready = False
         with st.cond:
             if pub.caps[idx] is None:
@@ -293,6 +420,8 @@ class Relay:
                     pub.ready_sent = ready = True
                 st.cond.notify_all()
             readers = list(st.readers) if st.publisher is pub else []
+            if pub.cache is not None and not pub.gone:
+                pub.cache.add(idx, buf, is_video)  # with the readers' list: no gap, no duplicate
         if ready:
             emit(
                 "ready",
@@ -302,7 +431,6 @@ class Relay:
                 query=pub.query,
             )
             log("info", "publish ready", path=st.path, tracks=",".join(pub.encodings))
-        is_video = pub.encodings[idx] in ("H264", "H265")
         for r in readers:
             try:
                 r.feed(idx, buf, is_video)
@@ -317,6 +445,8 @@ class Relay:
             if pub.gone:
                 return
             pub.gone = True
+            if pub.cache is not None:
+                pub.cache.clear()
             if st.publisher is pub:
                 st.publisher = None
                 readers = list(st.readers)
@@ -352,6 +482,8 @@ class Relay:
                 st.cond.wait(remaining)
             caps = list(pub.caps)
         parts = []
+        # room for a burst of the whole GOP cache on top of the usual queue
+        queue_bytes = READER_QUEUE_BYTES + (self.gop_cache_max_bytes if self.gop_cache else 0)
         for i, c in enumerate(caps):
             assert c is not None
             name = c.get_structure(0).get_name()
@@ -361,7 +493,7 @@ class Relay:
                 return None
             parts.append(
                 f"appsrc name=src{i} is-live=true format=time do-timestamp=false "
-                f"max-bytes=20000000 leaky-type=downstream ! {pay} name=pay{i} pt={96 + i}"
+                f"max-bytes={queue_bytes} leaky-type=downstream ! {pay} name=pay{i} pt={96 + i}"
             )
         bin_ = Gst.parse_launch("( " + "  ".join(parts) + " )")
         srcs = []
@@ -391,9 +523,19 @@ class Relay:
             media.set_transport_mode(GstRtspServer.RTSPTransportMode.PLAY)
             st = self.state(factory.path)
             reader.pipeline = element.get_parent()
+            if reader.pipeline is not None:
+                reader.pipeline.connect("deep-element-added", _on_play_element_added)
+            cached = 0
             with st.cond:
-                if st.publisher is reader.publisher and not reader.publisher.gone:
+                pub = reader.publisher
+                if st.publisher is pub and not pub.gone:
+                    if pub.cache is not None:
+                        entries = pub.cache.snapshot()
+                        if reader.start_from_cache(entries):
+                            cached = len(entries)
                     st.readers.add(reader)
+            if cached:
+                log("info", "reader starts at a cached keyframe", path=st.path, buffers=cached)
 
             def _gone(_m: Any) -> None:
                 with st.cond:
@@ -547,6 +689,14 @@ def _on_record_element_added(_bin: Any, element: Any) -> None:
         element.set_property("buffer-mode", 0)  # RTP_JITTER_BUFFER_MODE_NONE
 
 
+def _on_play_element_added(_bin: Any, _sub: Any, element: Any) -> None:
+    """A reader's sinks send what they get at once: the cached burst is due now, not at the
+    running time its timestamps map to (which may lie ahead when the pipeline has just started)."""
+    factory = element.get_factory()
+    if factory is not None and factory.get_name() in ("appsink", "multiudpsink", "udpsink"):
+        element.set_property("sync", False)
+
+
 def _path_of(uri: Any) -> str | None:
     if uri is None or not uri.abspath:
         return None
@@ -602,6 +752,26 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="port on 127.0.0.1 of the nginx-rtmp notify endpoint (0: any free one)",
     )
+    p.add_argument(
+        "--gop-cache",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a new reader first gets the publisher's buffers since the cached keyframe",
+    )
+    p.add_argument(
+        "--gop-cache-max-s",
+        type=float,
+        default=10.0,
+        help="GOP cache bound, in publisher time from its oldest keyframe",
+    )
+    p.add_argument("--gop-cache-max-mb", type=float, default=16.0, help="GOP cache bound, in MB")
+    p.add_argument(
+        "--gop-cache-start-s",
+        type=float,
+        default=5.0,
+        help="the cache keeps everything since a publish's first keyframe until a keyframe "
+        "this long after it (0: only ever the last GOP)",
+    )
     args = p.parse_args(argv)
     faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     Gst.init(None)
@@ -613,6 +783,10 @@ def main(argv: list[str] | None = None) -> int:
         args.latency_ms,
         args.exit_on_stdin_eof,
         args.notify_port,
+        args.gop_cache,
+        args.gop_cache_max_s,
+        args.gop_cache_max_mb,
+        args.gop_cache_start_s,
     )
     try:
         return relay.run()
