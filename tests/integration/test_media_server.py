@@ -10,6 +10,8 @@ docs/media-server.md; run it alone with `-s` (and `MEDIA_MEASURE_S=20` for longe
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -140,7 +142,9 @@ class Publisher(threading.Thread):
         self.clip, self.url, self.max_s = clip, url, max_s
         self.connect_retry_s = connect_retry_s
         self.sent: dict[bytes, float] = {}
+        self.sent_counts = {"video": 0, "audio": 0}
         self.started_at: float | None = None
+        self.first_sent_at: float | None = None
         self.error: BaseException | None = None
         self.stop_event = threading.Event()
 
@@ -176,10 +180,15 @@ class Publisher(threading.Thread):
                     delay = t0 + (ts - first) - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)  # pacing the publisher, not waiting for a condition
-                    is_audio = pkt.stream.type == "audio"
+                    kind = pkt.stream.type
+                    is_audio = kind == "audio"
                     payload = bytes(pkt) if is_audio else b""
                     pkt.stream = smap[pkt.stream.index]
                     dst.mux(pkt)
+                    if self.first_sent_at is None:
+                        self.first_sent_at = time.monotonic()
+                    if kind in self.sent_counts:
+                        self.sent_counts[kind] += 1
                     if is_audio:
                         self.sent[payload] = time.monotonic()
         except BaseException as exc:  # reported by the test
@@ -485,6 +494,187 @@ def test_read_keeps_b_frame_timestamps(server: MediaServer, clip: Path) -> None:
         pts = sorted(p for p, _ in got)
         steps = [(b - a) / frame_ticks for a, b in zip(pts, pts[1:], strict=False)]
         assert all(abs(x - round(x)) < 0.05 and round(x) >= 1 for x in steps), (url, steps)
+
+
+def _column_profile(frame: av.VideoFrame) -> np.ndarray:
+    """Mean brightness per column: in `make_clip` frames it says where the moving bar is."""
+    return np.asarray(frame.to_ndarray(format="gray"), dtype=np.float32).mean(axis=0)
+
+
+class FrameReader(threading.Thread):
+    """Reads a URL from its first packet to the end of the stream (the open retried every 50 ms
+    until `deadline_s`), counting packets, keeping the audio ones (`audio`) and decoding the
+    video (`profiles`: one per frame)."""
+
+    def __init__(self, url: str, deadline_s: float) -> None:
+        super().__init__(daemon=True, name=f"frames {url}")
+        self.url, self.deadline = url, time.monotonic() + deadline_s
+        self.counts = {"video": 0, "audio": 0}
+        self.profiles: list[np.ndarray] = []
+        self.audio: list[bytes] = []
+
+    def run(self) -> None:
+        container = None
+        while container is None and time.monotonic() < self.deadline:
+            try:
+                container = av.open(self.url, options=input_options(self.url), timeout=(5, 5))
+            except (av.error.FFmpegError, OSError):
+                time.sleep(0.05)  # retry interval of a polling reader
+        if container is None:
+            return
+        with container:
+            video = container.streams.video[0]
+            try:
+                for pkt in container.demux():
+                    if time.monotonic() > self.deadline:
+                        break
+                    kind = pkt.stream.type
+                    if pkt.size == 0 or kind not in self.counts:
+                        continue
+                    self.counts[kind] += 1
+                    if pkt.stream is video:
+                        self.profiles += [_column_profile(f) for f in video.decode(pkt)]
+                    else:
+                        self.audio.append(bytes(pkt))
+            except (av.error.FFmpegError, OSError):
+                pass  # the publisher ended: the server closed the connection
+            with contextlib.suppress(av.error.FFmpegError):
+                self.profiles += [_column_profile(f) for f in video.decode(None)]
+
+
+def _frame_indexes(clip: Path, profiles: list[np.ndarray]) -> list[int]:
+    """The index in `clip` of each decoded frame (the closest column profile)."""
+    with av.open(str(clip)) as c:
+        ref = np.stack([_column_profile(f) for f in c.decode(video=0)])
+    return [int(np.abs(ref - p).sum(axis=1).argmin()) for p in profiles]
+
+
+@pytest.mark.parametrize("gop_cache", [True, False], ids=["gop-cache", "no-gop-cache"])
+def test_reader_joining_late_gets_the_whole_programme(gop_cache: bool, tmp_path: Path) -> None:
+    """GOP cache: a reader that connects 1.2 s into a publish (like a worker started by the
+    publish hook) and one that polls from before it both start at the publisher's first
+    keyframe (frame 0) and get every frame after it, once, in order, and the audio from its
+    first packet at or after time 0 on (not the AAC encoder's priming packet before it). Without
+    the cache both join at the next keyframe (frame 60, GOP 2 s): the assertions of the cached
+    case fail."""
+    gop_frames = 2 * FPS
+    clip = make_clip(tmp_path / "gop2.mp4", seconds=4.5, gop_s=2.0)
+    settings = MediaServerSettings(
+        rtsp_port=free_port(), rtmp_port=free_port(), rtsp_gop_cache=gop_cache
+    )
+    with MediaServer(settings, workdir=tmp_path / "ms") as ms:
+        url = ms.rtsp_url("live/gop/in")
+        early = FrameReader(url, deadline_s=20)
+        early.start()
+        pub = Publisher(clip, url, max_s=4.0)
+        pub.start()
+        wait_for(lambda: pub.first_sent_at is not None or pub.error is not None, 10, "publish")
+        assert pub.first_sent_at is not None, pub.error
+        # the scenario is a reader connecting 1.2 s into the first GOP (pacing, not a wait)
+        time.sleep(max(0.0, pub.first_sent_at + 1.2 - time.monotonic()))
+        late = FrameReader(url, deadline_s=20)
+        late.start()
+        join_all([pub, early, late], 25)
+    assert pub.error is None, pub.error
+    published = pub.sent_counts
+    audio_order = {payload: i for i, payload in enumerate(pub.sent)}  # in publishing order
+    with av.open(str(clip)) as c:
+        priming = [bytes(p) for p in c.demux(audio=0) if p.pts is not None and p.pts < 0]
+    assert priming and audio_order[priming[-1]] == len(priming) - 1  # published first
+    for name, reader in (("early", early), ("late", late)):
+        idx = _frame_indexes(clip, reader.profiles)
+        assert idx, f"{name} reader decoded nothing: {reader.counts}"
+        assert idx == list(range(idx[0], idx[0] + len(idx))), f"{name}: gap or duplicate {idx}"
+        aidx = [audio_order.get(a, -1) for a in reader.audio]
+        assert aidx and aidx == list(range(aidx[0], aidx[0] + len(aidx))), (name, aidx)
+        if gop_cache:
+            assert idx[0] == 0, f"{name} reader started at frame {idx[0]}, not the first keyframe"
+            assert abs(reader.counts["video"] - published["video"]) <= 1, (name, reader.counts,
+                                                                          published)  # fmt: skip
+            assert aidx[0] == len(priming), f"{name} reader's audio starts at packet {aidx[0]}"
+            # the last audio packets may be cut by the publisher's teardown (so without the cache)
+            assert published["audio"] - len(priming) - len(aidx) <= 4, (name, reader.counts,
+                                                                        published)  # fmt: skip
+        else:  # joins at the next keyframe: the first GOP is lost
+            assert idx[0] % gop_frames == 0 and idx[0] > 0, (name, idx[0])
+        sys.stdout.write(
+            f"\n{'' if gop_cache else 'no '}gop cache, {name} reader: frames {idx[0]}..{idx[-1]}"
+            f" ({len(idx)}), packets {reader.counts}, published {published}"
+        )
+
+
+GOP_CACHE_SCRIPT = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("relay", sys.argv[1])
+relay = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(relay)
+Gst = relay.Gst
+Gst.init(None)
+MS = 1_000_000
+
+def buf(name, ts_ms, delta=False):
+    b = Gst.Buffer.new_wrapped(name.encode())
+    if ts_ms is not None:
+        b.pts = ts_ms * MS
+    if delta:
+        b.set_flags(Gst.BufferFlags.DELTA_UNIT)
+    return b
+
+def run(events, max_s=10, max_bytes=10**9, start_s=5):
+    cache = relay.GopCache(int(max_s * 1000 * MS), max_bytes, int(start_s * 1000 * MS))
+    for name, ts_ms in events:  # V* video keyframe, v* video delta, a* audio
+        cache.add(0 if name[0] in "Vv" else 1, buf(name, ts_ms, name[0] == "v"), name[0] in "Vv")
+    return [bytes(b.extract_dup(0, b.get_size())).decode() for _, b in cache.snapshot()]
+
+def gops(n, gop_ms=2000):  # audio at and just after each keyframe's time arrives before it
+    ev = []
+    for g in range(n):
+        t = g * gop_ms
+        ev += [(f"a{t}", t), (f"a{t + 20}", t + 20), (f"V{t}", t), (f"v{t + 1000}", t + 1000),
+               (f"a{t + 1000}", t + 1000)]
+    return ev
+
+out = {
+    "audio_before_first_key": run([("a-50", 0), ("a0", 100), ("anone", None), ("V100", 100),
+                                   ("a120", 120)]),
+    "nothing_without_key": run([("a0", 0), ("v33", 33)]),
+    "start_window": run(gops(3)),
+    "after_start_window": run(gops(4)),
+    "last_gop_only": run(gops(3), start_s=0),
+    "max_s": run(gops(3), max_s=3),
+    "gop_too_long": run([("V0", 0), ("v3000", 3000), ("a3000", 3000)], max_s=2),
+    "max_bytes": run(gops(3), max_bytes=30),
+}
+sys.stdout.write(json.dumps(out))
+"""
+
+
+def test_gop_cache_keeps_a_bounded_run_from_a_keyframe() -> None:
+    """The relay's GopCache (run under the Python that has GStreamer): what a new reader gets."""
+    from livedub.orchestrator.mediaserver import RTSP_RELAY_SCRIPT
+
+    proc = subprocess.run(
+        [_defaults.gst_python, "-I", "-c", GOP_CACHE_SCRIPT, str(RTSP_RELAY_SCRIPT)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    # audio that arrived just before the keyframe but is later than it comes along (one without
+    # a timestamp follows its track's previous one); audio at or before its time does not
+    assert got["audio_before_first_key"] == ["V100", "anone", "a120"]
+    assert got["nothing_without_key"] == []
+    # keyframes within `start_s` of the first one: everything from the first keyframe
+    assert got["start_window"] == ["V0", "a20", "v1000", "a1000", "a2000", "a2020", "V2000",
+                                   "v3000", "a3000", "a4000", "a4020", "V4000", "v5000",
+                                   "a5000"]  # fmt: skip
+    assert got["after_start_window"] == ["V6000", "a6020", "v7000", "a7000"]
+    assert got["last_gop_only"] == ["V4000", "a4020", "v5000", "a5000"]
+    # bounds: whole GOPs go from the front (max 3 s, 30 bytes), their audio later than the new
+    # first keyframe moving with it; a GOP alone longer than the bounds: nothing
+    assert got["max_s"] == ["V2000", "a2020", "v3000", "a3000", "a4000", "a4020", "V4000",
+                            "v5000", "a5000"]  # fmt: skip
+    assert got["gop_too_long"] == []
+    assert got["max_bytes"] == ["V4000", "a4020", "v5000", "a5000"]
 
 
 def test_unknown_and_unpublished_paths(server: MediaServer, clip: Path) -> None:

@@ -11,6 +11,7 @@ Pure functions over bytes and arrays (PyAV in memory): no files, no network, no 
 from __future__ import annotations
 
 import io
+import struct
 import wave
 from fractions import Fraction
 from typing import Any
@@ -108,6 +109,9 @@ def decode_audio(data: bytes, *, max_duration_s: float | None = None) -> tuple[n
     """
     if not data:
         raise DubbedAudioRejected("empty", "no audio bytes")
+    fast = _decode_pcm_wav(data, max_duration_s)
+    if fast is not None:
+        return fast
     chunks: list[np.ndarray] = []
     rate = channels = 0
     decoded = 0
@@ -146,6 +150,28 @@ def decode_audio(data: bytes, *, max_duration_s: float | None = None) -> tuple[n
     if not chunks or rate == 0:
         raise DubbedAudioRejected("empty", "no decodable audio frames")
     return np.concatenate(chunks), rate, channels
+
+
+def _decode_pcm_wav(data: bytes, max_duration_s: float | None) -> tuple[np.ndarray, int, int] | None:
+    """16-bit PCM WAV (mono/stereo) read directly, without libav: the wav transport's dubbed audio
+    costs ~0.1 ms instead of ~20 ms per 6 s fragment. None: not such a file (libav decodes it)."""
+    if len(data) < 44 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    try:
+        with wave.open(io.BytesIO(data), "rb") as w:
+            rate, channels = w.getframerate(), w.getnchannels()
+            if w.getsampwidth() != 2 or w.getcomptype() != "NONE" or channels not in (1, 2) or rate <= 0:
+                return None
+            raw = w.readframes(w.getnframes())
+    except (wave.Error, EOFError, ValueError, struct.error):
+        return None
+    n = len(raw) // (2 * channels)
+    if n == 0:
+        return None
+    if max_duration_s is not None and n > max_duration_s * rate:
+        raise DubbedAudioRejected("duration_mismatch", f"more than {max_duration_s:.3f} s of audio")
+    pcm = np.frombuffer(raw, dtype="<i2", count=n * channels).astype(np.int16).reshape(n, channels)
+    return pcm, rate, channels
 
 
 def resample_pcm(pcm: np.ndarray, from_rate: int, to_rate: int, to_channels: int) -> np.ndarray:

@@ -39,6 +39,12 @@ _log = logging.getLogger(__name__)
 
 NS_PER_S = 1_000_000_000
 PACE_TICK_S = 0.05  # real-time file reading releases packets in bursts of this length
+# While items keep coming (a live input delivers ~80 a second) the loop collects them in ticks of
+# HANDOFF_TICK_S instead of being woken by the reader thread for each one (a self-pipe write, a
+# loop wake-up and a GIL hand-over per packet: ~3 ms of CPU per stream-second, docs/performance.md).
+# After HANDOFF_IDLE_S without an item it waits to be woken again (no polling of a quiet input).
+HANDOFF_TICK_S = 0.02
+HANDOFF_IDLE_S = 0.5
 
 
 def to_ns(ts: int | None, time_base: Fraction | None) -> int | None:
@@ -132,13 +138,15 @@ class _Handoff:
     """Bounded thread → asyncio queue. `put` blocks the reader while full (read-ahead bound).
 
     The event loop is only woken when the consumer is actually waiting, and waiting costs one
-    future and one timer (no task per item): the reader may deliver ~100 items a second.
+    future and one timer (no task per item): the reader may deliver ~100 items a second. While
+    items keep coming the consumer takes them in ticks of HANDOFF_TICK_S and is not woken at all.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int) -> None:
         self._q: queue.Queue[object] = queue.Queue(maxsize)
         self._loop = loop
         self._waiter: asyncio.Future[None] | None = None
+        self._last_item_s = -float("inf")  # loop time of the last item taken
         self.stop = threading.Event()
 
     def _notify(self) -> bool:
@@ -171,17 +179,27 @@ class _Handoff:
         deadline = loop.time() + timeout_s
         while True:
             try:
-                return self._q.get_nowait()
+                item = self._q.get_nowait()
             except queue.Empty:
                 pass
+            else:
+                self._last_item_s = loop.time()
+                return item
+            now = loop.time()
+            if now - self._last_item_s < HANDOFF_IDLE_S and now < deadline and not self.stop.is_set():
+                await asyncio.sleep(min(HANDOFF_TICK_S, deadline - now))  # flowing: take them in ticks
+                continue
             fut: asyncio.Future[None] = loop.create_future()
             self._waiter = fut
             try:
                 # Re-check after publishing the waiter: a put in between is not missed.
                 try:
-                    return self._q.get_nowait()
+                    item = self._q.get_nowait()
                 except queue.Empty:
                     pass
+                else:
+                    self._last_item_s = loop.time()
+                    return item
                 remaining = deadline - loop.time()
                 if remaining <= 0 or self.stop.is_set():
                     return _TIMEOUT

@@ -45,6 +45,13 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
         f"highest max_inflight granted in stream:ready (env STS_MAX_INFLIGHT; default {c.MAX_INFLIGHT_MAX})",
     ),
     (
+        "--max-pending-fragments",
+        "max_pending_fragments",
+        int,
+        "per session: most fragments accepted and not yet answered; more get QUEUE_FULL "
+        "(env STS_MAX_PENDING_FRAGMENTS; default 20)",
+    ),
+    (
         "--close-delay-s",
         "close_delay_s",
         float,

@@ -548,6 +548,14 @@ class StsCore:
         if session.paused:
             await reject(ErrorCode.STREAM_PAUSED, "stream is paused; send stream:resume first")
             return
+        if session.outstanding >= self.settings.max_pending_fragments:
+            # A client that ignores its grant cannot pile up unbounded work (and audio) here.
+            await reject(
+                ErrorCode.QUEUE_FULL,
+                f"{session.outstanding} fragments pending; the limit is "
+                f"{self.settings.max_pending_fragments}",
+            )
+            return
 
         # accepted
         queue_position = session.outstanding

@@ -32,6 +32,11 @@ class StsSettings(BaseSettings):
         le=c.MAX_INFLIGHT_MAX,
         description="highest max_inflight the server grants (grant = min(requested, this))",
     )
+    max_pending_fragments: int = Field(
+        default=20,
+        ge=1,
+        description="per session: fragments accepted and not yet answered; more get QUEUE_FULL",
+    )
     close_delay_s: float = Field(
         default=c.CLOSE_AFTER_COMPLETE_S,
         ge=0,

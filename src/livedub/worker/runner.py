@@ -61,12 +61,23 @@ _INPUT_STATE_METRIC = {
 
 @dataclass
 class Pending:
-    """What the tracker keeps about a fragment in flight."""
+    """What the tracker keeps about a fragment in flight. The segment (its PCM and video: megabytes)
+    is released once the fragment is resolved: the tracker remembers resolved fragments (to tell a
+    late result from an unknown one) and must not keep their media alive."""
 
-    segment: Segment
+    _segment: Segment | None
     sequence_number: int
     probe: bool
     sent_monotonic: float
+
+    @property
+    def segment(self) -> Segment:
+        if self._segment is None:
+            raise RuntimeError("segment of a resolved fragment used")
+        return self._segment
+
+    def release(self) -> None:
+        self._segment = None
 
 
 def media_settings(s: WorkerSettings) -> MediaSettings:
@@ -429,6 +440,7 @@ class WorkerRunner:
             ctx={"fragment_id": r.fragment_id, "sequence_number": r.info.sequence_number, "reason": reason},
         )
         r.info.segment.audio.set_fallback(reason)
+        r.info.release()
 
     def _on_timeout(self, fragment_id: str, info: Pending) -> None:
         self.breaker.record_failure(True, ErrorCode.TIMEOUT.value)
@@ -438,6 +450,7 @@ class WorkerRunner:
             ctx={"fragment_id": fragment_id, "sequence_number": info.sequence_number, "reason": "timeout"},
         )
         info.segment.audio.set_fallback("timeout")
+        info.release()
 
     async def _on_ack(self, ack: FragmentAck) -> None:
         if not self.tracker.record_ack(ack.fragment_id, ack.status, ack.queue_position):
@@ -502,6 +515,7 @@ class WorkerRunner:
             self.log.warning("late result ignored", ctx={"fragment_id": fid})
             await self._ack(fid, "received")
             return
+        r.info.release()
         self.breaker.record_success()
         if segment.audio.set_dubbed(pcm):
             self.metrics.fragment_processed(r.elapsed_ms)

@@ -18,7 +18,7 @@ How it works:
   starts at a video keyframe: with the GOP cache (on by default, `--no-gop-cache` to disable) at
   the cached one, so it first gets, in one burst, the publisher's buffers of every track since
   that keyframe, then the live ones (no gap, no duplicate); without a cached keyframe, at the
-  publisher's next one. Audio from before the starting keyframe is never sent. Its timestamps
+  publisher's next one. Audio not after the starting keyframe is never sent. Its timestamps
   are the publisher's, moved into the reader pipeline's running time and `--ts-shift-ms` (plus
   the cached span) into the past; its sinks do not sync to the clock, so everything is
   forwarded as soon as it is pushed.
@@ -28,6 +28,8 @@ How it works:
   start. Bounded by `--gop-cache-max-s` of publisher time and `--gop-cache-max-mb`: past them,
   whole GOPs are dropped from the front (the whole cache if one GOP is too long, until the next
   keyframe).
+- AAC frames without a timestamp (all but the first of an RTP packet) get the previous frame's
+  time + one frame.
 - When a publisher goes away its readers are disconnected, as MediaMTX does.
 - A small HTTP endpoint on 127.0.0.1 (`--notify-port`) takes nginx-rtmp's `on_publish` /
   `on_publish_done` calls and reports them on stdout like RTSP publishes (see NotifyHandler for
@@ -49,6 +51,7 @@ thread on a lock held across a push, and never serve a path outside `live/<id>/(
 from __future__ import annotations
 
 import argparse
+import collections
 import faulthandler
 import json
 import os
@@ -58,6 +61,7 @@ import sys
 import threading
 import urllib.parse
 import uuid
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -121,6 +125,9 @@ class Publisher:
         self.ready_sent = False
         self.gone = False
         self.cache: GopCache | None = None
+        # AAC: one frame's duration and the last frame's PTS, per track (see _fill_pts)
+        self.frame_ns: list[int | None] = [None] * len(encodings)
+        self.last_pts: list[int | None] = [None] * len(encodings)
 
     @property
     def has_video(self) -> bool:
@@ -131,6 +138,50 @@ class Publisher:
 
     def all_caps(self) -> bool:
         return all(c is not None for c in self.caps)
+
+
+def _aac_frame_ns(caps: Gst.Caps | None) -> int | None:
+    """Duration of one AAC frame (1024 samples, 960 if the config says so), or None."""
+    if caps is None or caps.get_size() == 0:
+        return None
+    st = caps.get_structure(0)
+    if st.get_name() != "audio/mpeg":
+        return None
+    ok, rate = st.get_int("rate")
+    if not ok or rate <= 0:
+        return None
+    samples = 1024
+    codec_data = st.get_value("codec_data") if st.has_field("codec_data") else None
+    if codec_data is not None:
+        ok, info = codec_data.map(Gst.MapFlags.READ)
+        if ok:
+            data = bytes(info.data)
+            codec_data.unmap(info)
+            # AudioSpecificConfig: object type (5 bits) + frequency index (4) + channels (4),
+            # then GASpecificConfig's frameLengthFlag (AAC-LC and friends)
+            if len(data) >= 2 and (data[0] >> 3) in (1, 2, 3, 4) and (data[0] & 7) != 7:
+                samples = 960 if data[1] & 0x04 else 1024
+    return round(samples * 1_000_000_000 / rate)
+
+
+def _fill_pts(pub: Publisher, idx: int, buf: Gst.Buffer) -> Gst.Buffer:
+    """The depayloader stamps only the first AAC frame of an RTP packet; give the others their
+    time (the previous frame's + one frame), so readers and the GOP cache see every frame's
+    time. Called only from the track's own streaming thread."""
+    frame_ns = pub.frame_ns[idx]
+    if frame_ns is None:
+        return buf
+    if buf.pts != Gst.CLOCK_TIME_NONE:
+        pub.last_pts[idx] = int(buf.pts)
+        return buf
+    last = pub.last_pts[idx]
+    if last is None:
+        return buf
+    out = buf.copy()
+    out.pts = last + frame_ns
+    out.duration = frame_ns
+    pub.last_pts[idx] = int(out.pts)
+    return out
 
 
 def _ts(buf: Gst.Buffer) -> int | None:
@@ -144,35 +195,50 @@ def _ts(buf: Gst.Buffer) -> int | None:
 class GopCache:
     """A publisher's buffers (every track, in arrival order) from a video keyframe on.
 
-    Only touched under the path's lock, by the publisher's streaming threads (`add`) and by a
-    reader's registration (`snapshot`). Buffers are kept by reference (they are never written)."""
+    Tracks reach the relay in their own streaming threads, so audio of the keyframe's time may
+    arrive just before it (a large keyframe takes longer to depayload than small audio frames):
+    a cache starting at a keyframe also takes the recent other-track buffers later than it.
+    Only touched under the path's lock, by the publisher's streaming threads
+    (`add`) and by a reader's registration (`snapshot`). Buffers are kept by reference (they
+    are never written)."""
+
+    #: other-track buffers remembered for a cache that starts at the next keyframe
+    RECENT_OTHER = 128
 
     def __init__(self, max_ns: int, max_bytes: int, start_ns: int) -> None:
         self.max_ns = max_ns
         self.max_bytes = max_bytes
         self.start_ns = start_ns
-        # Each GOP: [keyframe time, bytes, [(track, buffer), ...]], the keyframe first.
+        # Each GOP: [keyframe time, bytes, [(track, buffer, is_video), ...]], the keyframe first.
         self.gops: list[list[Any]] = []
         self.nbytes = 0
         self.first_key_ns: int | None = None
         self.newest_ns: int | None = None
+        self.recent_other: collections.deque[tuple[int, Gst.Buffer, bool]] = collections.deque(
+            maxlen=self.RECENT_OTHER
+        )
 
     def add(self, idx: int, buf: Gst.Buffer, is_video: bool) -> None:
         ts = _ts(buf)
+        entry = (idx, buf, is_video)
         if is_video and not buf.has_flags(Gst.BufferFlags.DELTA_UNIT) and ts is not None:
             if self.first_key_ns is None:
                 self.first_key_ns = ts
             if ts - self.first_key_ns >= self.start_ns:  # past the publish's start: last GOP only
                 self.clear()
-            self.gops.append([ts, 0, []])
-        if not self.gops:
-            return  # nothing before a keyframe is worth keeping
-        size = buf.get_size()
-        gop = self.gops[-1]
-        gop[1] += size
-        gop[2].append((idx, buf))
-        self.nbytes += size
-        if ts is not None and (self.newest_ns is None or ts > self.newest_ns):
+            if self.gops:  # what arrived before this keyframe is in the previous GOP
+                self._append_gop(ts, [entry])
+            else:
+                self._append_gop(ts, [entry, *_after(self.recent_other, ts)])
+        elif self.gops:
+            gop = self.gops[-1]
+            size = buf.get_size()
+            gop[1] += size
+            gop[2].append(entry)
+            self.nbytes += size
+        if not is_video:
+            self.recent_other.append(entry)
+        if ts is not None and self.gops and (self.newest_ns is None or ts > self.newest_ns):
             self.newest_ns = ts
         while self.gops and (
             self.nbytes > self.max_bytes
@@ -181,7 +247,19 @@ class GopCache:
             if len(self.gops) == 1:
                 self.clear()  # one GOP longer than the bounds: no cache until the next keyframe
                 break
-            self.nbytes -= self.gops.pop(0)[1]
+            dropped = self.gops.pop(0)
+            self.nbytes -= dropped[1]
+            nxt = self.gops[0]
+            carried = _after(dropped[2], nxt[0])
+            nxt[2][1:1] = carried  # right after its keyframe
+            size = sum(e[1].get_size() for e in carried)
+            nxt[1] += size
+            self.nbytes += size
+
+    def _append_gop(self, key_ns: int, entries: list[tuple[int, Gst.Buffer, bool]]) -> None:
+        size = sum(e[1].get_size() for e in entries)
+        self.gops.append([key_ns, size, entries])
+        self.nbytes += size
 
     def clear(self) -> None:
         self.gops = []
@@ -189,8 +267,29 @@ class GopCache:
         self.newest_ns = None
 
     def snapshot(self) -> list[tuple[int, Gst.Buffer]]:
-        """(track, buffer) from the oldest cached keyframe on, in arrival order; [] if none."""
-        return [entry for gop in self.gops for entry in gop[2]]
+        """(track, buffer) from the oldest cached keyframe on, keyframe first; [] if none."""
+        return [(idx, buf) for gop in self.gops for idx, buf, _v in gop[2]]
+
+
+def _after(
+    entries: Iterable[tuple[int, Gst.Buffer, bool]], key_ns: int
+) -> list[tuple[int, Gst.Buffer, bool]]:
+    """The other-track entries later than `key_ns` (a keyframe's time; see Reader._push). A
+    buffer without a timestamp (the 2nd..nth AAC frame of an RTP packet) follows its track's
+    previous one, so it is later than that one's time."""
+    out = []
+    last: dict[int, int] = {}
+    for entry in entries:
+        idx, buf, is_video = entry
+        ts = _ts(buf)
+        if ts is not None:
+            last[idx] = ts
+            later = ts > key_ns
+        else:
+            later = idx in last and last[idx] >= key_ns
+        if not is_video and later:
+            out.append(entry)
+    return out
 
 
 class Reader:
@@ -265,8 +364,13 @@ class Reader:
         self._push(idx, buf, is_video, offset, start)
 
     def _push(self, idx: int, buf: Gst.Buffer, is_video: bool, offset: int, start: int) -> None:
-        if not is_video and buf.pts != Gst.CLOCK_TIME_NONE and int(buf.pts) < start:
-            return  # audio from before the keyframe the reader starts at
+        if not is_video and buf.pts != Gst.CLOCK_TIME_NONE and int(buf.pts) <= start:
+            # Audio not after the keyframe the reader starts at. Not even at its time: every
+            # track starts at 0 here, so at a publish's first keyframe the first audio frame has
+            # its time whatever its own was, and that is typically an AAC encoder's priming
+            # frame (just before the picture, discarded by players), which readers must not
+            # count as programme audio.
+            return
         out = buf.copy()
         for attr in ("pts", "dts"):
             v = getattr(buf, attr)
@@ -412,6 +516,9 @@ class Relay:
             return Gst.FlowReturn.OK
         buf = sample.get_buffer()
         is_video = pub.is_video(idx)
+        if pub.caps[idx] is None and not is_video:
+            pub.frame_ns[idx] = _aac_frame_ns(sample.get_caps())
+        buf = _fill_pts(pub, idx, buf)
         ready = False
         with st.cond:
             if pub.caps[idx] is None:
@@ -523,8 +630,15 @@ class Relay:
             media.set_transport_mode(GstRtspServer.RTSPTransportMode.PLAY)
             st = self.state(factory.path)
             reader.pipeline = element.get_parent()
-            if reader.pipeline is not None:
-                reader.pipeline.connect("deep-element-added", _on_play_element_added)
+            if self.gop_cache and reader.pipeline is not None:
+                # The cached burst is due now, but while the reader's pipeline is younger than
+                # the cached span it maps to a running time ahead: let its sinks (which sync to
+                # the clock; rtsp-stream resets `sync`) render that much early.
+                early_ns = self.gop_cache_max_ns + self.ts_shift_ns
+                reader.pipeline.connect(
+                    "deep-element-added",
+                    lambda _b, _s, el: _render_early(el, early_ns),
+                )
             cached = 0
             with st.cond:
                 pub = reader.publisher
@@ -689,12 +803,11 @@ def _on_record_element_added(_bin: Any, element: Any) -> None:
         element.set_property("buffer-mode", 0)  # RTP_JITTER_BUFFER_MODE_NONE
 
 
-def _on_play_element_added(_bin: Any, _sub: Any, element: Any) -> None:
-    """A reader's sinks send what they get at once: the cached burst is due now, not at the
-    running time its timestamps map to (which may lie ahead when the pipeline has just started)."""
+def _render_early(element: Any, early_ns: int) -> None:
+    """Make a reader's network sink send buffers up to `early_ns` before their running time."""
     factory = element.get_factory()
     if factory is not None and factory.get_name() in ("appsink", "multiudpsink", "udpsink"):
-        element.set_property("sync", False)
+        element.set_property("ts-offset", -early_ns)
 
 
 def _path_of(uri: Any) -> str | None:

@@ -1,0 +1,592 @@
+"""One benchmark phase: N live streams through workers (or the baseline relay), measured.
+
+A phase starts a fresh embedded media server, one echo STS per worker group, one real-time ffmpeg
+publisher per stream, then the pipelines (workers or `ffmpeg -i IN -c:v copy -c:a aac -f flv OUT`),
+a recorder per output and the latency probe on a subset of streams. Once every output is live it
+measures CPU over a window of whole segments (steady state: start-up and imports excluded), then
+scrapes the workers' final metrics, stops everything it started (by PID) and analyses the
+recordings (A/V offset at every sync marker). It never touches processes or ports it did not
+start or pick.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import signal
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.procs import Proc, ProcSet, system_cpu_s
+from livedub.media.record import record_argv
+from livedub.orchestrator.media_server import MediaServer
+
+_log = logging.getLogger("bench")
+
+PY = sys.executable
+FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
+SYNC_TOLERANCE_MS = 33.0
+DELAY_TOLERANCE_MS = 100.0
+NOT_FAILURES = {"short_tail"}  # a sub-second end tail is never dubbed, by design
+
+
+@dataclass
+class Group:
+    """Streams of one kind inside a phase."""
+
+    label: str  # stream ids are f"{label}-{i}"
+    kind: str  # "worker" | "passthrough" | "baseline"
+    n: int
+    transport: str = "m4a"
+    segment_s: float = 6.0
+    delay_s: float = 7.0
+
+    def ids(self) -> list[str]:
+        return [f"{self.label}-{i}" for i in range(self.n)]
+
+
+@dataclass
+class Phase:
+    name: str
+    groups: list[Group]
+    profile: bool = False
+
+
+@dataclass
+class Settings:
+    """What every phase shares (from the command line)."""
+
+    fixture: Path
+    duration_s: float
+    workdir: Path
+    window_segments: int = 4
+    warmup_s: float = 1.0
+    stagger_s: float = 0.25
+    latency_streams: int = 2
+    scrape_interval_s: float = 2.0
+    analyze_max: int = 64
+    baseline_up_s: float = 3.0
+    up_timeout_s: float = 40.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    v = sorted(values)
+    pos = (len(v) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def _dist(values: list[float]) -> dict[str, Any]:
+    return {
+        "n": len(values),
+        "p50": _pct(values, 0.5),
+        "p95": _pct(values, 0.95),
+        "max": max(values) if values else None,
+        "min": min(values) if values else None,
+    }
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Worker metrics as {name[:label value]: value} (labels status/reason/source)."""
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            key = s.name
+            for label in ("status", "reason", "source", "action"):
+                if label in s.labels:
+                    key += f":{s.labels[label]}"
+            out[key] = out.get(key, 0.0) + float(s.value)
+    return out
+
+
+def scrape(port: int, timeout_s: float = 2.0) -> dict[str, float] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as r:
+            return parse_metrics(r.read().decode())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return bool(200 <= r.status < 300)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _wait(pred: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def _sleep_until(t: float) -> None:
+    while True:
+        d = t - time.monotonic()
+        if d <= 0:
+            return
+        time.sleep(min(d, 0.5))
+
+
+@dataclass
+class _Stream:
+    sid: str
+    group: Group
+    in_url: str
+    out_url: str
+    metrics_port: int | None = None
+    pipeline: Proc | None = None
+    started_s: float | None = None
+    up_s: float | None = None
+    recorder: Proc | None = None
+    recorder_attempts: int = 0
+    recording: Path | None = None
+    delays_ms: list[float] = field(default_factory=list)
+    final: dict[str, float] | None = None
+
+
+class _Scraper(threading.Thread):
+    """Scrapes every worker's /metrics periodically; notes when each output went live."""
+
+    def __init__(self, streams: list[_Stream], procs: ProcSet, interval_s: float) -> None:
+        super().__init__(daemon=True, name="bench-scraper")
+        self.streams = [s for s in streams if s.metrics_port is not None]
+        self.procs = procs
+        self.interval_s = interval_s
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+
+    def scrape_one(self, st: _Stream) -> dict[str, float] | None:
+        assert st.metrics_port is not None
+        m = scrape(st.metrics_port)
+        if m is None:
+            return None
+        now = time.monotonic()
+        with self.lock:
+            segs = m.get("worker_segments_total:dubbed", 0.0) + m.get("worker_segments_total:original", 0.0)
+            if segs >= 1 and st.up_s is None:
+                st.up_s = now
+            d = m.get("worker_output_delay_ms")
+            configured = st.group.delay_s * 1000.0
+            if d is not None and abs(d - configured) > 1e-6 and (not st.delays_ms or st.delays_ms[-1] != d):
+                st.delays_ms.append(d)
+        return m
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for st in self.streams:
+                if self.stop.is_set():
+                    break
+                self.scrape_one(st)
+            self.procs.sample_all()
+            self.stop.wait(self.interval_s)
+
+
+def _analyze_one(path: str) -> dict[str, Any]:
+    from livedub.media.analyze import analyze
+
+    try:
+        a = analyze(path)
+    except Exception as exc:  # noqa: BLE001 - an unreadable recording is a result, not a crash
+        return {"path": path, "error": f"{type(exc).__name__}: {exc}"}
+    return {
+        "path": path,
+        "duration_s": a.duration_s,
+        "codecs": list(a.codecs),
+        "offsets_ms": [m.offset_ms for m in a.markers],
+        "max_abs_offset_ms": a.max_abs_offset_ms,
+        "frame_counter_errors": a.frame_counter_errors,
+    }
+
+
+def _parse_ts(ts: str) -> float:
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+
+
+def turnarounds_ms(log_path: Path) -> list[float]:
+    """Per dubbed fragment: 'segment created' → 'fragment applied' (ms), from a JSON worker log."""
+    created: dict[str, float] = {}
+    out: list[float] = []
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        if not line.startswith("{"):
+            continue
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        fid = doc.get("fragment_id")
+        if not fid:
+            continue
+        msg = doc.get("msg")
+        if msg == "segment created":
+            created[fid] = _parse_ts(doc["ts"])
+        elif msg == "fragment applied" and fid in created:
+            out.append((_parse_ts(doc["ts"]) - created[fid]) * 1000.0)
+    return out
+
+
+def _pipeline_argv(st: _Stream, sts_url: str | None) -> list[str]:
+    g = st.group
+    if g.kind == "baseline":
+        return [
+            FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin",
+            "-rtsp_transport", "tcp", "-i", st.in_url,
+            "-c:v", "copy", "-c:a", "aac", "-f", "flv", st.out_url,
+        ]  # fmt: skip
+    assert st.metrics_port is not None
+    argv = [
+        PY, "-m", "livedub", "--log-format", "json", "worker",
+        "--stream-id", st.sid, "--input", st.in_url, "--output", st.out_url,
+        "--sts-url", sts_url or "http://127.0.0.1:9", "--metrics-port", str(st.metrics_port),
+        "--segment-s", f"{g.segment_s:g}", "--output-delay-s", f"{g.delay_s:g}",
+        "--transport-format", g.transport,
+    ]  # fmt: skip
+    if g.kind == "passthrough":
+        argv.append("--passthrough")
+    return argv
+
+
+def _window_unit_s(groups: list[Group]) -> float:
+    """The window is a whole number of every group's segment length (periodic work)."""
+    segs = [g.segment_s for g in groups if g.kind != "baseline"] or [6.0]
+    if all(float(s).is_integer() for s in segs):
+        return float(math.lcm(*(int(s) for s in segs)))
+    return max(segs)
+
+
+def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[str, Any]:
+    """Run one phase; returns its measurements (see module docstring)."""
+    t_phase = time.monotonic()
+    pdir = cfg.workdir / phase.name
+    if pdir.exists():
+        shutil.rmtree(pdir)
+    logdir = pdir / "logs"
+    logdir.mkdir(parents=True)
+    procs = ProcSet(logdir)
+    rtsp, rtmp = free_port(), free_port()
+    streams: list[_Stream] = []
+    for g in phase.groups:
+        for sid in g.ids():
+            st = _Stream(
+                sid=sid,
+                group=g,
+                in_url=f"rtsp://127.0.0.1:{rtsp}/live/{sid}/in",
+                out_url=f"rtmp://127.0.0.1:{rtmp}/live/{sid}/out",
+            )
+            if g.kind != "baseline":
+                st.metrics_port = free_port()
+            streams.append(st)
+    ms = MediaServer(
+        rtsp_port=rtsp, rtmp_port=rtmp, streams=[s.sid for s in streams], workdir=pdir / "media-server"
+    )
+    result: dict[str, Any] = {"name": phase.name, "groups": [asdict(g) for g in phase.groups], "error": None}
+    scraper = _Scraper(streams, procs, cfg.scrape_interval_s)
+    me = psutil.Process()
+    probe_out = pdir / "probe.json"
+    try:
+        ms.start()
+        ms.wait_ready(15)
+        for pid in ms.pids():
+            procs.adopt("media-server", "infra", f"media-server-{pid}", pid)
+        sts_urls: dict[str, str] = {}
+        for g in phase.groups:
+            if g.kind == "worker":
+                port = free_port()
+                procs.spawn("sts", g.label, f"sts-{g.label}", [PY, "-m", "livedub", "--log-level", "WARNING", "sts", "--port", str(port)])
+                sts_urls[g.label] = f"http://127.0.0.1:{port}"
+        for url in sts_urls.values():
+            _wait(lambda u=url: _http_ok(f"{u}/health"), 30, f"echo STS {url}")
+        for st in streams:
+            procs.spawn(
+                "publisher", st.group.label, f"pub-{st.sid}",
+                [FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin", "-re", "-i", str(cfg.fixture),
+                 "-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", st.in_url],
+            )  # fmt: skip
+        t_pub0 = time.monotonic()
+        _wait(lambda: all(f"live/{s.sid}/in" in ms.ready_paths for s in streams), 30, "every publisher")
+        # Latency probe on a few streams of each group (it reads the input and the output).
+        probe_args: list[str] = []
+        for g in phase.groups:
+            for st in [s for s in streams if s.group is g][: cfg.latency_streams]:
+                probe_args += ["--stream", st.sid, st.in_url, st.out_url]
+        if probe_args:
+            procs.spawn("probe", "tools", "probe", [PY, "-m", "bench.probe", "--out", str(probe_out), *probe_args])
+        for i, st in enumerate(streams):
+            if i and cfg.stagger_s > 0:
+                time.sleep(cfg.stagger_s)
+            st.pipeline = procs.spawn(
+                st.group.kind if st.group.kind == "baseline" else "worker",
+                st.group.label, f"{st.group.kind}-{st.sid}",
+                _pipeline_argv(st, sts_urls.get(st.group.label)),
+            )  # fmt: skip
+            st.started_s = time.monotonic()
+        scraper.start()
+
+        # Recorders, started once each output is live; wait until all are.
+        up_deadline = time.monotonic() + max(g.delay_s for g in phase.groups) + cfg.up_timeout_s
+        while True:
+            now = time.monotonic()
+            for st in streams:
+                if st.group.kind == "baseline" and st.up_s is None and st.started_s is not None:
+                    if now - st.started_s >= cfg.baseline_up_s:
+                        st.up_s = st.started_s + cfg.baseline_up_s
+                _tend_recorder(st, procs, pdir)
+            if all(s.up_s is not None for s in streams) or now > up_deadline:
+                break
+            time.sleep(0.2)
+        missing = [s.sid for s in streams if s.up_s is None]
+        if missing:
+            raise RuntimeError(f"outputs never went live: {', '.join(missing[:8])}")
+        unit = _window_unit_s(phase.groups)
+        t_a = max(s.up_s for s in streams if s.up_s is not None) + cfg.warmup_s
+        t_input_end = t_pub0 + cfg.duration_s - 1.0
+        k = min(cfg.window_segments, math.floor((t_input_end - t_a) / unit))
+        window_s = k * unit if k >= 1 else max(1.0, t_input_end - t_a)
+        t_b = t_a + window_s
+        while time.monotonic() < t_a:
+            for st in streams:
+                _tend_recorder(st, procs, pdir)
+            time.sleep(0.2)
+        snap_a = procs.snapshot()
+        sys_a = system_cpu_s()
+        me_a = sum(me.cpu_times()[:2])
+        if profiler is not None:
+            profiler.start([s.pipeline for s in streams if s.pipeline is not None and s.group.kind != "baseline"], window_s)
+        while time.monotonic() < t_b:
+            for st in streams:
+                _tend_recorder(st, procs, pdir)
+            time.sleep(0.2)
+        snap_b = procs.snapshot()
+        sys_b = system_cpu_s()
+        me_b = sum(me.cpu_times()[:2])
+        t_b_real = time.monotonic()
+        rss = {p.pid: p.rss() for p in procs.items}
+        alive = {st.sid: bool(st.pipeline and st.pipeline.alive()) for st in streams}
+        scraper.stop.set()
+        scraper.join(timeout=10)
+        for st in streams:
+            if st.metrics_port is not None:
+                st.final = scraper.scrape_one(st)
+        if profiler is not None:
+            profiler.finish()
+        result["window"] = {
+            "start_after_publish_s": round(t_a - t_pub0, 2),
+            "length_s": round(window_s, 3),
+            "segments": k,
+            "unit_s": unit,
+            "measured_s": round(t_b_real - t_a, 3),
+        }
+        result["machine"] = {
+            "busy_cores": (sys_b - sys_a) / window_s,
+            "ours_cores": (sum(snap_b.values()) - sum(snap_a.get(p, 0.0) for p in snap_b) + (me_b - me_a)) / window_s,
+        }
+        result["machine"]["other_cores"] = result["machine"]["busy_cores"] - result["machine"]["ours_cores"]
+        n_total = len(streams)
+        tools: dict[str, float] = {}
+        for role in ("publisher", "recorder", "probe", "media-server"):
+            sel = procs.select(role=role)
+            tools[role] = ProcSet.cpu_between(sel, snap_a, snap_b) / window_s / n_total * 1000.0
+        tools["bench"] = (me_b - me_a) / window_s / n_total * 1000.0
+        result["tools_ms_per_stream_s"] = tools
+        result["media_server_rss_mb"] = sum(rss.get(p.pid, 0) for p in procs.select(role="media-server")) / 2**20
+        # Stop in dependency order: probe (writes its result), pipelines, recorders, the rest.
+        procs.stop(procs.select(role="probe"), timeout_s=10)
+        procs.stop(procs.select(role="worker") + procs.select(role="baseline"), timeout_s=15)
+        procs.stop(procs.select(role="recorder"), sig=signal.SIGINT, timeout_s=10)
+        procs.stop(procs.select(role="publisher") + procs.select(role="sts"), timeout_s=10)
+        groups_out = []
+        probe = _read_json(probe_out)
+        for g in phase.groups:
+            gs = [s for s in streams if s.group is g]
+            groups_out.append(_group_result(g, gs, procs, snap_a, snap_b, window_s, rss, alive, probe))
+        result["groups_result"] = groups_out
+    except Exception as exc:  # noqa: BLE001 - a failed phase is reported, the run goes on
+        _log.exception("phase %s failed", phase.name)
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    finally:
+        scraper.stop.set()
+        if profiler is not None:
+            profiler.abort()
+        procs.stop_all()
+        ms.stop()
+    # Analysis after everything stopped (it decodes video: it would disturb the measurement).
+    if result.get("groups_result"):
+        recs = [s.recording for s in streams if s.recording is not None and s.recording.exists()]
+        analysed = _analyze_all([str(r) for r in recs[: cfg.analyze_max * len(phase.groups)]])
+        for gr, g in zip(result["groups_result"], phase.groups, strict=True):
+            gpaths = {str(s.recording) for s in streams if s.group is g and s.recording is not None}
+            items = [a for a in analysed if a["path"] in gpaths]
+            offsets = [o for a in items for o in a.get("offsets_ms", [])]
+            gr["sync"] = {
+                "recordings": len(gpaths),
+                "analysed": len(items),
+                "errors": [a["error"] for a in items if "error" in a][:3],
+                "without_markers": sum(1 for a in items if "error" not in a and not a["offsets_ms"]),
+                "markers": len(offsets),
+                "max_abs_offset_ms": max((abs(o) for o in offsets), default=None),
+                "recorded_s": sum(a.get("duration_s", 0.0) for a in items),
+            }
+            _judge(gr, g)
+    result["wall_s"] = round(time.monotonic() - t_phase, 1)
+    return result
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        doc: dict[str, Any] = json.loads(path.read_text())
+        return doc
+    except (OSError, ValueError):
+        return {}
+
+
+def _tend_recorder(st: _Stream, procs: ProcSet, pdir: Path) -> None:
+    """Start the stream's recorder once its output is live; retry while it is refused."""
+    if st.up_s is None or st.recorder_attempts >= 60:
+        return
+    rec = st.recorder
+    if rec is not None:
+        if rec.alive():
+            return
+        if st.recording is not None and st.recording.exists() and st.recording.stat().st_size > 4096:
+            return  # it recorded, then ended
+        if time.monotonic() - rec.started_monotonic < 0.5:
+            return
+    st.recorder_attempts += 1
+    st.recording = pdir / f"{st.sid}.mkv"
+    argv = record_argv(st.out_url, st.recording)
+    st.recorder = procs.spawn("recorder", st.group.label, f"rec-{st.sid}-{st.recorder_attempts}", argv)
+
+
+def _analyze_all(paths: list[str]) -> list[dict[str, Any]]:
+    if not paths:
+        return []
+    workers = max(1, min(2, os.cpu_count() or 1))
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_analyze_one, paths))
+
+
+def _group_result(
+    g: Group,
+    gs: list[_Stream],
+    procs: ProcSet,
+    snap_a: dict[int, float],
+    snap_b: dict[int, float],
+    window_s: float,
+    rss: dict[int, int],
+    alive: dict[str, bool],
+    probe: dict[str, Any],
+) -> dict[str, Any]:
+    n = len(gs)
+    role = "baseline" if g.kind == "baseline" else "worker"
+    pipes = procs.select(role=role, group=g.label)
+    sts = procs.select(role="sts", group=g.label)
+    pipe_cpu = ProcSet.cpu_between(pipes, snap_a, snap_b)
+    sts_cpu = ProcSet.cpu_between(sts, snap_a, snap_b)
+    stream_s = n * window_s
+    out: dict[str, Any] = {
+        "label": g.label,
+        "kind": g.kind,
+        "n": n,
+        "transport": g.transport if g.kind == "worker" else None,
+        "segment_s": g.segment_s,
+        "delay_s": g.delay_s if g.kind != "baseline" else None,
+        "cpu_ms_per_stream_s": (pipe_cpu + sts_cpu) / stream_s * 1000.0,
+        "process_ms_per_stream_s": pipe_cpu / stream_s * 1000.0,
+        "sts_ms_per_stream_s": sts_cpu / stream_s * 1000.0,
+        "per_process_ms_per_s": sorted(
+            round((snap_b.get(p.pid, 0.0) - snap_a.get(p.pid, 0.0)) / window_s * 1000.0, 1) for p in pipes
+        ),
+        "rss_mb_per_stream": (sum(rss.get(p.pid, 0) for p in pipes) / max(1, len(pipes))) / 2**20,
+        "sts_rss_mb": sum(rss.get(p.pid, 0) for p in sts) / 2**20,
+        "alive_at_end": sum(1 for s in gs if alive.get(s.sid)),
+    }
+    if g.kind != "baseline":
+        finals = [s.final or {} for s in gs]
+        fallbacks: dict[str, float] = {}
+        for f in finals:
+            for k, v in f.items():
+                if k.startswith("worker_fallback_total:"):
+                    reason = k.split(":", 1)[1]
+                    fallbacks[reason] = fallbacks.get(reason, 0.0) + v
+        out["segments"] = {
+            "dubbed": int(sum(f.get("worker_segments_total:dubbed", 0.0) for f in finals)),
+            "original": int(sum(f.get("worker_segments_total:original", 0.0) for f in finals)),
+            "fallback_reasons": {k: int(v) for k, v in fallbacks.items() if v},
+            "fragments_sent": int(sum(f.get("worker_audio_fragments_total:sent", 0.0) for f in finals)),
+            "fragments_processed": int(sum(f.get("worker_audio_fragments_total:processed", 0.0) for f in finals)),
+            "late_results": int(sum(f.get("worker_late_results_total", 0.0) for f in finals)),
+            "scraped": sum(1 for s in gs if s.final),
+        }
+        delays = [d for s in gs for d in s.delays_ms]
+        out["delay_ms"] = _dist(delays)
+        ta: list[float] = []
+        for p in pipes:
+            ta += turnarounds_ms(procs.logdir / f"{p.name}.log")
+        out["turnaround_ms"] = _dist(ta)
+    lat = [v for s in gs for v in (probe.get(s.sid, {}).get("latency_ms") or [])]
+    out["e2e_latency_ms"] = _dist(lat)
+    out["e2e_streams"] = sum(1 for s in gs if probe.get(s.sid, {}).get("latency_ms"))
+    return out
+
+
+def _judge(gr: dict[str, Any], g: Group) -> None:
+    """'Keeps up' (issue 7): every fragment dubbed, delay p95 within 100 ms of D, markers ≤ 33 ms."""
+    why: list[str] = []
+    if gr["alive_at_end"] < gr["n"]:
+        why.append(f"{gr['n'] - gr['alive_at_end']} process(es) died")
+    sync = gr.get("sync", {})
+    if not sync.get("markers"):
+        why.append("no sync marker analysed")
+    elif (sync.get("max_abs_offset_ms") or 0.0) > SYNC_TOLERANCE_MS:
+        why.append(f"marker offset {sync['max_abs_offset_ms']:.1f} ms > {SYNC_TOLERANCE_MS:.0f} ms")
+    if sync.get("without_markers"):
+        why.append(f"{sync['without_markers']} recording(s) without markers")
+    if g.kind != "baseline":
+        seg = gr["segments"]
+        expected_reason = {"passthrough"} if g.kind == "passthrough" else set()
+        bad = {k: v for k, v in seg["fallback_reasons"].items() if k not in NOT_FAILURES | expected_reason}
+        if bad:
+            why.append("fallbacks " + ", ".join(f"{k}={v}" for k, v in sorted(bad.items())))
+        if g.kind == "worker" and seg["dubbed"] == 0:
+            why.append("nothing dubbed")
+        if seg["scraped"] < gr["n"]:
+            why.append(f"{gr['n'] - seg['scraped']} worker(s) did not answer /metrics")
+        p95 = gr["delay_ms"]["p95"]
+        if p95 is None:
+            why.append("no output delay measured")
+        elif abs(p95 - g.delay_s * 1000.0) > DELAY_TOLERANCE_MS:
+            why.append(f"output delay p95 {p95:.0f} ms vs D {g.delay_s * 1000:.0f} ms")
+    gr["keeps_up"] = not why
+    gr["why_not"] = why

@@ -1,0 +1,256 @@
+"""`make bench`: how many live streams this machine dubs, at what CPU and latency, vs a baseline.
+
+Phases (each with its own media server, echo STS, real-time ffmpeg publishers and recorders):
+1. transports — a few streams each through workers with m4a, flac and wav transport and in
+   passthrough (no STS), side by side, each group with its own echo STS;
+2. series — N = 1, 2, 4, … concurrent streams through m4a workers + echo STS, then the same N
+   streams through the baseline relay `ffmpeg -i IN -c:v copy -c:a aac -f flv OUT`; stops after
+   the first N that does not keep up (then tries `--target-n` if it lies in between);
+3. low latency — short segments and D = segment + a few hundred ms;
+4. profile — py-spy on one worker of each kind.
+Every figure is CPU-seconds per stream-second over a window of whole segments in steady state
+(start-up excluded). Results: var/bench/results.json; report: docs/performance.md (+ PNG plot).
+A time budget (`--budget-s`) skips the optional phases that would not fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+
+from bench.floors import measure as measure_floors
+from bench.phase import FFMPEG, Group, Phase, Settings, run_phase
+from bench.profile import Profiler
+from bench.report import write_report
+
+_log = logging.getLogger("bench")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--series", type=_ints, default=[1, 2, 4, 8, 16, 32], help="N values (default 1,2,4,8,16,32)")
+    p.add_argument("--target-n", type=int, default=20, help="also try this N when the series passes below and fails above it (default 20; 0: off)")
+    p.add_argument("--no-stop", action="store_true", help="run the whole series even after an N that does not keep up")
+    p.add_argument("--duration-s", type=float, default=45.0, help="fixture length = how long each stream is published (default 45)")
+    p.add_argument("--segment-s", type=float, default=6.0, help="worker segment length (default 6)")
+    p.add_argument("--added-delay-s", type=float, default=1.0, help="D = segment + this (default 1.0)")
+    p.add_argument("--transport", default="m4a", choices=("m4a", "flac", "wav"), help="transport of the series (default m4a)")
+    p.add_argument("--window-segments", type=int, default=4, help="measurement window in whole segments (default 4)")
+    p.add_argument("--stagger-s", type=float, default=0.25, help="delay between two pipeline starts (default 0.25)")
+    p.add_argument("--latency-streams", type=int, default=2, help="streams per group read by the latency probe (default 2)")
+    p.add_argument("--compare-n", type=int, default=2, help="streams per transport in the transports phase (default 2; 0: skip)")
+    p.add_argument("--lowlat-n", type=int, default=2, help="streams in the low-latency phase (default 2; 0: skip)")
+    p.add_argument("--lowlat-segment-s", type=float, default=1.0, help="segment of the low-latency phase (default 1)")
+    p.add_argument("--lowlat-added-s", type=float, default=0.5, help="D − segment in the low-latency phase (default 0.5)")
+    p.add_argument("--no-profile", action="store_true", help="skip the py-spy profile phase")
+    p.add_argument("--budget-s", type=float, default=840.0, help="skip optional phases that would end after this (default 840)")
+    p.add_argument("--workdir", type=Path, default=ROOT / "var" / "bench", help="default var/bench")
+    p.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md", help="report (default docs/performance.md)")
+    p.add_argument("--plot", type=Path, default=ROOT / "docs" / "performance.png", help="plot (default docs/performance.png)")
+    p.add_argument("--report-only", type=Path, default=None, metavar="RESULTS.json", help="only rewrite the report from saved results")
+    return p
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"python": platform.python_version(), "kernel": platform.release()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        info["cores"] = sum(1 for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("processor"))
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+        info["ram_gb"] = round(mem_kb / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        info["os"] = dict(
+            line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line
+        ).get("PRETTY_NAME", "").strip('"')
+    except OSError:
+        pass
+    info["pyav"] = av.__version__
+    info["pyav_ffmpeg"] = ".".join(str(x) for x in av.library_versions.get("libavcodec", ()))
+    for name, argv in (("ffmpeg_cli", [FFMPEG, "-version"]), ("nginx", ["nginx", "-v"])):
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            info[name] = ((r.stdout or r.stderr).splitlines() or [""])[0]
+        except OSError:
+            info[name] = None
+    return info
+
+
+def _estimate_s(phase: Phase, cfg: Settings) -> float:
+    n = sum(g.n for g in phase.groups)
+    has_worker = any(g.kind != "baseline" for g in phase.groups)
+    delay = max((g.delay_s for g in phase.groups if g.kind != "baseline"), default=0.0)
+    unit = max(g.segment_s for g in phase.groups)
+    live = n * cfg.stagger_s + (delay + 4.0 if has_worker else cfg.baseline_up_s) + cfg.warmup_s
+    return 8.0 + live + min(cfg.window_segments * unit, cfg.duration_s) + 6.0 + 0.5 * n
+
+
+class Runner:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.t0 = time.monotonic()
+        self.results: dict[str, Any] = {"phases": [], "skipped": []}
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def fits(self, phase: Phase, cfg: Settings) -> bool:
+        est = _estimate_s(phase, cfg)
+        if self.elapsed() + est > self.args.budget_s:
+            _log.warning("skipping phase %s: %.0f s elapsed + ~%.0f s > budget %.0f s", phase.name, self.elapsed(), est, self.args.budget_s)
+            self.results["skipped"].append({"phase": phase.name, "estimate_s": round(est), "elapsed_s": round(self.elapsed())})
+            return False
+        return True
+
+    def run(self, phase: Phase, cfg: Settings, profiler: Profiler | None = None) -> dict[str, Any]:
+        n = sum(g.n for g in phase.groups)
+        _out(f"[{self.elapsed():5.0f} s] phase {phase.name}: {n} stream(s) " + ", ".join(f"{g.label}×{g.n}" for g in phase.groups))
+        res = run_phase(phase, cfg, profiler)
+        if profiler is not None:
+            res["profile"] = profiler.results
+            res["profile_error"] = profiler.error
+        self.results["phases"].append(res)
+        self.save()
+        for g in res.get("groups_result", []):
+            _out(
+                f"          {g['label']:<12} cpu {g['cpu_ms_per_stream_s']:6.1f} ms/s per stream"
+                + (f" | segments dubbed {g['segments']['dubbed']} original {g['segments']['original']}" if "segments" in g else "")
+                + (f" | delay p95 {g['delay_ms']['p95']:.0f} ms" if g.get("delay_ms", {}).get("p95") is not None else "")
+                + (f" | e2e p95 {g['e2e_latency_ms']['p95']:.0f} ms" if g.get("e2e_latency_ms", {}).get("p95") is not None else "")
+                + f" | sync max {g.get('sync', {}).get('max_abs_offset_ms') or 0:.1f} ms"
+                + f" | {'keeps up' if g.get('keeps_up') else 'NOT keeping up: ' + '; '.join(g.get('why_not', []))}"
+            )
+        if res.get("error"):
+            _out(f"          phase error: {res['error']}")
+        m = res.get("machine")
+        if m:
+            _out(f"          machine busy {m['busy_cores']:.2f} of 2 cores (ours {m['ours_cores']:.2f}, other {m['other_cores']:.2f}); phase {res['wall_s']:.0f} s")
+        return res
+
+    def save(self) -> None:
+        path = self.args.workdir / "results.json"
+        path.write_text(json.dumps(self.results, indent=1, default=str))
+
+
+def _out(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.report_only is not None:
+        results = json.loads(args.report_only.read_text())
+        write_report(results, args.doc, args.plot)
+        _out(f"report written: {args.doc}, {args.plot}")
+        return 0
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    runner = Runner(args)
+    res = runner.results
+    res["command"] = "python -m bench.run " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    res["started"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    res["machine"] = machine_info()
+    res["config"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+    from livedub.media.fixture import FixtureSpec, make_fixture
+
+    fixture = args.workdir / f"fixture-{args.duration_s:g}s.mp4"
+    if not fixture.exists():
+        _out(f"generating the {args.duration_s:g} s 720p30 fixture ...")
+        make_fixture(fixture, FixtureSpec(duration_s=args.duration_s))
+    _out("measuring codec floors ...")
+    res["floors"] = measure_floors(fixture, segment_s=args.segment_s)
+    runner.save()
+    cfg = Settings(
+        fixture=fixture,
+        duration_s=args.duration_s,
+        workdir=args.workdir,
+        window_segments=args.window_segments,
+        stagger_s=args.stagger_s,
+        latency_streams=args.latency_streams,
+    )
+    seg = args.segment_s
+    delay = seg + args.added_delay_s
+
+    if args.compare_n > 0:
+        groups = [Group(t, "worker", args.compare_n, t, seg, delay) for t in ("m4a", "flac", "wav")]
+        groups.append(Group("passthrough", "passthrough", args.compare_n, "m4a", seg, delay))
+        phase = Phase("transports", groups)
+        if runner.fits(phase, cfg):
+            runner.run(phase, cfg)
+
+    last_ok: int | None = None
+    first_fail: int | None = None
+    for n in args.series:
+        wphase = Phase(f"series-{n}-workers", [Group(args.transport, "worker", n, args.transport, seg, delay)])
+        bphase = Phase(f"series-{n}-baseline", [Group("baseline", "baseline", n, segment_s=seg)])
+        if not (runner.fits(wphase, cfg) and runner.fits(bphase, cfg)):
+            break
+        w = runner.run(wphase, cfg)
+        runner.run(bphase, cfg)
+        ok = bool(w.get("groups_result")) and all(g.get("keeps_up") for g in w["groups_result"])
+        if ok:
+            last_ok = n
+        elif first_fail is None:
+            first_fail = n
+            if not args.no_stop:
+                break
+    if args.target_n and first_fail is not None and (last_ok or 0) < args.target_n < first_fail:
+        n = args.target_n
+        wphase = Phase(f"series-{n}-workers", [Group(args.transport, "worker", n, args.transport, seg, delay)])
+        bphase = Phase(f"series-{n}-baseline", [Group("baseline", "baseline", n, segment_s=seg)])
+        if runner.fits(wphase, cfg) and runner.fits(bphase, cfg):
+            runner.run(wphase, cfg)
+            runner.run(bphase, cfg)
+
+    if args.lowlat_n > 0:
+        ls = args.lowlat_segment_s
+        groups = [
+            Group(f"seg{ls:g}s".replace(".", "_"), "worker", args.lowlat_n, args.transport, ls, ls + args.lowlat_added_s),
+            Group(f"seg{seg:g}s".replace(".", "_"), "worker", args.lowlat_n, args.transport, seg, seg + args.lowlat_added_s),
+        ]
+        phase = Phase("low-latency", groups)
+        if runner.fits(phase, cfg):
+            runner.run(phase, cfg)
+
+    if not args.no_profile:
+        groups = [
+            Group("m4a", "worker", 1, "m4a", seg, delay),
+            Group("flac", "worker", 1, "flac", seg, delay),
+            Group("passthrough", "passthrough", 1, "m4a", seg, delay),
+        ]
+        phase = Phase("profile", groups, profile=True)
+        if runner.fits(phase, cfg):
+            runner.run(phase, cfg, Profiler(args.workdir / "profile"))
+
+    res["total_wall_s"] = round(runner.elapsed(), 1)
+    runner.save()
+    write_report(res, args.doc, args.plot)
+    _out(f"done in {runner.elapsed():.0f} s: {args.doc}, {args.plot}, {args.workdir / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
