@@ -341,7 +341,9 @@ def test_cli_ready_line_and_clean_stop(sig: signal.Signals, tmp_path: Path) -> N
         took = time.monotonic() - t0
         assert lines and lines[0].startswith("media-server ready"), (lines, proc.poll())
         assert f"rtsp=rtsp://127.0.0.1:{rtsp}/" in lines[0] and "streams=a,b" in lines[0]
-        assert took < 2.0, f"process start → ready line took {took:.2f} s"
+        # Includes the Python interpreter's start-up; the server's own start (< 2 s) is asserted
+        # above on `start()`. Loose here so a loaded CI machine does not fail a correct server.
+        assert took < 5.0, f"process start → ready line took {took:.2f} s"
         children = [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
         assert len(children) >= 3, children
         proc.send_signal(sig)
