@@ -55,7 +55,8 @@ def test_fragment_tracker_timeout_triggers_fallback(stream_factory) -> None:  # 
         run = stream_factory(sid)
         run.start_recorder()
         run.publish()
-        run.start_worker(["--max-inflight", "1"])
+        # D = 20 s: the tracker's 8 s timeout, not the output deadline, must be what ends fragment 0.
+        run.start_worker(["--max-inflight", "1", "--output-delay-s", "20"])
         labels = {"stream_id": sid}
         run.metrics.wait_for("worker_inflight_fragments", labels, lambda v: v == 1, 20)
         # The first fragment got the 12 s delay; later ones get none (but are delivered in order,
