@@ -82,6 +82,7 @@ class Settings:
     analyze_max: int = 64
     baseline_up_s: float = 3.0
     up_timeout_s: float = 40.0
+    input_protocol: str = "rtsp"  # how publishers publish and pipelines read live/<id>/in
 
 
 def free_port() -> int:
@@ -260,9 +261,10 @@ def turnarounds_ms(log_path: Path) -> list[float]:
 def _pipeline_argv(st: _Stream, sts_url: str | None) -> list[str]:
     g = st.group
     if g.kind == "baseline":
+        in_opts = ["-rtsp_transport", "tcp"] if st.in_url.startswith("rtsp://") else []
         return [
             FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin",
-            "-rtsp_transport", "tcp", "-i", st.in_url,
+            *in_opts, "-i", st.in_url,
             "-c:v", "copy", "-c:a", "aac", "-f", "flv", st.out_url,
         ]  # fmt: skip
     assert st.metrics_port is not None
@@ -299,10 +301,15 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
     streams: list[_Stream] = []
     for g in phase.groups:
         for sid in g.ids():
+            in_url = (
+                f"rtsp://127.0.0.1:{rtsp}/live/{sid}/in"
+                if cfg.input_protocol == "rtsp"
+                else f"rtmp://127.0.0.1:{rtmp}/live/{sid}/in"
+            )
             st = _Stream(
                 sid=sid,
                 group=g,
-                in_url=f"rtsp://127.0.0.1:{rtsp}/live/{sid}/in",
+                in_url=in_url,
                 out_url=f"rtmp://127.0.0.1:{rtmp}/live/{sid}/out",
             )
             if g.kind != "baseline":
@@ -328,11 +335,12 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
                 sts_urls[g.label] = f"http://127.0.0.1:{port}"
         for url in sts_urls.values():
             _wait(lambda u=url: _http_ok(f"{u}/health"), 30, f"echo STS {url}")
+        out_fmt = ["-f", "rtsp", "-rtsp_transport", "tcp"] if cfg.input_protocol == "rtsp" else ["-f", "flv"]
         for st in streams:
             procs.spawn(
                 "publisher", st.group.label, f"pub-{st.sid}",
                 [FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin", "-re", "-i", str(cfg.fixture),
-                 "-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", st.in_url],
+                 "-c", "copy", *out_fmt, st.in_url],
             )  # fmt: skip
         t_pub0 = time.monotonic()
         _wait(lambda: all(f"live/{s.sid}/in" in ms.ready_paths for s in streams), 30, "every publisher")
@@ -558,6 +566,8 @@ def _group_result(
     lat = [v for s in gs for v in (probe.get(s.sid, {}).get("latency_ms") or [])]
     out["e2e_latency_ms"] = _dist(lat)
     out["e2e_streams"] = sum(1 for s in gs if probe.get(s.sid, {}).get("latency_ms"))
+    lags = [v for s in gs if (v := probe.get(s.sid, {}).get("in_open_lag_ms")) is not None]
+    out["input_open_lag_ms"] = _dist(lags)
     return out
 
 

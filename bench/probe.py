@@ -28,6 +28,9 @@ import av
 
 SLICE_TYPES = (1, 5)  # coded slice, IDR slice
 RETRY_S = 0.3
+# Packets a reader returns right after opening were buffered while libav probed the stream: their
+# arrival stamps are late. Only frames that reached both readers this long after they started count.
+SETTLE_S = 3.0
 
 
 def _nal_units(data: bytes) -> list[bytes]:
@@ -76,6 +79,8 @@ class _Side(threading.Thread):
         self.packets = 0
         self.error: str | None = None
         self.first_s: float | None = None
+        self.first_offset_s: float | None = None  # arrival − pts of the first packet returned
+        self.min_offset_s: float | None = None  # smallest arrival − pts seen
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -100,6 +105,11 @@ class _Side(threading.Thread):
                     self.packets += 1
                     if self.first_s is None:
                         self.first_s = now
+                    if packet.pts is not None and packet.time_base is not None:
+                        off = now - float(packet.pts * packet.time_base)
+                        if self.first_offset_s is None:
+                            self.first_offset_s = off
+                        self.min_offset_s = off if self.min_offset_s is None else min(self.min_offset_s, off)
                     if key is not None and key not in self.arrivals:
                         self.arrivals[key] = now
                         self.order.append(key)
@@ -120,21 +130,34 @@ def _options(url: str) -> dict[str, str]:
     return {"rtsp_transport": "tcp"} if url.startswith("rtsp://") else {}
 
 
+def _lag_ms(side: _Side) -> float | None:
+    if side.first_offset_s is None or side.min_offset_s is None:
+        return None
+    return round((side.first_offset_s - side.min_offset_s) * 1000.0, 1)
+
+
 def _result(streams: dict[str, tuple[_Side, _Side]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for sid, (inp, outp) in streams.items():
         lat = []
         in_arr = dict(inp.arrivals)
+        in_from = (inp.first_s or 0.0) + SETTLE_S
+        out_from = (outp.first_s or 0.0) + SETTLE_S
         for key in list(outp.order):
             t_in = in_arr.get(key)
-            if t_in is not None:
-                lat.append(round((outp.arrivals[key] - t_in) * 1000.0, 2))
+            t_out = outp.arrivals[key]
+            if t_in is not None and t_in >= in_from and t_out >= out_from:
+                lat.append(round((t_out - t_in) * 1000.0, 2))
         out[sid] = {
             "latency_ms": lat,
             "in_packets": inp.packets,
             "out_packets": outp.packets,
             "in_first_s": inp.first_s,
             "out_first_s": outp.first_s,
+            # How late the first packets were handed out (buffered while libav probed the stream):
+            # a reader that anchors its clock on its first packet is late by this much.
+            "in_open_lag_ms": _lag_ms(inp),
+            "out_open_lag_ms": _lag_ms(outp),
             "in_error": inp.error,
             "out_error": outp.error,
         }

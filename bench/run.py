@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series", type=_ints, default=[1, 2, 4, 8, 16, 32], help="N values (default 1,2,4,8,16,32)")
     p.add_argument("--target-n", type=int, default=20, help="also try this N when the series passes below and fails above it (default 20; 0: off)")
     p.add_argument("--no-stop", action="store_true", help="run the whole series even after an N that does not keep up")
+    p.add_argument("--refine-steps", type=int, default=2, help="bisection steps between the last N that kept up and the first that did not (default 2)")
     p.add_argument("--duration-s", type=float, default=45.0, help="fixture length = how long each stream is published (default 45)")
     p.add_argument("--segment-s", type=float, default=6.0, help="worker segment length (default 6)")
     p.add_argument("--added-delay-s", type=float, default=1.0, help="D = segment + this (default 1.0)")
@@ -58,9 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-n", type=int, default=2, help="streams per transport in the transports phase (default 2; 0: skip)")
     p.add_argument("--lowlat-n", type=int, default=2, help="streams in the low-latency phase (default 2; 0: skip)")
     p.add_argument("--lowlat-segment-s", type=float, default=1.0, help="segment of the low-latency phase (default 1)")
-    p.add_argument("--lowlat-added-s", type=float, default=0.5, help="D − segment in the low-latency phase (default 0.5)")
+    p.add_argument("--lowlat-added-s", type=float, default=0.4, help="D − segment in the low-latency phase (default 0.4)")
+    p.add_argument("--input-protocol", choices=("rtsp", "rtmp"), default="rtsp", help="publish and read live/<id>/in over RTSP (default; the GStreamer relay) or RTMP (nginx)")
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy profile phase")
-    p.add_argument("--budget-s", type=float, default=840.0, help="skip optional phases that would end after this (default 840)")
+    p.add_argument("--budget-s", type=float, default=780.0, help="skip phases that would end after this many seconds (default 780: `make bench` ≤ 15 min with set-up)")
     p.add_argument("--workdir", type=Path, default=ROOT / "var" / "bench", help="default var/bench")
     p.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md", help="report (default docs/performance.md)")
     p.add_argument("--plot", type=Path, default=ROOT / "docs" / "performance.png", help="plot (default docs/performance.png)")
@@ -190,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         window_segments=args.window_segments,
         stagger_s=args.stagger_s,
         latency_streams=args.latency_streams,
+        input_protocol=args.input_protocol,
     )
     seg = args.segment_s
     delay = seg + args.added_delay_s
@@ -197,39 +200,64 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare_n > 0:
         groups = [Group(t, "worker", args.compare_n, t, seg, delay) for t in ("m4a", "flac", "wav")]
         groups.append(Group("passthrough", "passthrough", args.compare_n, "m4a", seg, delay))
+        groups.append(Group("baseline", "baseline", args.compare_n, segment_s=seg))
         phase = Phase("transports", groups)
         if runner.fits(phase, cfg):
             runner.run(phase, cfg)
 
     last_ok: int | None = None
     first_fail: int | None = None
+
+    def series_phases(n: int, baseline: bool = True) -> list[Phase]:
+        phases = [Phase(f"series-{n}-workers", [Group(args.transport, "worker", n, args.transport, seg, delay)])]
+        if baseline:
+            phases.append(Phase(f"series-{n}-baseline", [Group("baseline", "baseline", n, segment_s=seg)]))
+        return phases
+
+    def run_n(n: int, baseline: bool = True) -> bool | None:
+        """Run N streams; True/False = kept up or not; None = skipped for the budget."""
+        phases = series_phases(n, baseline)
+        if not all(runner.fits(ph, cfg) for ph in phases):
+            return None
+        w = runner.run(phases[0], cfg)
+        for ph in phases[1:]:
+            runner.run(ph, cfg)
+        return bool(w.get("groups_result")) and all(g.get("keeps_up") for g in w["groups_result"])
+
     for n in args.series:
-        wphase = Phase(f"series-{n}-workers", [Group(args.transport, "worker", n, args.transport, seg, delay)])
-        bphase = Phase(f"series-{n}-baseline", [Group("baseline", "baseline", n, segment_s=seg)])
-        if not (runner.fits(wphase, cfg) and runner.fits(bphase, cfg)):
+        ok = run_n(n)
+        if ok is None:
             break
-        w = runner.run(wphase, cfg)
-        runner.run(bphase, cfg)
-        ok = bool(w.get("groups_result")) and all(g.get("keeps_up") for g in w["groups_result"])
         if ok:
             last_ok = n
-        elif first_fail is None:
+        elif first_fail is None or n < first_fail:
             first_fail = n
             if not args.no_stop:
                 break
+    # Narrow the capacity down between the last N that kept up and the first that did not
+    # (workers only: the baseline's cost per stream does not depend on N).
+    for _ in range(args.refine_steps):
+        if last_ok is None or first_fail is None or first_fail - last_ok <= max(1, last_ok // 4):
+            break
+        mid = (last_ok + first_fail) // 2
+        ok = run_n(mid, baseline=False)
+        if ok is None:
+            break
+        if ok:
+            last_ok = mid
+        else:
+            first_fail = mid
     if args.target_n and first_fail is not None and (last_ok or 0) < args.target_n < first_fail:
-        n = args.target_n
-        wphase = Phase(f"series-{n}-workers", [Group(args.transport, "worker", n, args.transport, seg, delay)])
-        bphase = Phase(f"series-{n}-baseline", [Group("baseline", "baseline", n, segment_s=seg)])
-        if runner.fits(wphase, cfg) and runner.fits(bphase, cfg):
-            runner.run(wphase, cfg)
-            runner.run(bphase, cfg)
+        run_n(args.target_n, baseline=False)
+    res["capacity"] = {"most_kept_up": last_ok, "first_not": first_fail}
 
     if args.lowlat_n > 0:
         ls = args.lowlat_segment_s
+        added = args.lowlat_added_s
         groups = [
-            Group(f"seg{ls:g}s".replace(".", "_"), "worker", args.lowlat_n, args.transport, ls, ls + args.lowlat_added_s),
-            Group(f"seg{seg:g}s".replace(".", "_"), "worker", args.lowlat_n, args.transport, seg, seg + args.lowlat_added_s),
+            Group(f"m4a-{ls:g}s".replace(".", "_"), "worker", args.lowlat_n, "m4a", ls, ls + added),
+            Group(f"flac-{seg:g}s".replace(".", "_"), "worker", args.lowlat_n, "flac", seg, seg + added),
+            Group(f"m4a-{seg:g}s".replace(".", "_"), "worker", args.lowlat_n, "m4a", seg, seg + added),
         ]
         phase = Phase("low-latency", groups)
         if runner.fits(phase, cfg):

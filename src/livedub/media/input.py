@@ -139,13 +139,15 @@ class _Handoff:
 
     The event loop is only woken when the consumer is actually waiting, and waiting costs one
     future and one timer (no task per item): the reader may deliver ~100 items a second. While
-    items keep coming the consumer takes them in ticks of HANDOFF_TICK_S and is not woken at all.
+    items of a real-time input keep coming the consumer takes them in ticks of `tick_s` and is not
+    woken at all.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int, tick_s: float = 0.0) -> None:
         self._q: queue.Queue[object] = queue.Queue(maxsize)
         self._loop = loop
         self._waiter: asyncio.Future[None] | None = None
+        self._tick_s = tick_s  # 0: woken per item (inputs read as fast as possible)
         self._last_item_s = -float("inf")  # loop time of the last item taken
         self.stop = threading.Event()
 
@@ -186,8 +188,8 @@ class _Handoff:
                 self._last_item_s = loop.time()
                 return item
             now = loop.time()
-            if now - self._last_item_s < HANDOFF_IDLE_S and now < deadline and not self.stop.is_set():
-                await asyncio.sleep(min(HANDOFF_TICK_S, deadline - now))  # flowing: take them in ticks
+            if self._tick_s > 0 and now - self._last_item_s < HANDOFF_IDLE_S and now < deadline and not self.stop.is_set():
+                await asyncio.sleep(min(self._tick_s, deadline - now))  # flowing: take them in ticks
                 continue
             fut: asyncio.Future[None] = loop.create_future()
             self._waiter = fut
@@ -495,7 +497,9 @@ class MediaInput:
 
     async def _run_reader(self, gen: int) -> AsyncIterator[object]:
         loop = asyncio.get_running_loop()
-        handoff = _Handoff(loop, self.settings.read_ahead_items)
+        # Real-time inputs (live, or paced files) deliver items spread out in time: take them in ticks.
+        tick_s = HANDOFF_TICK_S if (self.realtime or is_live(self.url)) else 0.0
+        handoff = _Handoff(loop, self.settings.read_ahead_items, tick_s)
         self._handoff = handoff
         reader = _Reader(
             generation=gen,
