@@ -198,8 +198,8 @@ def render(results: dict[str, Any]) -> str:
     lines += [
         "### Measurement tools (not part of either pipeline), ms per stream-second",
         "",
-        "| phase | publishers (ffmpeg -re) | recorders (ffmpeg copy) | latency probe | media server (nginx + RTSP relay) | bench process | machine busy / other load (cores) |",
-        "|---|---|---|---|---|---|---|",
+        "| phase | publishers (ffmpeg -re) | recorders (ffmpeg copy) | latency probe | media server (nginx + RTSP relay) | bench process | machine busy / other load (cores) | waited for quiet (s) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for ph in results.get("phases", []):
         t = ph.get("tools_ms_per_stream_s")
@@ -208,7 +208,8 @@ def render(results: dict[str, Any]) -> str:
         mach = ph.get("machine") or {}
         lines.append(
             f"| {ph['name']} | {_f(t['publisher'])} | {_f(t['recorder'])} | {_f(t['probe'])} | {_f(t['media-server'])} | "
-            f"{_f(t['bench'])} | {_f(mach.get('busy_cores'), '.2f')} / {_f(mach.get('other_cores'), '.2f')} |"
+            f"{_f(t['bench'])} | {_f(mach.get('busy_cores'), '.2f')} / {_f(mach.get('other_cores'), '.2f')} | "
+            f"{_f((ph.get('quiet') or {}).get('waited_s'), '.0f')} |"
         )
     lines += [""]
 
