@@ -83,6 +83,7 @@ class Settings:
     baseline_up_s: float = 3.0
     up_timeout_s: float = 40.0
     input_protocol: str = "rtsp"  # how publishers publish and pipelines read live/<id>/in
+    spread: bool = True  # stream starts spread over one segment period (see run_phase)
 
 
 def free_port() -> int:
@@ -280,6 +281,15 @@ def _pipeline_argv(st: _Stream, sts_url: str | None) -> list[str]:
     return argv
 
 
+def _start_pipeline(st: _Stream, procs: ProcSet, sts_urls: dict[str, str]) -> None:
+    st.pipeline = procs.spawn(
+        st.group.kind if st.group.kind == "baseline" else "worker",
+        st.group.label, f"{st.group.kind}-{st.sid}",
+        _pipeline_argv(st, sts_urls.get(st.group.label)),
+    )  # fmt: skip
+    st.started_s = time.monotonic()
+
+
 def _window_unit_s(groups: list[Group]) -> float:
     """The window is a whole number of every group's segment length (periodic work)."""
     segs = [g.segment_s for g in groups if g.kind != "baseline"] or [6.0]
@@ -335,31 +345,42 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
                 sts_urls[g.label] = f"http://127.0.0.1:{port}"
         for url in sts_urls.values():
             _wait(lambda u=url: _http_ok(f"{u}/health"), 30, f"echo STS {url}")
-        out_fmt = ["-f", "rtsp", "-rtsp_transport", "tcp"] if cfg.input_protocol == "rtsp" else ["-f", "flv"]
-        for st in streams:
-            procs.spawn(
-                "publisher", st.group.label, f"pub-{st.sid}",
-                [FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin", "-re", "-i", str(cfg.fixture),
-                 "-c", "copy", *out_fmt, st.in_url],
-            )  # fmt: skip
-        t_pub0 = time.monotonic()
-        _wait(lambda: all(f"live/{s.sid}/in" in ms.ready_paths for s in streams), 30, "every publisher")
-        # Latency probe on a few streams of each group (it reads the input and the output).
+        # Latency probe on a few streams of each group (it reads the input and the output). It
+        # starts first, so that its input readers attach as each stream is published, before the
+        # pipeline: a reader joining a path later disturbs the readers already there (see
+        # docs/performance.md, "RTSP relay").
         probe_args: list[str] = []
         for g in phase.groups:
             for st in [s for s in streams if s.group is g][: cfg.latency_streams]:
                 probe_args += ["--stream", st.sid, st.in_url, st.out_url]
         if probe_args:
             procs.spawn("probe", "tools", "probe", [PY, "-m", "bench.probe", "--out", str(probe_out), *probe_args])
+        out_fmt = ["-f", "rtsp", "-rtsp_transport", "tcp"] if cfg.input_protocol == "rtsp" else ["-f", "flv"]
+        # Independent streams: publisher i starts `slot` seconds after publisher i-1, and its
+        # pipeline right after it is published. With `spread`, the starts cover one segment period,
+        # so the streams' segment boundaries (and the CPU bursts at each) are spread out as for
+        # real, unrelated broadcasts; without it every stream starts together (worst case: all
+        # segments end, and are encoded, at the same moments).
+        unit = _window_unit_s(phase.groups)
+        slot = max(cfg.stagger_s, unit / len(streams)) if cfg.spread else 0.0
+        t_pub0 = time.monotonic()
         for i, st in enumerate(streams):
-            if i and cfg.stagger_s > 0:
-                time.sleep(cfg.stagger_s)
-            st.pipeline = procs.spawn(
-                st.group.kind if st.group.kind == "baseline" else "worker",
-                st.group.label, f"{st.group.kind}-{st.sid}",
-                _pipeline_argv(st, sts_urls.get(st.group.label)),
+            _sleep_until(t_pub0 + i * slot)
+            procs.spawn(
+                "publisher", st.group.label, f"pub-{st.sid}",
+                [FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin", "-re", "-i", str(cfg.fixture),
+                 "-c", "copy", *out_fmt, st.in_url],
             )  # fmt: skip
-            st.started_s = time.monotonic()
+            if not cfg.spread:
+                continue
+            _wait(lambda sid=st.sid: f"live/{sid}/in" in ms.ready_paths, 30, f"publisher of {st.sid}")
+            _start_pipeline(st, procs, sts_urls)
+        _wait(lambda: all(f"live/{s.sid}/in" in ms.ready_paths for s in streams), 30, "every publisher")
+        if not cfg.spread:
+            for i, st in enumerate(streams):
+                if i and cfg.stagger_s > 0:
+                    time.sleep(cfg.stagger_s)
+                _start_pipeline(st, procs, sts_urls)
         scraper.start()
 
         # Recorders, started once each output is live; wait until all are.
@@ -377,7 +398,6 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
         missing = [s.sid for s in streams if s.up_s is None]
         if missing:
             raise RuntimeError(f"outputs never went live: {', '.join(missing[:8])}")
-        unit = _window_unit_s(phase.groups)
         t_a = max(s.up_s for s in streams if s.up_s is not None) + cfg.warmup_s
         t_input_end = t_pub0 + cfg.duration_s - 1.0
         k = min(cfg.window_segments, math.floor((t_input_end - t_a) / unit))

@@ -93,6 +93,7 @@ def render(results: dict[str, Any]) -> str:
     lines: list[str] = [BEGIN, ""]
     m = results.get("machine", {})
     cfg = results.get("config", {})
+    proto = "RTMP" if cfg.get("input_protocol") == "rtmp" else "RTSP/TCP"
     lines += [
         "### Run",
         "",
@@ -103,10 +104,15 @@ def render(results: dict[str, Any]) -> str:
         f"PyAV {m.get('pyav', '?')} (libavcodec {m.get('pyav_ffmpeg', '?')}), {m.get('ffmpeg_cli', '?')}, "
         f"{m.get('nginx', '?')}.",
         f"- Streams: the {_f(cfg.get('duration_s'), 'g')} s 720p30 H.264 + AAC 48 kHz stereo 128 kb/s fixture "
-        f"(`livedub make-fixture`), published in real time by `ffmpeg -re -c copy` over RTSP/TCP to the "
-        f"embedded media server; workers read `live/<id>/in` over RTSP and publish `live/<id>/out` over RTMP; "
+        f"(`livedub make-fixture`), published in real time by `ffmpeg -re -c copy` over {proto} to the "
+        f"embedded media server; pipelines read `live/<id>/in` over {proto} and publish `live/<id>/out` over RTMP; "
         f"segment {_f(cfg.get('segment_s'), 'g')} s, D = segment + {_f(cfg.get('added_delay_s'), 'g')} s, "
-        f"pipelines started {_f(cfg.get('stagger_s'), 'g')} s apart.",
+        + (
+            "every publisher started at once (segment boundaries of all streams coincide: worst case)."
+            if cfg.get("aligned")
+            else "stream starts spread over one segment period (at least "
+            f"{_f(cfg.get('stagger_s'), 'g')} s apart), so that segment boundaries fall at unrelated times as for independent broadcasts."
+        ),
         "- CPU = user + system CPU-seconds from /proc (psutil) per stream-second, over a window of "
         f"{cfg.get('window_segments', '?')} whole segments once every output is live (start-up and "
         "imports excluded). \"worker\" includes the echo STS's share (one STS per group).",

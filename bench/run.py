@@ -5,9 +5,11 @@ Phases (each with its own media server, echo STS, real-time ffmpeg publishers an
    passthrough (no STS), side by side, each group with its own echo STS;
 2. series — N = 1, 2, 4, … concurrent streams through m4a workers + echo STS, then the same N
    streams through the baseline relay `ffmpeg -i IN -c:v copy -c:a aac -f flv OUT`; stops after
-   the first N that does not keep up (then tries `--target-n` if it lies in between);
+   the first N that does not keep up;
 3. low latency — short segments and D = segment + a few hundred ms;
-4. profile — py-spy on one worker of each kind.
+4. profile — py-spy on one worker of each kind;
+5. capacity — bisection between the last N that kept up and the first that did not (workers
+   only), with the time left.
 Every figure is CPU-seconds per stream-second over a window of whole segments in steady state
 (start-up excluded). Results: var/bench/results.json; report: docs/performance.md (+ PNG plot).
 A time budget (`--budget-s`) skips the optional phases that would not fit.
@@ -51,12 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-n", type=int, default=20, help="also try this N when the series passes below and fails above it (default 20; 0: off)")
     p.add_argument("--no-stop", action="store_true", help="run the whole series even after an N that does not keep up")
     p.add_argument("--refine-steps", type=int, default=2, help="bisection steps between the last N that kept up and the first that did not (default 2)")
-    p.add_argument("--duration-s", type=float, default=45.0, help="fixture length = how long each stream is published (default 45)")
+    p.add_argument("--duration-s", type=float, default=50.0, help="fixture length = how long each stream is published (default 50)")
     p.add_argument("--segment-s", type=float, default=6.0, help="worker segment length (default 6)")
     p.add_argument("--added-delay-s", type=float, default=1.0, help="D = segment + this (default 1.0)")
     p.add_argument("--transport", default="m4a", choices=("m4a", "flac", "wav"), help="transport of the series (default m4a)")
     p.add_argument("--window-segments", type=int, default=4, help="measurement window in whole segments (default 4)")
-    p.add_argument("--stagger-s", type=float, default=0.25, help="delay between two pipeline starts (default 0.25)")
+    p.add_argument("--stagger-s", type=float, default=0.25, help="least delay between two stream starts (default 0.25)")
+    p.add_argument("--aligned", action="store_true", help="start every publisher at once (segment boundaries of all streams coincide: worst case) instead of spreading the starts over one segment")
     p.add_argument("--latency-streams", type=int, default=2, help="streams per group read by the latency probe (default 2)")
     p.add_argument("--compare-n", type=int, default=2, help="streams per transport in the transports phase (default 2; 0: skip)")
     p.add_argument("--lowlat-n", type=int, default=2, help="streams in the low-latency phase (default 2; 0: skip)")
@@ -110,7 +113,8 @@ def _estimate_s(phase: Phase, cfg: Settings) -> float:
     has_worker = any(g.kind != "baseline" for g in phase.groups)
     delay = max((g.delay_s for g in phase.groups if g.kind != "baseline"), default=0.0)
     unit = max(g.segment_s for g in phase.groups)
-    live = n * cfg.stagger_s + (delay + 4.0 if has_worker else cfg.baseline_up_s) + cfg.warmup_s
+    spread = max(n * cfg.stagger_s, unit if cfg.spread else 0.0)
+    live = spread + (delay + 4.0 if has_worker else cfg.baseline_up_s) + cfg.warmup_s
     return 8.0 + live + min(cfg.window_segments * unit, cfg.duration_s) + 6.0 + 0.5 * n
 
 
@@ -230,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         stagger_s=args.stagger_s,
         latency_streams=args.latency_streams,
         input_protocol=args.input_protocol,
+        spread=not args.aligned,
     )
     seg = args.segment_s
     delay = seg + args.added_delay_s
@@ -281,23 +286,6 @@ def main(argv: list[str] | None = None) -> int:
             first_fail = n
             if not args.no_stop:
                 break
-    # Narrow the capacity down between the last N that kept up and the first that did not
-    # (workers only: the baseline's cost per stream does not depend on N).
-    for _ in range(args.refine_steps):
-        if last_ok is None or first_fail is None or first_fail - last_ok <= max(1, last_ok // 4):
-            break
-        mid = (last_ok + first_fail) // 2
-        ok = run_n(mid, baseline=False)
-        if ok is None:
-            break
-        if ok:
-            last_ok = mid
-        else:
-            first_fail = mid
-    if args.target_n and first_fail is not None and (last_ok or 0) < args.target_n < first_fail:
-        run_n(args.target_n, baseline=False)
-    res["capacity"] = {"most_kept_up": last_ok, "first_not": first_fail}
-
     if args.lowlat_n > 0:
         ls = args.lowlat_segment_s
         added = args.lowlat_added_s
@@ -319,6 +307,23 @@ def main(argv: list[str] | None = None) -> int:
         phase = Phase("profile", groups, profile=True)
         if runner.fits(phase, cfg):
             runner.run(phase, cfg, Profiler(args.workdir / "profile"))
+
+    # Narrow the capacity down between the last N that kept up and the first that did not
+    # (workers only: the baseline's cost per stream does not depend on N).
+    for _ in range(args.refine_steps):
+        if last_ok is None or first_fail is None or first_fail - last_ok <= max(1, last_ok // 4):
+            break
+        mid = (last_ok + first_fail) // 2
+        ok = run_n(mid, baseline=False)
+        if ok is None:
+            break
+        if ok:
+            last_ok = mid
+        else:
+            first_fail = mid
+    if args.target_n and first_fail is not None and (last_ok or 0) < args.target_n < first_fail:
+        run_n(args.target_n, baseline=False)
+    res["capacity"] = {"most_kept_up": last_ok, "first_not": first_fail}
 
     res["total_wall_s"] = round(runner.elapsed(), 1)
     runner.save()
