@@ -55,6 +55,7 @@ class Group:
     transport: str = "m4a"
     segment_s: float = 6.0
     delay_s: float = 7.0
+    extra_args: tuple[str, ...] = ()  # more `livedub worker` flags for this group
 
     def ids(self) -> list[str]:
         return [f"{self.label}-{i}" for i in range(self.n)]
@@ -278,7 +279,7 @@ def _pipeline_argv(st: _Stream, sts_url: str | None) -> list[str]:
     ]  # fmt: skip
     if g.kind == "passthrough":
         argv.append("--passthrough")
-    return argv
+    return [*argv, *g.extra_args]
 
 
 def _start_pipeline(st: _Stream, procs: ProcSet, sts_urls: dict[str, str]) -> None:

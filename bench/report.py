@@ -180,7 +180,7 @@ def render(results: dict[str, Any]) -> str:
     ll = _phase(results, "low-latency")
     if ll and ll.get("groups_result"):
         lines += [
-            "### Low latency (D = segment + added delay)",
+            f"### Low latency (D = segment + {_f(cfg.get('lowlat_added_s'), 'g')} s, workers with `--deadline-margin-s {_f(cfg.get('lowlat_margin_s'), 'g')}`)",
             "",
             "| group | segment s | D s | output delay p50 / p95 ms | added latency p95 ms (delay − segment) | "
             "e2e p50 / p95 ms | e2e − D p50 ms | input open lag ms | STS turnaround p50 / p95 / max ms | "
@@ -226,7 +226,8 @@ def render(results: dict[str, Any]) -> str:
             "",
             "| step | ms/s |",
             "|---|---|",
-            f"| AAC encode, PyAV (the output's one encoder) | {_f(fl.get('pyav_aac_encode_ms_per_s'), '.2f')} |",
+            f"| AAC encode, PyAV (the output's one encoder; libav's default `aac_coder` twoloop) | {_f(fl.get('pyav_aac_encode_ms_per_s'), '.2f')} |",
+            f"| the same with `aac_coder` fast (not used: costlier on programme audio, cheaper only on noise) | {_f(fl.get('pyav_aac_encode_fast_ms_per_s'), '.2f')} |",
             f"| m4a fragment encode (`encode_pcm`) / decode (`decode_fragment`) | {_f(fl.get('m4a_encode_ms_per_s'), '.2f')} / {_f(fl.get('m4a_decode_ms_per_s'), '.2f')} |",
             f"| flac fragment encode / decode | {_f(fl.get('flac_encode_ms_per_s'), '.2f')} / {_f(fl.get('flac_decode_ms_per_s'), '.2f')} |",
             f"| wav fragment encode / decode | {_f(fl.get('wav_encode_ms_per_s'), '.2f')} / {_f(fl.get('wav_decode_ms_per_s'), '.2f')} |",

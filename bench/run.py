@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-n", type=int, default=2, help="streams per transport in the transports phase (default 2; 0: skip)")
     p.add_argument("--lowlat-n", type=int, default=2, help="streams in the low-latency phase (default 2; 0: skip)")
     p.add_argument("--lowlat-segment-s", type=float, default=1.0, help="segment of the low-latency phase (default 1)")
-    p.add_argument("--lowlat-added-s", type=float, default=0.4, help="D − segment in the low-latency phase (default 0.4)")
+    p.add_argument("--lowlat-added-s", type=float, default=0.45, help="D − segment in the low-latency phase (default 0.45)")
+    p.add_argument("--lowlat-margin-s", type=float, default=0.1, help="worker --deadline-margin-s in the low-latency phase (default 0.1)")
     p.add_argument("--input-protocol", choices=("rtsp", "rtmp"), default="rtsp", help="publish and read live/<id>/in over RTSP (default; the GStreamer relay) or RTMP (nginx)")
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy profile phase")
     p.add_argument("--quiet-below", type=float, default=0.3, help="before a phase, wait until other programs use fewer cores than this (default 0.3)")
@@ -289,10 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.lowlat_n > 0:
         ls = args.lowlat_segment_s
         added = args.lowlat_added_s
+        # A low-latency deployment also takes each segment's audio closer to its due time.
+        margin = ("--deadline-margin-s", f"{args.lowlat_margin_s:g}")
         groups = [
-            Group(f"m4a-{ls:g}s".replace(".", "_"), "worker", args.lowlat_n, "m4a", ls, ls + added),
-            Group(f"flac-{seg:g}s".replace(".", "_"), "worker", args.lowlat_n, "flac", seg, seg + added),
-            Group(f"m4a-{seg:g}s".replace(".", "_"), "worker", args.lowlat_n, "m4a", seg, seg + added),
+            Group(f"m4a-{ls:g}s".replace(".", "_"), "worker", args.lowlat_n, "m4a", ls, ls + added, margin),
+            Group(f"flac-{seg:g}s".replace(".", "_"), "worker", args.lowlat_n, "flac", seg, seg + added, margin),
+            Group(f"m4a-{seg:g}s".replace(".", "_"), "worker", args.lowlat_n, "m4a", seg, seg + added, margin),
         ]
         phase = Phase("low-latency", groups)
         if runner.fits(phase, cfg):

@@ -135,3 +135,18 @@ async def test_sts_unreachable_exits_with_its_code(fixture_12s: Path, tmp_path: 
     assert code in (0, 13)
     assert _metric(runner, "worker_audio_fragments_total", status="sent") == 0
     assert _metric(runner, "worker_segments_total", source="original") >= 1 or code == 13
+
+
+async def test_metrics_port_in_use_is_a_clear_usage_error(fixture_12s: Path, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        settings = WorkerSettings(
+            stream_id="it-port", input_url=str(fixture_12s), output_url=str(tmp_path / "o.mp4"),
+            sts_url="http://127.0.0.1:9", metrics_port=taken.getsockname()[1], paced=False,
+        )  # fmt: skip
+        code = await WorkerRunner(settings).run()
+    assert code == 2  # ExitCode.USAGE, logged as "cannot serve metrics", not a traceback
+    assert not (tmp_path / "o.mp4").exists()  # nothing was started

@@ -247,3 +247,38 @@ def test_output_delay_is_reported_per_segment() -> None:
     run_until(core, clock, 10.0, evs)
     assert len(delays) >= 2
     assert all(abs(d - 3.0) < 1e-6 for d in delays)
+
+
+def test_anchor_may_move_earlier_never_later() -> None:
+    core, *_ = make_core(delay_s=3.0)
+    core.set_anchor(100.0)
+    core.set_anchor(101.0)  # later: ignored (nothing already due is delayed)
+    assert core.w0 == 100.0
+    core.set_anchor(98.5)  # earlier (the live edge of a cached-GOP burst): taken
+    assert core.w0 == 98.5
+
+
+def _aac_packets(end_pad_samples: int, n_samples: int) -> list[int]:
+    """pts (in samples) of the packets a real AAC `StreamAudioEncoder` emits for `n_samples`."""
+    import io
+
+    import av
+
+    from livedub.media.output import StreamAudioEncoder
+
+    with av.open(io.BytesIO(), "w", format="adts") as c:
+        stream = c.add_stream("aac", rate=48_000, layout="stereo")
+        enc = StreamAudioEncoder(stream, 48_000, 2, end_pad_samples=end_pad_samples)
+        packets = enc.encode(np.ones((n_samples, 2), np.int16), 0) + enc.flush()
+    return [round(p.pts_ns * 48_000 / NS_PER_S) for p in packets]
+
+
+def test_end_padding_appends_silent_frames_after_the_last_real_one() -> None:
+    """RTSP outputs append 2 frames of silence (see MediaOutput._prepare): the real frames are
+    the same, followed by 2 more packets that a relay may hold back instead of the last real one."""
+    plain = _aac_packets(0, 3 * 1024)
+    padded = _aac_packets(2 * 1024, 3 * 1024)
+    assert plain == [-1024, 0, 1024, 2048]  # priming + 3 frames
+    assert padded == plain + [3072, 4096]
+    # A partial last frame is completed with the padding's first samples.
+    assert _aac_packets(2048, 3 * 1024 + 512)[-3:] == [3072, 4096, 5120]

@@ -10,9 +10,17 @@ from pydantic import ValidationError
 from livedub.cli import build_parser
 from livedub.media.errors import InvalidStreamId
 from livedub.media.fixture import FixtureSpec, marker_frames, segment_tone_hz, tone_segment_index
+from livedub.media.record import record_argv
 from livedub.media.segment_files import segment_paths
 from livedub.media.settings import MediaSettings, segment_samples
-from livedub.media.urls import input_options_for, is_live, output_format_for, tcp_endpoint
+from livedub.media.urls import (
+    input_options_for,
+    is_live,
+    libav_has_protocol,
+    missing_protocol,
+    output_format_for,
+    tcp_endpoint,
+)
 
 
 def test_defaults_follow_the_spec() -> None:
@@ -79,6 +87,27 @@ def test_url_helpers() -> None:
     assert tcp_endpoint("/tmp/a.mp4") is None
     with pytest.raises(ValueError):
         output_format_for("/tmp/a.unknown")
+
+
+def test_missing_protocols_are_found_without_io() -> None:
+    # Every libav has these; "srt" needs libsrt, which PyAV's wheels lack (then srt:// fails
+    # at once with exit code 12 as an output, 10 as an input: test_media_outputs.py).
+    assert libav_has_protocol("tcp") and libav_has_protocol("rtmp") and libav_has_protocol("udp")
+    assert not libav_has_protocol("nosuchprotocol")
+    assert missing_protocol("rtmp://127.0.0.1:1/live/x") is None
+    assert missing_protocol("rtsp://127.0.0.1:1/live/x") is None  # a (de)muxer, always there
+    assert missing_protocol("/tmp/a.mp4") is None and missing_protocol("file:///tmp/a.ts") is None
+    srt = "srt://127.0.0.1:1?mode=caller"
+    assert missing_protocol(srt) == (None if libav_has_protocol("srt") else "srt")
+
+
+def test_recorder_timeout_option_per_protocol(tmp_path: Path) -> None:
+    rtsp = record_argv("rtsp://h:8554/live/x/out", tmp_path / "o.mkv", rw_timeout_s=2)
+    i = rtsp.index("-i")
+    assert rtsp[i - 4 : i] == ["-rtsp_transport", "tcp", "-timeout", "2000000"]
+    assert "-rw_timeout" not in rtsp  # ffmpeg's RTSP demuxer refuses it: "Option rw_timeout not found"
+    rtmp = record_argv("rtmp://h/live/x/out", tmp_path / "o.mkv", rw_timeout_s=2)
+    assert rtmp[rtmp.index("-rw_timeout") + 1] == "2000000" and "-rtsp_transport" not in rtmp
 
 
 def test_segment_paths_cannot_escape(tmp_path: Path) -> None:

@@ -144,7 +144,9 @@ class OutputCore:
 
     # -- inputs -----------------------------------------------------------------------------
     def set_anchor(self, w0: float) -> None:
-        if self.w0 is None:
+        """Set W0, or move it earlier (the pipeline refines it to the input's live edge during
+        its first moments; a later W0 is never accepted, so nothing already due is delayed)."""
+        if self.w0 is None or w0 < self.w0:
             self.w0 = w0
 
     def set_audio_start(self, t0_ns: int) -> None:
@@ -339,10 +341,13 @@ class StreamAudioEncoder:
 
     lookahead_samples = ENCODER_LOOKAHEAD_SAMPLES
 
-    def __init__(self, stream: Any, sample_rate: int, channels: int) -> None:
+    def __init__(
+        self, stream: Any, sample_rate: int, channels: int, *, end_pad_samples: int = 0
+    ) -> None:
         self.stream = stream
         self.rate = sample_rate
         self.channels = channels
+        self.end_pad_samples = end_pad_samples  # silence after the end (MediaOutput._prepare)
         self.layout = layout_for(channels)
         self.time_base = Fraction(1, sample_rate)
         self._carry = np.zeros((0, channels), dtype=np.int16)
@@ -385,6 +390,9 @@ class StreamAudioEncoder:
 
     def flush(self) -> list[EncodedAudio]:
         out: list[EncodedAudio] = []
+        if self.end_pad_samples and self._next is not None:
+            pad = np.zeros((self.end_pad_samples, self.channels), dtype=np.int16)
+            out.extend(self.encode(pad, self._next + self._carry.shape[0]))
         if self._carry.shape[0] and self._next is not None:
             out.extend(self._wrap(self.stream.encode(self._frame(self._carry, self._next))))
             self._next += self._carry.shape[0]
@@ -562,6 +570,11 @@ class MediaOutput:
         s = self.settings
         try:
             fmt, opts = (s.output_format, {}) if s.output_format else output_format_for(self.url)
+            if is_live(self.url):
+                # OutputCore already writes the packets interleaved by timestamp, each at its
+                # time; libav's own interleaving queue would only hold packets back until the
+                # other stream has a later one (the last audio frames: until the output closes).
+                opts = {"max_interleave_delta": "1", **opts}
             opts = {**opts, **s.output_options}
             container = av.open(strip_file_scheme(self.url), "w", format=fmt, options=opts)
         except (av.FFmpegError, OSError, ValueError) as exc:
@@ -577,7 +590,13 @@ class MediaOutput:
             raise OutputFailed(f"cannot create output streams for {self.url}: {exc}") from exc
         self.container = container
         self._format = fmt
-        encoder = StreamAudioEncoder(astream, self.sample_rate, self.channels)
+        # RTSP: libav's RTP AAC packetiser sends a frame only when the next one arrives and drops
+        # the one it holds when the output closes, and a relay that depayloads and parses (the
+        # embedded one: GStreamer) holds one more until the stream ends, then may lose it as the
+        # publisher goes. Two frames of silence after the end carry the last real one out (the
+        # reader may get up to one frame, 21 ms, of that silence).
+        pad = 2 * AAC_FRAME if fmt == "rtsp" else 0
+        encoder = StreamAudioEncoder(astream, self.sample_rate, self.channels, end_pad_samples=pad)
         sink = _MuxSink(container, vstream, astream, keep_priming=fmt in ("mp4", "mov"))
         encoder.on_first_sample = sink.set_first_audio
         return encoder, sink
@@ -683,6 +702,7 @@ class MediaOutput:
                 now = self.clock.wall()
                 wake = min(self._connect_early(now), core.poll(now))
                 if core.done:
+                    self._linger()
                     break
                 with self._cond:
                     if not self._inbox and not self._abort and not self._kicked:
@@ -722,6 +742,16 @@ class MediaOutput:
             return connect_at
         target.ensure_connected()
         return math.inf
+
+    def _linger(self) -> None:
+        """A network output waits `output_linger_s` after its last packet before it hangs up: a
+        relay still forwarding the last packets when the publisher goes can lose them (the
+        embedded RTSP relay did, about 1 run in 2, without this and `max_interleave_delta`)."""
+        target = self._target
+        if target is None or not target.connected or not is_live(self.url):
+            return
+        with self._cond:
+            self._cond.wait_for(lambda: self._abort, timeout=self.settings.output_linger_s)
 
     def _close(self) -> None:
         if self.container is None:

@@ -32,7 +32,7 @@ from livedub.media.segment_files import SegmentFileWriter
 from livedub.media.settings import MediaSettings
 from livedub.media.sync import DriftCorrector
 from livedub.media.timeline import Timeline, TimestampRepairer
-from livedub.media.urls import is_live
+from livedub.media.urls import is_live, missing_protocol
 
 _log = logging.getLogger(__name__)
 
@@ -129,6 +129,9 @@ class MediaPipeline:
         self._repairer: TimestampRepairer[RawVideo] | None = None
         self._info: InputInfo | None = None
         self._w0: float | None = None
+        self._anchor_until = 0.0  # wall time until which W0 may still move earlier (see _anchor)
+        self._w0_first = 0.0
+        self._anchor_settled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = False
@@ -164,6 +167,7 @@ class MediaPipeline:
         self._output_done = asyncio.Event()
         code: ExitCode | int = ExitCode.OK
         try:
+            self._check_protocols()
             code = await self._read_loop()
         except NoAudioTrack as exc:
             self.log.error(str(exc), ctx={"url": self.settings.input_url})
@@ -187,6 +191,20 @@ class MediaPipeline:
             },
         )
         return int(code)
+
+    def _check_protocols(self) -> None:
+        """A URL whose protocol this libav lacks (`srt://`: PyAV's wheels have no libsrt) fails
+        at once with its exit code: retrying the input, or buffering D seconds before the
+        output connects, cannot help."""
+        s = self.settings
+        for url, error in ((s.input_url, InputUnavailable), (s.output_url, OutputFailed)):
+            proto = missing_protocol(url)
+            if proto is not None:
+                hint = " (it was built without libsrt)" if proto == "srt" else ""
+                raise error(
+                    f"{url}: the libav of this PyAV build has no '{proto}' protocol{hint}; "
+                    "use rtmp://, rtsp:// or a file"
+                )
 
     # -- reading ----------------------------------------------------------------------------
     async def _read_loop(self) -> ExitCode:
@@ -316,10 +334,32 @@ class MediaPipeline:
         self.observer.on_output_delay(self._delay_s)
 
     def _anchor(self, key_ns: int, read_wall: float) -> None:
+        """W0 = the wall time at which input-timeline 0 was (or would have been) read live.
+
+        The first packets of a connection are often old: a media server sends its cached GOP
+        in one burst, so `read_wall - pts` of the first packet overstates W0 by the cache depth
+        (up to a GOP), which would add to the latency. For `anchor_settle_s` after the first
+        packet (at most half of D, so nothing is due yet) W0 follows the smallest
+        `read_wall - pts` seen, i.e. the live edge; then it is fixed.
+        """
+        w = read_wall - key_ns / NS_PER_S
         if self._w0 is None:
-            self._w0 = read_wall - key_ns / NS_PER_S
-            assert self.output is not None
-            self.output.set_anchor(self._w0)
+            self._w0 = self._w0_first = w
+            self._anchor_until = read_wall + min(self.settings.anchor_settle_s, self._delay_s / 2)
+        elif read_wall > self._anchor_until:
+            if not self._anchor_settled:
+                self._anchor_settled = True
+                self.log.info(
+                    "output anchor settled",
+                    ctx={"moved_earlier_ms": round((self._w0_first - self._w0) * 1000, 1)},
+                )
+            return
+        elif w < self._w0 and self.settings.paced:
+            self._w0 = w
+        else:
+            return
+        assert self.output is not None
+        self.output.set_anchor(self._w0)
 
     def _on_video(self, ev: RawVideo) -> None:
         assert self._repairer is not None

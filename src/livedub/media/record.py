@@ -12,13 +12,21 @@ import subprocess
 import time
 from pathlib import Path
 
+from livedub.media.urls import scheme_of
+
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 
 
 def record_argv(url: str, out: Path, rw_timeout_s: float = 20.0) -> list[str]:
+    timeout_us = str(int(rw_timeout_s * 1_000_000))
+    if scheme_of(url) in ("rtsp", "rtsps"):
+        # RTSP is a demuxer, not a protocol: `-rw_timeout` is refused ("Option rw_timeout not
+        # found"); its socket timeout is `-timeout`, and it must use TCP like every other reader.
+        source = ["-rtsp_transport", "tcp", "-timeout", timeout_us]
+    else:
+        source = ["-rw_timeout", timeout_us]
     return [
-        FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin", "-y",
-        "-rw_timeout", str(int(rw_timeout_s * 1_000_000)),
+        FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin", "-y", *source,
         "-i", url, "-c", "copy", "-f", "matroska", str(out),
     ]  # fmt: skip
 

@@ -47,6 +47,16 @@ class MediaSettings(BaseModel):
         3.0, ge=0, description="a paced network output connects this long before its first packet "
         "(not earlier: media servers drop publishers idle for ~10 s)"
     )
+    anchor_settle_s: float = Field(
+        2.0,
+        ge=0,
+        description="W0 follows the input's live edge for this long (at most D/2) after the first "
+        "packet, so a media server's cached-GOP burst does not add to the latency; 0: first packet",
+    )
+    output_linger_s: float = Field(
+        0.5, ge=0, description="a network output waits this long after its last packet before it "
+        "hangs up, so that a relay forwards the last packets first"
+    )
     deadline_margin_s: float = Field(
         0.25, ge=0, description="a segment's audio is taken this long before its first sample is due"
     )

@@ -1,11 +1,14 @@
 """URL → libav format/options: which muxer/demuxer options a URL scheme or file name needs.
 
 One place for "rtsp means TCP", "rtmp means flv", "srt means mpegts", "x.ts means mpegts".
-Pure functions; never opens anything.
+Pure functions that never open anything, except `libav_has_protocol`, which asks libav (without
+any I/O) whether it can handle a URL scheme at all: `srt://` needs libav built with libsrt, and
+PyAV's wheels are not (see docs/media.md, "Output").
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import PurePath
 from urllib.parse import urlparse
 
@@ -32,7 +35,9 @@ def is_live(url: str) -> bool:
 
 
 def input_options_for(url: str) -> dict[str, str]:
-    """Demuxer/protocol options an input URL needs (RTSP over TCP)."""
+    """Demuxer/protocol options an input URL needs (RTSP over TCP). `srt://` needs none (libav's
+    defaults: caller mode, live transtype) but only works with a libav built with libsrt: see
+    `missing_protocol`."""
     if scheme_of(url) in ("rtsp", "rtsps"):
         return {"rtsp_transport": "tcp"}
     return {}
@@ -70,3 +75,36 @@ def tcp_endpoint(url: str) -> tuple[str, int] | None:
 
 def strip_file_scheme(url: str) -> str:
     return urlparse(url).path if scheme_of(url) == "file" else url
+
+
+# Schemes served by a libav URL protocol of the same name (rtsp/rtsps are a (de)muxer instead).
+_PROTOCOL_SCHEMES = ("srt", "udp", "tcp", "rtmp", "rtmps", "http", "https")
+
+
+@functools.cache
+def libav_has_protocol(name: str) -> bool:
+    """Whether PyAV's libav has the URL protocol `name` ("srt" only when built with libsrt).
+
+    Asked without any I/O: the URL is opened with a protocol whitelist that refuses every
+    protocol, so libav either fails to find the protocol (missing) or finds it and refuses it
+    before connecting (present)."""
+    import av
+
+    try:
+        container = av.open(
+            f"{name}://127.0.0.1:1", "r", options={"protocol_whitelist": "none"}, timeout=1.0
+        )
+    except av.error.ProtocolNotFoundError:
+        return False
+    except Exception:  # noqa: BLE001 - refused by the whitelist (or any other error): it exists
+        return True
+    container.close()  # pragma: no cover - the whitelist refuses every protocol
+    return True  # pragma: no cover
+
+
+def missing_protocol(url: str) -> str | None:
+    """The libav protocol `url` needs that this PyAV build lacks (e.g. "srt"), else None."""
+    scheme = scheme_of(url)
+    if scheme in _PROTOCOL_SCHEMES and not libav_has_protocol(scheme):
+        return scheme
+    return None

@@ -30,8 +30,8 @@ class WorkerSettings(BaseSettings):
     # Identity and endpoints
     stream_id: str = Field("default", description="stream id, [A-Za-z0-9_-]{1,64}")
     worker_id: str = Field(default_factory=_default_worker_id, description="worker id sent as X-Worker-ID")
-    input_url: str = Field("", description="input URL: rtsp://, rtmp://, srt:// or a file path")
-    output_url: str = Field("", description="output URL: rtmp://, rtsp://, srt:// or a file (mp4/flv/ts/mkv)")
+    input_url: str = Field("", description="input URL: rtsp://, rtmp://, srt:// (needs libsrt) or a file path")
+    output_url: str = Field("", description="output URL: rtmp://, rtsp://, srt:// (needs libsrt) or a file (mp4/flv/ts/mkv)")
     sts_url: str = Field("http://127.0.0.1:8080", description="STS Socket.IO server URL")
     sts_auth_token: str | None = Field(None, description="token for the STS `auth` payload (never logged)")
     passthrough: bool = Field(False, description="no STS: output the original audio (media path test)")
@@ -59,6 +59,12 @@ class WorkerSettings(BaseSettings):
     connect_timeout_s: float = Field(10.0, gt=0, description="Socket.IO connect timeout")
     end_timeout_s: float = Field(15.0, gt=0, description="wait for stream:complete after stream:end")
     read_timeout_s: float = Field(5.0, gt=0, description="input read watchdog")
+    deadline_margin_s: float = Field(
+        0.25, ge=0, le=5.0, description="a segment's audio is taken this long before it is due (low latency: 0.1)"
+    )
+    anchor_settle_s: float = Field(
+        2.0, ge=0, description="W0 follows the input's live edge this long (≤ D/2): a cached-GOP burst adds no latency"
+    )
     paced: bool = Field(True, description="pace the output to real time (off: file→file as fast as possible)")
 
     # Circuit breaker

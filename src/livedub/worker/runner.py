@@ -91,6 +91,8 @@ def media_settings(s: WorkerSettings) -> MediaSettings:
         sts_timeout_s=s.fragment_timeout_s,
         output_delay_s=s.delay_s,
         read_timeout_s=s.read_timeout_s,
+        anchor_settle_s=s.anchor_settle_s,
+        deadline_margin_s=s.deadline_margin_s,
         transport_format=s.transport_format,
         segment_dir=Path(s.segment_dir) if s.segment_dir else None,
         segment_retention=s.segment_retention,
@@ -170,7 +172,13 @@ class WorkerRunner:
         server: MetricsServer | None = None
         if s.metrics_port:
             server = MetricsServer(self.metrics, self.health, host=s.metrics_host, port=s.metrics_port)
-            await server.start()
+            try:
+                await server.start()
+            except OSError as exc:  # port in use / not bindable: a settings problem, not a crash
+                self.log.error(
+                    "cannot serve metrics", ctx={"host": s.metrics_host, "port": s.metrics_port, "error": str(exc)}
+                )
+                return int(ExitCode.USAGE)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
