@@ -13,6 +13,7 @@ from livedub.media.fixture import FixtureSpec, marker_frames, segment_tone_hz, t
 from livedub.media.record import record_argv
 from livedub.media.segment_files import segment_paths
 from livedub.media.settings import MediaSettings, segment_samples
+from livedub.media.srt import libsrt_error
 from livedub.media.urls import (
     input_options_for,
     is_live,
@@ -90,15 +91,15 @@ def test_url_helpers() -> None:
 
 
 def test_missing_protocols_are_found_without_io() -> None:
-    # Every libav has these; "srt" needs libsrt, which PyAV's wheels lack (then srt:// fails
-    # at once with exit code 12 as an output, 10 as an input: test_media_outputs.py).
+    # Every libav has these; "srt" is libsrt's, loaded by livedub.media.srt (PyAV's libav has
+    # no srt protocol): present when libsrt loads (test_media_srt.py).
     assert libav_has_protocol("tcp") and libav_has_protocol("rtmp") and libav_has_protocol("udp")
     assert not libav_has_protocol("nosuchprotocol")
     assert missing_protocol("rtmp://127.0.0.1:1/live/x") is None
     assert missing_protocol("rtsp://127.0.0.1:1/live/x") is None  # a (de)muxer, always there
     assert missing_protocol("/tmp/a.mp4") is None and missing_protocol("file:///tmp/a.ts") is None
     srt = "srt://127.0.0.1:1?mode=caller"
-    assert missing_protocol(srt) == (None if libav_has_protocol("srt") else "srt")
+    assert missing_protocol(srt) == (None if libsrt_error() is None else "srt")
 
 
 def test_recorder_timeout_option_per_protocol(tmp_path: Path) -> None:

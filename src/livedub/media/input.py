@@ -1,5 +1,8 @@
 """Live input: open RTSP (TCP) / RTMP / SRT / a file by URL and deliver timestamped media.
 
+SRT is read through `livedub.media.srt` (libsrt via ctypes; PyAV's libav has no srt protocol)
+and demuxed as MPEG-TS; everything else is opened by libav itself.
+
 A reader thread does the blocking libav work (demux; audio decode + conversion to int16 PCM;
 video stays compressed) and hands items to asyncio through a bounded queue, so read-ahead is
 bounded and a slow consumer back-pressures the reader. A watchdog ends a read that stalls longer
@@ -33,7 +36,8 @@ from livedub.media.audio import frame_to_pcm, layout_for
 from livedub.media.errors import InputUnavailable, NoAudioTrack
 from livedub.media.observer import InputState, MediaObserver, NullObserver
 from livedub.media.settings import MediaSettings
-from livedub.media.urls import input_options_for, is_live, strip_file_scheme
+from livedub.media.srt import SrtReader
+from livedub.media.urls import input_options_for, is_live, scheme_of, strip_file_scheme
 
 _log = logging.getLogger(__name__)
 
@@ -244,14 +248,25 @@ class _Reader(threading.Thread):
     def run(self) -> None:
         put = self.handoff.put
         gen = self.generation
+        s = self.settings
+        srt: SrtReader | None = None
         try:
-            container = av.open(
-                strip_file_scheme(self.url),
-                "r",
-                options=self.options,
-                timeout=(self.settings.open_timeout_s, self.settings.read_timeout_s),
-            )
+            if scheme_of(self.url) == "srt":
+                # libsrt via ctypes (PyAV's libav has no srt protocol); MPEG-TS over it. A silent
+                # peer ends a read after read_timeout_s (SRTO_RCVTIMEO), like the watchdog.
+                srt = SrtReader(self.url, timeout_s=s.open_timeout_s, read_timeout_s=s.read_timeout_s)
+                srt.connect()
+                container = av.open(srt, "r", format="mpegts", options=self.options)
+            else:
+                container = av.open(
+                    strip_file_scheme(self.url),
+                    "r",
+                    options=self.options,
+                    timeout=(s.open_timeout_s, s.read_timeout_s),
+                )
         except Exception as exc:  # noqa: BLE001 - every open failure is retried the same way
+            if srt is not None:
+                srt.close()
             put(ReaderEnd(gen, "open_failed", f"{type(exc).__name__}: {exc}"))
             return
         try:
@@ -263,6 +278,8 @@ class _Reader(threading.Thread):
                 container.close()
             except Exception:  # noqa: BLE001
                 _log.debug("input close failed", exc_info=True)
+            if srt is not None:
+                srt.close()
 
     def _read(self, container: Any) -> None:
         put = self.handoff.put

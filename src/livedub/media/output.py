@@ -36,7 +36,14 @@ from livedub.media.errors import OutputFailed
 from livedub.media.input import VideoTemplate
 from livedub.media.segment import NS_PER_S, Segment, VideoPacket
 from livedub.media.settings import MediaSettings
-from livedub.media.urls import is_live, output_format_for, strip_file_scheme, tcp_endpoint
+from livedub.media.srt import SRT_PAYLOAD, SrtWriter
+from livedub.media.urls import (
+    is_live,
+    output_format_for,
+    scheme_of,
+    strip_file_scheme,
+    tcp_endpoint,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -518,6 +525,7 @@ class MediaOutput:
         self.container: Any = None
         self.core: OutputCore | None = None
         self._target: _LazyTarget | None = None
+        self._srt: SrtWriter | None = None
         self._format = ""
         self.error: OutputFailed | None = None
         self._cond = threading.Condition()
@@ -576,7 +584,16 @@ class MediaOutput:
                 # other stream has a later one (the last audio frames: until the output closes).
                 opts = {"max_interleave_delta": "1", **opts}
             opts = {**opts, **s.output_options}
-            container = av.open(strip_file_scheme(self.url), "w", format=fmt, options=opts)
+            if scheme_of(self.url) == "srt":
+                # libsrt via ctypes (PyAV's libav has no srt protocol): libav muxes MPEG-TS into
+                # the writer in writes of at most one SRT payload, flushed after every packet.
+                self._srt = SrtWriter(self.url, timeout_s=s.open_timeout_s)
+                container = av.open(
+                    self._srt, "w", format=fmt, options={"flush_packets": "1", **opts},
+                    buffer_size=SRT_PAYLOAD,
+                )  # fmt: skip
+            else:
+                container = av.open(strip_file_scheme(self.url), "w", format=fmt, options=opts)
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise OutputFailed(f"cannot open output {self.url}: {exc}") from exc
         try:
@@ -611,6 +628,11 @@ class MediaOutput:
             try:
                 socket.create_connection(endpoint, timeout=s.open_timeout_s).close()
             except OSError as exc:
+                raise OutputFailed(f"cannot reach output {self.url}: {exc}") from exc
+        if self._srt is not None:
+            try:
+                self._srt.connect()  # now, not at the first packet: the header may write nothing
+            except (OSError, ValueError) as exc:
                 raise OutputFailed(f"cannot reach output {self.url}: {exc}") from exc
         try:
             self.container.start_encoding()
@@ -756,10 +778,12 @@ class MediaOutput:
     def _close(self) -> None:
         if self.container is None:
             return
-        try:
-            self.container.close()
-        except (av.FFmpegError, OSError) as exc:
-            if self.error is None:
-                self.error = OutputFailed(f"output {self.url} close failed: {exc}")
-            self.log.error("output close failed", ctx={"url": self.url, "error": str(exc)})
+        closers = [self.container.close] + ([self._srt.close] if self._srt is not None else [])
+        for close in closers:  # the SRT connection after the trailer went out (or failed to)
+            try:
+                close()
+            except (av.FFmpegError, OSError) as exc:
+                if self.error is None:
+                    self.error = OutputFailed(f"output {self.url} close failed: {exc}")
+                self.log.error("output close failed", ctx={"url": self.url, "error": str(exc)})
         self.container = None

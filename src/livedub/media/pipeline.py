@@ -30,9 +30,10 @@ from livedub.media.output import ENCODER_LOOKAHEAD_SAMPLES, MediaOutput, deadlin
 from livedub.media.segment import NS_PER_S, Segment, Segmenter, VideoPacket
 from livedub.media.segment_files import SegmentFileWriter
 from livedub.media.settings import MediaSettings
+from livedub.media.srt import libsrt_error, parse_srt_url
 from livedub.media.sync import DriftCorrector
 from livedub.media.timeline import Timeline, TimestampRepairer
-from livedub.media.urls import is_live, missing_protocol
+from livedub.media.urls import is_live, missing_protocol, scheme_of
 
 _log = logging.getLogger(__name__)
 
@@ -193,18 +194,21 @@ class MediaPipeline:
         return int(code)
 
     def _check_protocols(self) -> None:
-        """A URL whose protocol this libav lacks (`srt://`: PyAV's wheels have no libsrt) fails
-        at once with its exit code: retrying the input, or buffering D seconds before the
-        output connects, cannot help."""
+        """A URL whose protocol is not available (`srt://` without libsrt, or a libav protocol
+        PyAV lacks) or a bad `srt://` URL fails at once with its exit code: retrying the input,
+        or buffering D seconds before the output connects, cannot help."""
         s = self.settings
         for url, error in ((s.input_url, InputUnavailable), (s.output_url, OutputFailed)):
             proto = missing_protocol(url)
+            if proto == "srt":
+                raise error(f"{url}: SRT is not available: {libsrt_error()}")
             if proto is not None:
-                hint = " (it was built without libsrt)" if proto == "srt" else ""
-                raise error(
-                    f"{url}: the libav of this PyAV build has no '{proto}' protocol{hint}; "
-                    "use rtmp://, rtsp:// or a file"
-                )
+                raise error(f"{url}: the libav of this PyAV build has no '{proto}' protocol")
+            if scheme_of(url) == "srt":
+                try:
+                    parse_srt_url(url)
+                except ValueError as exc:
+                    raise error(str(exc)) from exc
 
     # -- reading ----------------------------------------------------------------------------
     async def _read_loop(self) -> ExitCode:

@@ -2,8 +2,9 @@
 
 One place for "rtsp means TCP", "rtmp means flv", "srt means mpegts", "x.ts means mpegts".
 Pure functions that never open anything, except `libav_has_protocol`, which asks libav (without
-any I/O) whether it can handle a URL scheme at all: `srt://` needs libav built with libsrt, and
-PyAV's wheels are not (see docs/media.md, "Output").
+any I/O) whether it can handle a URL scheme at all, and `missing_protocol`, which for `srt://`
+loads libsrt: SRT goes through `livedub.media.srt` (libsrt via ctypes), never through libav,
+whose PyAV wheels are built without libsrt (see docs/media.md, "Output by URL").
 """
 
 from __future__ import annotations
@@ -35,9 +36,8 @@ def is_live(url: str) -> bool:
 
 
 def input_options_for(url: str) -> dict[str, str]:
-    """Demuxer/protocol options an input URL needs (RTSP over TCP). `srt://` needs none (libav's
-    defaults: caller mode, live transtype) but only works with a libav built with libsrt: see
-    `missing_protocol`."""
+    """Demuxer/protocol options an input URL needs (RTSP over TCP). `srt://` needs none: its
+    options are in the URL and read by `livedub.media.srt` (the demuxer is MPEG-TS)."""
     if scheme_of(url) in ("rtsp", "rtsps"):
         return {"rtsp_transport": "tcp"}
     return {}
@@ -83,7 +83,8 @@ _PROTOCOL_SCHEMES = ("srt", "udp", "tcp", "rtmp", "rtmps", "http", "https")
 
 @functools.cache
 def libav_has_protocol(name: str) -> bool:
-    """Whether PyAV's libav has the URL protocol `name` ("srt" only when built with libsrt).
+    """Whether PyAV's libav has the URL protocol `name` ("srt" only when built with libsrt; the
+    pipeline does not need it: see `missing_protocol`).
 
     Asked without any I/O: the URL is opened with a protocol whitelist that refuses every
     protocol, so libav either fails to find the protocol (missing) or finds it and refuses it
@@ -103,8 +104,13 @@ def libav_has_protocol(name: str) -> bool:
 
 
 def missing_protocol(url: str) -> str | None:
-    """The libav protocol `url` needs that this PyAV build lacks (e.g. "srt"), else None."""
+    """The protocol `url` needs that is not available here, else None: "srt" when libsrt
+    cannot be loaded (`livedub.media.srt`), another scheme when PyAV's libav lacks it."""
     scheme = scheme_of(url)
+    if scheme == "srt":
+        from livedub.media.srt import libsrt_error
+
+        return "srt" if libsrt_error() is not None else None
     if scheme in _PROTOCOL_SCHEMES and not libav_has_protocol(scheme):
         return scheme
     return None
