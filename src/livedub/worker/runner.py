@@ -384,6 +384,7 @@ class WorkerRunner:
         # Encode while (possibly) waiting for a slot: it is the same work either way.
         data = await asyncio.to_thread(encode_pcm, segment.pcm, segment.sample_rate, self.settings.transport_format)
         self.log.info("segment ready", ctx={"fragment_id": fid, "batch": segment.batch, "bytes": len(data)})
+        ready_s = self.clock.monotonic()
         try:
             await asyncio.wait_for(self._wait_to_send(), timeout=max(0.0, self._remaining_s(segment)))
         except TimeoutError:
@@ -414,6 +415,9 @@ class WorkerRunner:
             ),
             metadata=FragmentMetadata(pts_ns=segment.t0_ns, source_pts_ns=segment.t0_ns),
         )
+        # How long the slot/backpressure gate held this fragment (its `slow_down` delay), measured
+        # on the monotonic clock: the "fragment sent" line below also carries the emit's own time.
+        held_ms = round((self.clock.monotonic() - ready_s) * 1000.0, 1)
         self.tracker.add(fid, Pending(segment, seq, probe, self.clock.monotonic()))
         try:
             await self.client.emit("fragment:data", msg.to_wire())
@@ -428,7 +432,13 @@ class WorkerRunner:
         self.metrics.fragment_sent()
         self.log.info(
             "fragment sent",
-            ctx={"fragment_id": fid, "sequence_number": seq, "batch": segment.batch, "probe": str(probe).lower()},
+            ctx={
+                "fragment_id": fid,
+                "sequence_number": seq,
+                "batch": segment.batch,
+                "probe": str(probe).lower(),
+                "held_ms": held_ms,
+            },
         )
 
     async def _wait_to_send(self) -> None:
