@@ -9,9 +9,8 @@ T=${1:-m4a}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B=$ROOT/.venv/bin
 W=$(mktemp -d /tmp/livedub-threadcpu.XXXXXX)
-P=$($B/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-M=$($B/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-S=$($B/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { $B/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+P=$(free_port); M=$(free_port); S=$(free_port)
 $B/livedub make-fixture "$W/fx.mp4" --duration-s 50 > /dev/null
 $B/livedub media-server --rtsp-port "$P" --rtmp-port "$M" --streams w --workdir "$W/ms" > "$W/ms.log" 2>&1 & MS=$!
 $B/livedub sts --port "$S" > "$W/sts.log" 2>&1 & STS=$!
