@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from livedub.cli import build_parser
 from livedub.media.errors import InvalidStreamId
 from livedub.media.fixture import FixtureSpec, marker_frames, segment_tone_hz, tone_segment_index
-from livedub.media.record import record_argv
+from livedub.media.record import record, record_argv
 from livedub.media.segment_files import segment_paths
 from livedub.media.settings import MediaSettings, segment_samples
 from livedub.media.srt import libsrt_error
@@ -110,6 +110,14 @@ def test_recorder_timeout_option_per_protocol(tmp_path: Path) -> None:
     rtmp = record_argv("rtmp://h/live/x/out", tmp_path / "o.mkv", rw_timeout_s=2)
     assert rtmp[rtmp.index("-rw_timeout") + 1] == "2000000" and "-rtsp_transport" not in rtmp
 
+
+def test_recorder_messages_go_to_the_log_when_given(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "never-published.ts"
+    log = tmp_path / "recorder.log"
+    code = record(str(missing), tmp_path / "o.mkv", wait_s=0.3, retry_s=0.05, log=log)
+    assert code != 0 and not (tmp_path / "o.mkv").exists()
+    assert "No such file or directory" in log.read_text()  # every retry appended, none on the console
+    assert "No such file" not in capfd.readouterr().err
 
 def test_segment_paths_cannot_escape(tmp_path: Path) -> None:
     p = segment_paths(tmp_path, "cam_1-a", 7)

@@ -31,13 +31,22 @@ def record_argv(url: str, out: Path, rw_timeout_s: float = 20.0) -> list[str]:
     ]  # fmt: skip
 
 
-def record(url: str, out: Path, *, wait_s: float = 120.0, retry_s: float = 0.1) -> int:
+def record(
+    url: str, out: Path, *, wait_s: float = 120.0, retry_s: float = 0.1, log: Path | None = None
+) -> int:
     """Block until the stream at `url` has been recorded to `out` (it ends when the publisher
-    stops). Returns ffmpeg's exit code, or 1 if nothing was published within `wait_s`."""
+    stops). Returns ffmpeg's exit code, or 1 if nothing was published within `wait_s`.
+
+    ffmpeg's own messages go to stderr, or are appended to `log` when given (an RTMP reader ends
+    with "Input/output error" when the publisher leaves: normal, but alarming on a console)."""
     deadline = time.monotonic() + wait_s
     code = 1
     while time.monotonic() < deadline:
-        code = subprocess.call(record_argv(url, out))
+        if log is None:
+            code = subprocess.call(record_argv(url, out))
+        else:
+            with log.open("ab") as err:
+                code = subprocess.call(record_argv(url, out), stderr=err)
         if out.exists() and out.stat().st_size > 0:
             return code
         time.sleep(retry_s)

@@ -212,7 +212,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
         def _record() -> None:
             try:
-                record(rtmp_out, recording, wait_s=args.duration_s + 60)
+                record(rtmp_out, recording, wait_s=args.duration_s + 60, log=logdir / "recorder.log")
             finally:
                 rec_done.set()
 

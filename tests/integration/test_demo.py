@@ -1,0 +1,60 @@
+"""`livedub demo` (what `make demo` runs), end to end on free ports: real media server, echo STS,
+orchestrator and worker processes; a short programme so it fits the integration budget."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from livedub.exitcodes import ExitCode
+from tests.integration.test_media_outputs import free_port, needs_media_server
+
+pytestmark = pytest.mark.timeout(180)
+
+DEMO = [sys.executable, "-m", "livedub", "demo"]
+
+
+def _demo_argv(workdir: Path, ports: list[int]) -> list[str]:
+    rtsp, rtmp, sts, orch = ports
+    return [
+        *DEMO, "--stream-id", "demo-it", "--workdir", str(workdir), "--duration-s", "12",
+        "--rtsp-port", str(rtsp), "--rtmp-port", str(rtmp), "--sts-port", str(sts),
+        "--orchestrator-port", str(orch), "--progress-interval-s", "2",
+    ]  # fmt: skip
+
+
+@needs_media_server
+def test_demo_dubs_every_fragment_in_sync_with_a_clean_console(tmp_path: Path) -> None:
+    env = {**os.environ, "ORCH_WORKER_METRICS_PORT_MIN": "0"}  # any free port: tests run in parallel
+    ports = [free_port() for _ in range(4)]
+    done = subprocess.run(
+        _demo_argv(tmp_path, ports), env=env, capture_output=True, text=True, timeout=150
+    )
+    console = done.stdout + done.stderr
+    assert done.returncode == 0, console
+    assert "fragments dubbed      : 2/2" in console, console
+    assert "fallbacks             : 0" in console, console
+    assert "result                : OK" in console, console
+    # Nothing alarming on the console of a good run: ffmpeg's recorder messages (an RTMP reader
+    # ends with "Input/output error" when the publisher leaves) go to logs/recorder.log.
+    alarming = [line for line in console.splitlines() if "error" in line.lower()]
+    assert alarming == [], console
+    assert (tmp_path / "logs" / "recorder.log").exists()
+    assert (tmp_path / "demo-it-sync.png").stat().st_size > 0
+
+
+def test_demo_refuses_busy_ports_at_once(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        ports = [free_port(), free_port(), free_port(), busy.getsockname()[1]]
+        done = subprocess.run(
+            _demo_argv(tmp_path, ports), capture_output=True, text=True, timeout=30
+        )
+    assert done.returncode == int(ExitCode.USAGE), done.stdout + done.stderr
+    assert f"orchestrator {ports[3]}" in done.stderr + done.stdout
