@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from livedub.exitcodes import ExitCode
-from tests.integration.test_media_outputs import free_port, needs_media_server
+from livedub.sts.testing import free_port
+from tests.integration.marks import needs_ffmpeg, needs_media_server
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -29,6 +30,7 @@ def _demo_argv(workdir: Path, ports: list[int]) -> list[str]:
 
 
 @needs_media_server
+@needs_ffmpeg
 def test_demo_dubs_every_fragment_in_sync_with_a_clean_console(tmp_path: Path) -> None:
     env = {**os.environ, "ORCH_WORKER_METRICS_PORT_MIN": "0"}  # any free port: tests run in parallel
     ports = [free_port() for _ in range(4)]

@@ -34,32 +34,20 @@ from livedub.media.fixture import FixtureSpec, make_fixture
 from livedub.media.input import MediaInput
 from livedub.media.record import FFMPEG, record, record_argv
 from livedub.media.srt import SrtError, SrtReader, SrtWriter, libsrt_error
-from livedub.orchestrator.media_server import MediaServer, MediaServerSettings
+from livedub.orchestrator.media_server import MediaServer
+from livedub.sts.testing import free_port
+from tests.integration.marks import needs_ffmpeg, needs_media_server
 
 FRAME_S = 1 / 30
 SEGMENT_S = 2.0
 DELAY_S = 4.0
 
-_ms = MediaServerSettings()
-needs_media_server = pytest.mark.skipif(
-    shutil.which("nginx") is None
-    or not _ms.nginx_rtmp_module.exists()
-    or not Path(_ms.gst_python).exists()
-    or shutil.which("ffmpeg") is None,
-    reason="nginx + libnginx-mod-rtmp + python3-gi + ffmpeg not installed (make setup)",
-)
 needs_libsrt = pytest.mark.skipif(libsrt_error() is not None, reason=f"{libsrt_error()}")
 needs_ffmpeg_srt = pytest.mark.skipif(
     libsrt_error() is not None or shutil.which("ffmpeg") is None,
     reason="libsrt (libsrt1.5-gnutls) and ffmpeg (with srt) are needed (make setup)",
 )
 pytestmark = pytest.mark.timeout(120)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +101,7 @@ def summary(res: Analysis, expected: Analysis) -> str:
 
 
 @needs_media_server
+@needs_ffmpeg
 def test_rtsp_output_through_the_relay_keeps_duration_and_sync(fx12: Path, tmp_path: Path) -> None:
     expected = analyze(fx12)
     with MediaServer(rtsp_port=free_port(), rtmp_port=free_port(), workdir=tmp_path / "ms") as ms:

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import statistics
@@ -38,17 +37,10 @@ from livedub.orchestrator.media_server import (
     MediaServerSettings,
     PortInUseError,
 )
+from tests.integration.marks import needs_media_server
 
 _defaults = MediaServerSettings()
-pytestmark = [
-    pytest.mark.timeout(180),
-    pytest.mark.skipif(
-        shutil.which("nginx") is None
-        or not _defaults.nginx_rtmp_module.exists()
-        or not Path(_defaults.gst_python).exists(),
-        reason="nginx + libnginx-mod-rtmp + python3-gi not installed (make setup)",
-    ),
-]
+pytestmark = [pytest.mark.timeout(180), needs_media_server]
 
 FPS = 30
 SAMPLE_RATE = 48000

@@ -11,7 +11,6 @@ a gap in the audio track nor a time warp — and sync is kept on both sides of i
 from __future__ import annotations
 
 import asyncio
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -22,22 +21,16 @@ import pytest
 from livedub.media.analyze import analyze
 from livedub.media.fixture import FixtureSpec, make_fixture
 from livedub.media.publish import publish
-from livedub.orchestrator.media_server import MediaServer, MediaServerSettings
+from livedub.orchestrator.media_server import MediaServer
 from livedub.sts.server import run_sts
 from livedub.sts.settings import StsSettings
 from livedub.sts.testing import free_port
 from livedub.worker.config import WorkerSettings
 from livedub.worker.runner import WorkerRunner
 from tests.integration import hostile_sts as h
+from tests.integration.marks import needs_media_server
 
-_media = MediaServerSettings()
-pytestmark = [
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(
-        shutil.which("nginx") is None or not _media.nginx_rtmp_module.exists() or not Path(_media.gst_python).exists(),
-        reason="nginx + libnginx-mod-rtmp + python3-gi not installed (make setup)",
-    ),
-]
+pytestmark = [pytest.mark.timeout(120), needs_media_server]
 
 OUTAGE_S = 3.0
 

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import shutil
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -29,21 +28,17 @@ import pytest
 from livedub.media import segment_files
 from livedub.media.analyze import Analysis, analyze
 from livedub.media.fixture import FixtureSpec, make_fixture
-from livedub.orchestrator.media_server import MediaServer, MediaServerSettings
+from livedub.orchestrator.media_server import MediaServer
 from livedub.sts.server import RunningSts, run_sts
 from livedub.sts.settings import StsSettings
 from livedub.sts.testing import free_port
 from livedub.worker.config import WorkerSettings
 from livedub.worker.runner import WorkerRunner
 from tests.integration import hostile_sts as h
+from tests.integration.marks import needs_media_server
 
 pytestmark = pytest.mark.timeout(120)
 
-_media = MediaServerSettings()
-needs_media_server = pytest.mark.skipif(
-    shutil.which("nginx") is None or not _media.nginx_rtmp_module.exists() or not Path(_media.gst_python).exists(),
-    reason="nginx + libnginx-mod-rtmp + python3-gi not installed (make setup)",
-)
 
 
 @pytest.fixture(scope="module")

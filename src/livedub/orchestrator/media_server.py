@@ -175,6 +175,17 @@ class MediaServerSettings(BaseSettings):
         default="/usr/bin/python3", description="Python that has GStreamer's PyGObject (python3-gi)"
     )
 
+    def missing_prerequisite(self) -> str | None:
+        """What `MediaServer.start` needs and this machine lacks (with the package to install),
+        or None. Tests use it to skip where `make setup` has not run."""
+        needed = ((self.nginx_bin, "nginx (apt: nginx-light)"), (self.gst_python, "python3"))
+        for exe, what in needed:
+            if shutil.which(exe) is None:
+                return f"{what} not found: {exe}; run `make setup`"
+        if not self.nginx_rtmp_module.exists():
+            return f"nginx RTMP module not found: {self.nginx_rtmp_module}; apt: libnginx-mod-rtmp"
+        return None
+
     @field_validator("streams")
     @classmethod
     def _streams(cls, value: str) -> str:
@@ -487,13 +498,9 @@ class MediaServer:
             raise MediaServerError("rtsp_port and rtmp_port must differ")
         check_port_free("RTSP", s.host, s.rtsp_port)
         check_port_free("RTMP", s.host, s.rtmp_port)
-        for exe, what in ((s.nginx_bin, "nginx (apt: nginx-light)"), (s.gst_python, "python3")):
-            if shutil.which(exe) is None:
-                raise MediaServerError(f"{what} not found: {exe}; run `make setup`")
-        if not s.nginx_rtmp_module.exists():
-            raise MediaServerError(
-                f"nginx RTMP module not found: {s.nginx_rtmp_module}; apt: libnginx-mod-rtmp"
-            )
+        missing = s.missing_prerequisite()
+        if missing is not None:
+            raise MediaServerError(missing)
         try:
             self._prepare_workdir()
             self._hooks.start()
