@@ -417,8 +417,9 @@ class WorkerRunner:
         )
         # How long the slot/backpressure gate held this fragment (its `slow_down` delay), measured
         # on the monotonic clock: the "fragment sent" line below also carries the emit's own time.
-        held_ms = round((self.clock.monotonic() - ready_s) * 1000.0, 1)
-        self.tracker.add(fid, Pending(segment, seq, probe, self.clock.monotonic()))
+        sent_s = self.clock.monotonic()
+        held_ms = round((sent_s - ready_s) * 1000.0, 1)
+        self.tracker.add(fid, Pending(segment, seq, probe, sent_s))
         try:
             await self.client.emit("fragment:data", msg.to_wire())
         except (ConnectionError, OSError) as exc:
