@@ -160,3 +160,15 @@ def test_cli_parses_media_commands() -> None:
     assert a.loop
     a = parser.parse_args(["passthrough", "in.mp4", "out.flv", "--unpaced", "--input-option", "k=v"])
     assert a.unpaced and a.input_option == ["k=v"]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["segment_s", "output_delay_s", "read_timeout_s", "deadline_margin_s", "anchor_settle_s", "paced", "transport_format"],
+)
+def test_worker_defaults_for_media_timing_are_the_media_path_defaults(name: str) -> None:
+    """WorkerSettings repeats these MediaSettings fields (one settings object per process); their
+    defaults must not drift apart."""
+    from livedub.worker.config import WorkerSettings
+
+    assert WorkerSettings.model_fields[name].default == MediaSettings.model_fields[name].default
