@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from livedub.exitcodes import ExitCode
+from livedub.protocol.constants import ID_CHARS
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -162,7 +163,7 @@ def _publish(args: argparse.Namespace) -> int:
 # -- passthrough --------------------------------------------------------------------------------
 def add_media_arguments(p: argparse.ArgumentParser) -> None:
     """Flags for `MediaSettings` (shared with the worker CLI if it wants them)."""
-    p.add_argument("--stream-id", default="stream", help="[A-Za-z0-9_-]{1,64}; default 'stream'")
+    p.add_argument("--stream-id", default="stream", help=f"{ID_CHARS}; default 'stream'")
     p.add_argument("--segment-s", type=float, default=6.0, help="fragment length; default 6")
     p.add_argument(
         "--output-delay-s",

@@ -7,15 +7,14 @@ path lives here; no module hard-codes one. This module never reads the environme
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from livedub.protocol.constants import ID_CHARS, is_valid_id
+
 TransportFormat = Literal["m4a", "wav", "flac"]
-STREAM_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-_STREAM_ID_RE = re.compile(STREAM_ID_PATTERN)
 
 
 class MediaSettings(BaseModel):
@@ -25,7 +24,7 @@ class MediaSettings(BaseModel):
 
     input_url: str = Field("", description="rtsp:// (TCP), rtmp://, srt:// or a file path")
     output_url: str = Field("", description="rtmp:// (flv), rtsp://, srt:// (mpegts) or a file")
-    stream_id: str = Field("stream", description="[A-Za-z0-9_-]{1,64}; used in paths and logs")
+    stream_id: str = Field("stream", description=f"{ID_CHARS}; used in paths and logs")
 
     segment_s: float = Field(6.0, ge=1.0, le=60.0, description="fragment length in seconds")
     sample_rate_hz: int | None = Field(
@@ -107,8 +106,8 @@ class MediaSettings(BaseModel):
     @field_validator("stream_id")
     @classmethod
     def _check_stream_id(cls, value: str) -> str:
-        if not _STREAM_ID_RE.match(value):
-            raise ValueError("stream_id must match [A-Za-z0-9_-]{1,64}")
+        if not is_valid_id(value):
+            raise ValueError(f"stream_id must match {ID_CHARS}")
         return value
 
     @model_validator(mode="after")
@@ -144,6 +143,6 @@ def validate_stream_id(stream_id: str) -> str:
     """Return `stream_id` or raise `InvalidStreamId`; keeps ids safe to use in paths."""
     from livedub.media.errors import InvalidStreamId
 
-    if not isinstance(stream_id, str) or not _STREAM_ID_RE.match(stream_id):
-        raise InvalidStreamId(f"invalid stream id {stream_id!r}: must match [A-Za-z0-9_-]{{1,64}}")
+    if not is_valid_id(stream_id):
+        raise InvalidStreamId(f"invalid stream id {stream_id!r}: must match {ID_CHARS}")
     return stream_id

@@ -53,6 +53,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from livedub.clock import Clock, SystemClock
 from livedub.log import bind
 from livedub.orchestrator.mediaserver import RTSP_RELAY_SCRIPT
+from livedub.protocol.constants import ID_CHARS, is_valid_id
 
 __all__ = [
     "EmbeddedMediaServer",
@@ -66,10 +67,8 @@ __all__ = [
 
 _log = bind(logging.getLogger(__name__), component="media-server")
 
-#: A stream id as accepted in media paths (same rule as the orchestrator's).
-STREAM_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 #: A media path served here: `live/<id>/in` or `live/<id>/out`.
-PATH_RE = re.compile(r"live/([A-Za-z0-9_-]{1,64})/(in|out)")
+PATH_RE = re.compile(rf"live/({ID_CHARS})/(in|out)")
 
 ENV_PREFIX = "MEDIA_"
 HOOK_READY = "/v1/mediamtx/events/ready"
@@ -191,8 +190,8 @@ class MediaServerSettings(BaseSettings):
     def _streams(cls, value: str) -> str:
         ids = [s.strip() for s in value.split(",") if s.strip()]
         for sid in ids:
-            if STREAM_ID_RE.fullmatch(sid) is None:
-                raise ValueError(f"invalid stream id {sid!r}: must match [A-Za-z0-9_-]{{1,64}}")
+            if not is_valid_id(sid):
+                raise ValueError(f"invalid stream id {sid!r}: must match {ID_CHARS}")
         return ",".join(dict.fromkeys(ids))
 
     @field_validator("hook_url")
@@ -726,7 +725,7 @@ class MediaServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
         argv = [
             s.gst_python, "-I", str(RTSP_RELAY_SCRIPT),
-            "--host", s.host, "--port", str(s.rtsp_port),
+            "--host", s.host, "--port", str(s.rtsp_port), "--id-pattern", ID_CHARS,
             "--reader-wait-s", str(s.rtsp_reader_wait_s),
             "--ts-shift-ms", str(s.rtsp_ts_shift_ms),
             "--gop-cache" if s.rtsp_gop_cache else "--no-gop-cache",

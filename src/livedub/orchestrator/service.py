@@ -44,6 +44,7 @@ from livedub.orchestrator.supervisor import (
     StreamState,
     Supervisor,
 )
+from livedub.protocol.constants import ID_CHARS
 
 log = bind("livedub.orchestrator.service")
 
@@ -53,7 +54,7 @@ STREAMS_ROUTE = "/v1/streams"
 SECRET_HEADER = "X-Hook-Secret"
 
 #: The only media path a hook may name: the input of stream <id>.
-INPUT_PATH_RE = re.compile(r"live/(?P<stream_id>[A-Za-z0-9_-]{1,64})/in")
+INPUT_PATH_RE = re.compile(rf"live/(?P<stream_id>{ID_CHARS})/in")
 
 _TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -75,7 +76,7 @@ class HookEvent(BaseModel):
     @classmethod
     def _path(cls, value: str) -> str:
         if INPUT_PATH_RE.fullmatch(value) is None:
-            raise ValueError("path must be live/<id>/in with <id> matching [A-Za-z0-9_-]{1,64}")
+            raise ValueError(f"path must be live/<id>/in with <id> matching {ID_CHARS}")
         return value
 
     @field_validator("source_type", "source_id", "query")

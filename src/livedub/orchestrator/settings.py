@@ -17,9 +17,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from livedub.exitcodes import ExitCode
-
-#: A stream id as accepted everywhere in livedub (media paths, STS headers, file names).
-STREAM_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+from livedub.protocol.constants import is_valid_id
 
 ENV_PREFIX = "ORCH_"
 
@@ -27,7 +25,7 @@ _DEFAULT_NO_RESTART = f"{int(ExitCode.USAGE)},{int(ExitCode.STS_AUTH_FAILED)}"
 
 
 def is_valid_stream_id(stream_id: str) -> bool:
-    return STREAM_ID_RE.fullmatch(stream_id) is not None
+    return is_valid_id(stream_id)
 
 
 class OrchestratorSettings(BaseSettings):

@@ -22,10 +22,18 @@ PING_TIMEOUT_S: Final = 10.0
 
 HEADER_STREAM_ID: Final = "X-Stream-ID"
 HEADER_WORKER_ID: Final = "X-Worker-ID"
-ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
-"""Allowed values of `X-Stream-ID` / `X-Worker-ID` (and of `stream_id` / `worker_id`)."""
-ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-"""Use with `fullmatch`."""
+ID_CHARS: Final = r"[A-Za-z0-9_-]{1,64}"
+"""The one definition of a stream / worker id (unanchored: build other patterns from it)."""
+ID_PATTERN: Final = rf"^{ID_CHARS}$"
+"""Allowed values of `X-Stream-ID` / `X-Worker-ID` (and of `stream_id` / `worker_id`), anchored
+for pydantic's `pattern` (whose `$` does not accept a trailing newline). In Python use `ID_RE`."""
+ID_RE: Final = re.compile(ID_CHARS)
+"""Always use with `fullmatch` (`re.match` with `^…$` would accept a trailing newline)."""
+
+
+def is_valid_id(value: object) -> bool:
+    """True when `value` is a string that is a whole stream / worker id."""
+    return isinstance(value, str) and ID_RE.fullmatch(value) is not None
 
 AUTH_TOKEN_KEY: Final = "token"
 """Key of the token in the Socket.IO `auth` payload: `auth={"token": "..."}`."""

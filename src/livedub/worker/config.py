@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+from livedub.protocol.constants import ID_CHARS, is_valid_id
 
 
 def _default_worker_id() -> str:
@@ -28,7 +28,7 @@ class WorkerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
 
     # Identity and endpoints
-    stream_id: str = Field("default", description="stream id, [A-Za-z0-9_-]{1,64}")
+    stream_id: str = Field("default", description=f"stream id, {ID_CHARS}")
     worker_id: str = Field(default_factory=_default_worker_id, description="worker id sent as X-Worker-ID")
     input_url: str = Field("", description="input URL: rtsp://, rtmp://, srt:// (needs libsrt) or a file path")
     output_url: str = Field("", description="output URL: rtmp://, rtsp://, srt:// (needs libsrt) or a file (mp4/flv/ts/mkv)")
@@ -84,8 +84,8 @@ class WorkerSettings(BaseSettings):
     @field_validator("stream_id", "worker_id")
     @classmethod
     def _check_id(cls, v: str) -> str:
-        if not ID_RE.match(v):
-            raise ValueError("must match [A-Za-z0-9_-]{1,64}")
+        if not is_valid_id(v):
+            raise ValueError(f"must match {ID_CHARS}")
         return v
 
     @model_validator(mode="after")

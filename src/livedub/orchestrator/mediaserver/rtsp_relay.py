@@ -74,7 +74,18 @@ gi.require_version("GstRtspServer", "1.0")
 gi.require_version("GstSdp", "1.0")
 from gi.repository import GLib, Gst, GstRtsp, GstRtspServer, GstSdp  # noqa: E402
 
-PATH_RE = re.compile(r"^/?(live/[A-Za-z0-9_-]{1,64}/(?:in|out))/?$")
+
+def path_re(id_pattern: str) -> re.Pattern[str]:
+    """A served path, `live/<id>/in|out` (use with `fullmatch`); `id_pattern` is livedub's one
+    definition of an id (`livedub.protocol.constants.ID_CHARS`), passed by the parent."""
+    return re.compile(rf"/?(live/{id_pattern}/(?:in|out))/?")
+
+
+PATH_RE: re.Pattern[str] = re.compile(r"(?!)")
+"""Set by `main` from `--id-pattern`; matches nothing until then."""
+
+MAX_NOTIFY_BODY_BYTES = 16 * 1024
+"""nginx-rtmp's notify form is a few hundred bytes; a longer body is answered 413 unread."""
 
 # SDP encoding name -> publisher-side depayloader + parser (its output is what readers get).
 DEPAY: dict[str, tuple[str, str]] = {
@@ -764,13 +775,24 @@ class NotifyHandler(BaseHTTPRequestHandler):
     notify timeout (measured: 10 s)."""
 
     def do_POST(self) -> None:  # noqa: N802 (http.server API)
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_NOTIFY_BODY_BYTES:
+            log("warning", "notify refused: bad or too large Content-Length", length=length)
+            self.close_connection = True
+            self.send_response(413 if length > MAX_NOTIFY_BODY_BYTES else 400)
+            self.send_header("Content-Length", "0")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            return
         form = urllib.parse.parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
         fields = {k: v[0] for k, v in form.items() if v}
         op = self.path.rstrip("/").rsplit("/", 1)[-1]
         name = fields.get("name", "").split("?", 1)[0].strip("/")
         path = f"{fields.get('app', '').strip('/')}/{name}"
-        m = PATH_RE.match(path)
+        m = PATH_RE.fullmatch(path)
         if m is None or op not in ("publish", "publish_done"):
             log("warning", "rtmp publish refused: not a live/<id>/in|out path", path=path)
             code = 403
@@ -813,7 +835,7 @@ def _render_early(element: Any, early_ns: int) -> None:
 def _path_of(uri: Any) -> str | None:
     if uri is None or not uri.abspath:
         return None
-    m = PATH_RE.match(uri.abspath)
+    m = PATH_RE.fullmatch(uri.abspath)
     return m.group(1) if m else None
 
 
@@ -839,6 +861,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8554)
+    p.add_argument("--id-pattern", required=True, help="regex of a stream id (unanchored)")
     p.add_argument(
         "--reader-wait-s",
         type=float,
@@ -886,6 +909,8 @@ def main(argv: list[str] | None = None) -> int:
         "this long after it (0: only ever the last GOP)",
     )
     args = p.parse_args(argv)
+    global PATH_RE
+    PATH_RE = path_re(args.id_pattern)
     faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     Gst.init(None)
     relay = Relay(
