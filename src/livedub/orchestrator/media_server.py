@@ -459,6 +459,11 @@ class MediaServer:
     def workdir(self) -> Path | None:
         return self._workdir
 
+    @property
+    def notify_port(self) -> int | None:
+        """Port on 127.0.0.1 of the relay's nginx-rtmp notify endpoint (None before `start`)."""
+        return self._notify_port
+
     def rtsp_url(self, path: str) -> str:
         """`rtsp://host:port/<path>`, e.g. `ms.rtsp_url("live/demo/in")`."""
         return f"rtsp://{self.host}:{self.rtsp_port}/{path.lstrip('/')}"
