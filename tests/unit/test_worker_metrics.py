@@ -176,3 +176,26 @@ async def test_health_endpoint_reports_500_when_the_callable_fails() -> None:
     response = await call(metrics_app(WorkerMetrics("s1"), broken), "/health")
     assert response.status == 500
     assert response.text is not None and json.loads(response.text)["status"] == "error"
+
+
+@pytest.mark.parametrize(("status", "http"), [("ok", 200), ("failing", 503)])
+async def test_health_endpoint_answers_503_while_failing(status: str, http: int) -> None:
+    """Issue 17 #10: Kubernetes / compose health checks act on the HTTP status only."""
+    doc = {"status": status, "stream_id": "s1"}
+    response = await call(metrics_app(WorkerMetrics("s1"), lambda: doc), "/health")
+    assert response.status == http
+    assert response.text is not None and json.loads(response.text) == doc
+
+
+async def test_a_worker_that_failed_serves_503_on_health() -> None:
+    from livedub.exitcodes import ExitCode
+    from livedub.worker.config import WorkerSettings
+    from livedub.worker.runner import WorkerRunner
+
+    runner = WorkerRunner(WorkerSettings(stream_id="s1", input_url="in.mp4", output_url="out.mp4"))
+    app = metrics_app(runner.metrics, runner.health)
+    assert (await call(app, "/health")).status == 200
+    runner._fatal = ExitCode.STS_AUTH_FAILED  # what a fatal error sets
+    response = await call(app, "/health")
+    assert response.status == 503
+    assert response.text is not None and json.loads(response.text)["status"] == "failing"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from enum import StrEnum
 from typing import Any
 
 from aiohttp import web
@@ -286,10 +287,22 @@ class WorkerMetrics:
         return generate_latest(self.registry)
 
 
+class HealthStatus(StrEnum):
+    """`status` of the worker's `/health` document."""
+
+    OK = "ok"
+    FAILING = "failing"
+
+
+HEALTH_HTTP_STATUS: dict[str, int] = {HealthStatus.OK: 200, HealthStatus.FAILING: 503}
+"""HTTP status of `/health` per document `status` (anything else: 200)."""
+
+
 def metrics_app(metrics: WorkerMetrics, health_fn: HealthFn) -> web.Application:
     """An aiohttp app serving `GET /metrics` (exposition text) and `GET /health` (the JSON object
-    `health_fn()` returns; it may be sync or async). `/health` answers 200, or 500 with
-    {"status": "error"} if `health_fn` raises."""
+    `health_fn()` returns; it may be sync or async). `/health` answers 200, 503 when the
+    document's `status` is `failing` (so Kubernetes / compose health checks act on it), or 500
+    with {"status": "error"} if `health_fn` raises."""
     log = bind(__name__, stream_id=metrics.stream_id)
 
     async def get_metrics(_request: web.Request) -> web.Response:
@@ -300,10 +313,11 @@ def metrics_app(metrics: WorkerMetrics, health_fn: HealthFn) -> web.Application:
             result = health_fn()
             doc = await result if inspect.isawaitable(result) else result
             body = json.dumps(dict(doc), default=str)
+            status = HEALTH_HTTP_STATUS.get(str(doc.get("status")), 200)
         except Exception as exc:
             log.exception("health_fn failed")
             return web.json_response({"status": "error", "error": repr(exc)}, status=500)
-        return web.Response(text=body, content_type="application/json")
+        return web.Response(text=body, content_type="application/json", status=status)
 
     app = web.Application()
     app.router.add_get("/metrics", get_metrics)

@@ -43,7 +43,7 @@ from livedub.protocol import (
 from livedub.worker.backpressure import BackpressureGate
 from livedub.worker.breaker import BreakerState, CircuitBreaker
 from livedub.worker.config import WorkerSettings
-from livedub.worker.metrics import MetricsServer, WorkerMetrics
+from livedub.worker.metrics import HealthStatus, MetricsServer, WorkerMetrics
 from livedub.worker.reconnect import ReconnectPolicy
 from livedub.worker.sts_client import StsClient, StsConnectError, StsHandlers
 from livedub.worker.tracker import FragmentTracker, Outcome, Resolved
@@ -244,7 +244,7 @@ class WorkerRunner:
 
     def health(self) -> dict[str, Any]:
         return {
-            "status": "ok" if self._fatal is None else "failing",
+            "status": HealthStatus.OK if self._fatal is None else HealthStatus.FAILING,
             "stream_id": self.settings.stream_id,
             "input": self._input_state,
             "sts": "passthrough" if self.settings.passthrough else self._sts_state,
@@ -252,7 +252,7 @@ class WorkerRunner:
             "breaker": self.breaker.state.name.lower(),
             "inflight": self.tracker.inflight,
             "backpressure": str(self.gate.action),
-            "segment_files": "off" if not self.settings.segment_dir else ("failing" if self._write_errors else "ok"),
+            "segment_files": "off" if not self.settings.segment_dir else (HealthStatus.FAILING if self._write_errors else HealthStatus.OK),
             "segment_file_errors": self._write_errors,
         }
 
