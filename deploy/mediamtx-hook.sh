@@ -9,10 +9,14 @@
 # command line textually, so a publisher's query string placed there could inject arguments.
 # Here each value is JSON-escaped (backslash, quote; control characters dropped) before it is
 # sent, and the orchestrator refuses duplicate keys, so a crafted query cannot change "path".
-# POSIX sh + wget only (BusyBox in bluenviron/mediamtx:*-ffmpeg; GNU wget works too).
+# The secret never goes on a command line (any local user can read argv in /proc): it is written
+# to a private temporary file that curl reads headers from (`-H @file`), or, without curl, to a
+# wgetrc file GNU wget reads (`WGETRC`). BusyBox wget can do neither, so the script then exits 3
+# rather than leak the secret: the MediaMTX image needs curl or GNU wget (`apk add curl`).
 #
 # Env: ORCH_URL (default http://media-service:8000), ORCH_HOOK_SECRET (sent as X-Hook-Secret
-# when set), ORCH_HOOK_TIMEOUT_S (default 5). Exit: 0 sent, 2 usage, else wget's failure code.
+# when set), ORCH_HOOK_TIMEOUT_S (default 5). Exit: 0 sent, 2 usage, 3 no way to send the secret
+# privately, else curl's / wget's failure code.
 set -eu
 
 event="${1:-}"
@@ -36,9 +40,26 @@ body=$(printf '{"path":"%s","sourceType":"%s","sourceId":"%s","query":"%s"}' \
 
 url="${ORCH_URL:-http://media-service:8000}/v1/mediamtx/events/${event}"
 
-set -- -q -O /dev/null -T "${ORCH_HOOK_TIMEOUT_S:-5}" \
-    --header "Content-Type: application/json" --post-data "$body"
-if [ -n "${ORCH_HOOK_SECRET:-}" ]; then
-    set -- "$@" --header "X-Hook-Secret: ${ORCH_HOOK_SECRET}"
+timeout_s="${ORCH_HOOK_TIMEOUT_S:-5}"
+umask 077
+private=$(mktemp)
+trap 'rm -f "$private"' EXIT
+if command -v curl >/dev/null 2>&1; then
+    {
+        echo "Content-Type: application/json"
+        if [ -n "${ORCH_HOOK_SECRET:-}" ]; then echo "X-Hook-Secret: ${ORCH_HOOK_SECRET}"; fi
+    } >"$private"
+    curl -fsS -o /dev/null -m "$timeout_s" -H "@$private" --data-binary "$body" "$url"
+elif wget --version 2>/dev/null | grep -q "GNU Wget"; then
+    {
+        echo "header = Content-Type: application/json"
+        if [ -n "${ORCH_HOOK_SECRET:-}" ]; then echo "header = X-Hook-Secret: ${ORCH_HOOK_SECRET}"; fi
+    } >"$private"
+    WGETRC="$private" wget -q -O /dev/null -T "$timeout_s" --post-data "$body" "$url"
+elif [ -z "${ORCH_HOOK_SECRET:-}" ]; then
+    wget -q -O /dev/null -T "$timeout_s" --header "Content-Type: application/json" \
+        --post-data "$body" "$url"
+else
+    echo "$0: needs curl or GNU wget to send the hook secret without putting it on argv" >&2
+    exit 3
 fi
-exec wget "$@" "$url"

@@ -179,6 +179,8 @@ def settings_for(fake: Fake, **overrides: Any) -> OrchestratorSettings:
         "stable_run_s": 30.0,
         "stop_timeout_s": 3.0,
     }
+    if "hook_secret" not in overrides:
+        values["insecure_open_hooks"] = True  # these tests are about workers, not hook auth
     values.update(overrides)
     return OrchestratorSettings(**values)
 
@@ -295,6 +297,71 @@ async def test_invalid_hooks_are_refused_and_start_nothing(
     status, doc = await orch.hook(READY_ROUTE, good, secret="right-secret")
     assert (status, doc["action"]) == (200, "started")
     await worker_up(orch, fake, "ok")
+
+
+@pytest.mark.parametrize("secret", [None, "", "   "])
+async def test_hooks_fail_closed_without_a_secret(
+    orch_factory: Callable[..., Awaitable[Orch]], fake: Fake, secret: str | None
+) -> None:
+    """Issue 17 #2: no secret (or an empty one, as `${ORCH_HOOK_SECRET:-}` gives) refuses every
+    hook, with or without a header, unless `insecure_open_hooks` says otherwise."""
+    orch = await orch_factory(hook_secret=secret)
+    assert orch.service.settings.hook_secret is None
+    for route in (READY_ROUTE, NOT_READY_ROUTE):
+        for kw in ({}, {"secret": ""}, {"secret": "anything"}):
+            status, doc = await orch.hook(route, {"path": "live/closed/in"}, **kw)
+            assert (status, doc["error"]) == (403, "forbidden"), (route, kw)
+    assert await orch.streams() == {} and fake.all_pids() == set()
+    opened = await orch_factory(hook_secret=secret, insecure_open_hooks=True)
+    status, doc = await opened.ready("opened")
+    assert (status, doc["action"]) == (200, "started")
+    await worker_up(opened, fake, "opened")
+
+
+def test_empty_hook_secret_env_is_unset_and_the_opt_out_reads_its_env(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ORCH_HOOK_SECRET", "")
+    assert OrchestratorSettings().hook_secret is None
+    assert OrchestratorSettings().insecure_open_hooks is False
+    monkeypatch.setenv("ORCH_INSECURE_OPEN_HOOKS", "true")
+    assert OrchestratorSettings().insecure_open_hooks is True
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+async def test_hooks_require_a_json_content_type(
+    orch_factory: Callable[..., Awaitable[Orch]], fake: Fake, content_type: str | None
+) -> None:
+    """Issue 17 #3: a web page can send these Content-Types cross-site without a preflight."""
+    orch = await orch_factory(hook_secret="s3cret")
+    headers = {SECRET_HEADER: "s3cret"}
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    for route in (READY_ROUTE, NOT_READY_ROUTE):
+        async with orch.http.post(
+            orch.base + route, data=b'{"path": "live/csrf/in"}', headers=headers
+        ) as resp:
+            assert resp.status == 415, await resp.text()
+    assert await orch.streams() == {} and fake.all_pids() == set()
+
+
+async def test_not_ready_must_name_the_source_that_started_the_worker(
+    orch_factory: Callable[..., Awaitable[Orch]], fake: Fake
+) -> None:
+    """Issue 17 #2: a not-ready without the starting publisher's sourceId never stops it."""
+    orch = await orch_factory(hook_secret="s3cret")
+    doc = {"path": "live/src/in", "sourceType": "rtspSession", "sourceId": "pub-1"}
+    status, _ = await orch.hook(READY_ROUTE, doc, secret="s3cret")
+    assert status == 200
+    await worker_up(orch, fake, "src")
+    for forged in ({"path": "live/src/in"}, {**doc, "sourceId": "pub-2"}, {**doc, "sourceId": ""}):
+        status, body = await orch.hook(NOT_READY_ROUTE, forged, secret="s3cret")
+        assert (status, body["action"]) == (200, "stale_ignored"), forged
+        assert (await orch.stream("src"))["state"] == "running"  # type: ignore[index]
+    status, body = await orch.hook(NOT_READY_ROUTE, doc, secret="s3cret")
+    assert (status, body["action"]) == (200, "grace_started")
 
 
 # --- start, idempotence, grace ----------------------------------------------------------------------------
@@ -458,14 +525,37 @@ async def test_metrics_aggregate_every_worker_with_stream_id(
 # --- the MediaMTX hook script -------------------------------------------------------------------------------------
 
 
+def _argv_logging_path(tmp_path: Path, client: str) -> tuple[str, Path]:
+    """A PATH with only what the hook script needs, and `client` (curl or wget) wrapped so that
+    every argv it is started with is appended to the returned log file."""
+    import shutil
+
+    bindir = tmp_path / f"bin-{client}"
+    bindir.mkdir()
+    argv_log = tmp_path / f"argv-{client}.log"
+    for tool in ("tr", "sed", "mktemp", "grep", "rm", "cat"):
+        found = shutil.which(tool)
+        assert found is not None, tool
+        (bindir / tool).symlink_to(found)
+    real = shutil.which(client)
+    assert real is not None
+    shim = bindir / client
+    shim.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" >> {argv_log}\nexec {real} "$@"\n')
+    shim.chmod(0o755)
+    return str(bindir), argv_log
+
+
+@pytest.mark.parametrize("client", ["curl", "wget"])
 async def test_mediamtx_hook_script_posts_safe_json(
-    orch_factory: Callable[..., Awaitable[Orch]], fake: Fake
+    orch_factory: Callable[..., Awaitable[Orch]], fake: Fake, tmp_path: Path, client: str
 ) -> None:
-    """deploy/mediamtx-hook.sh, run as MediaMTX runs it, against the real API (GNU wget here)."""
+    """deploy/mediamtx-hook.sh, run as MediaMTX runs it, against the real API (with curl, and
+    with GNU wget when there is no curl). The secret is never on the client's argv (#4)."""
     orch = await orch_factory(hook_secret="hook-secret-1")
+    path, argv_log = _argv_logging_path(tmp_path, client)
     nasty = 'a=1&b="x",\\"path\\":\\"live/other/in\\"&c=$(touch /tmp/pwn)`id`;\'q\''
     env = {
-        "PATH": os.environ["PATH"],
+        "PATH": path,
         "ORCH_URL": orch.base,
         "ORCH_HOOK_SECRET": "hook-secret-1",
         "MTX_PATH": "live/hooked/in",
@@ -476,7 +566,7 @@ async def test_mediamtx_hook_script_posts_safe_json(
 
     def run_hook(event: str, **extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["sh", str(HOOK_SCRIPT), event],
+            ["/bin/sh", str(HOOK_SCRIPT), event],
             env={**env, **extra},
             capture_output=True,
             text=True,
@@ -499,6 +589,9 @@ async def test_mediamtx_hook_script_posts_safe_json(
     assert (await orch.stream("hooked"))["state"] == "grace"  # type: ignore[index]
     usage = await asyncio.to_thread(run_hook, "bogus")
     assert usage.returncode == 2
+    argv = argv_log.read_text()
+    assert "live/hooked/in" in argv  # the client was really used …
+    assert "hook-secret-1" not in argv and "nope" not in argv  # … and never given the secret
 
 
 # --- metrics ports ------------------------------------------------------------------------------------------------

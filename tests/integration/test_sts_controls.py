@@ -227,7 +227,10 @@ async def test_http_controls(sts: RunningSts, clients: ClientFactory) -> None:
     assert (status, ack["status"]) == (400, "rejected")
     status, ack = await post(f"{base}/nonsense", {})
     assert status == 404
-    async with aiohttp.ClientSession() as http, http.post(f"{base}/latency", data=b"{nope") as resp:
+    json_type = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as http, http.post(
+        f"{base}/latency", data=b"{nope", headers=json_type
+    ) as resp:
         assert resp.status == 400
     status, ack = await post(
         f"{base}/simulate:disconnect", {"stream_id": "ctl-http", "delay_ms": 0}
@@ -235,3 +238,22 @@ async def test_http_controls(sts: RunningSts, clients: ClientFactory) -> None:
     assert status == 200
     await worker.wait_for("disconnect", timeout=3)
     await worker.wait_for("connect", after=2, timeout=5)
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "multipart/form-data"]
+)
+async def test_http_controls_require_a_json_content_type(
+    sts: RunningSts, content_type: str | None
+) -> None:
+    """Issue 17 #3: what a web page can POST cross-site without a preflight is refused (415),
+    with or without a body, and changes nothing."""
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    async with aiohttp.ClientSession() as http:
+        for body in (b'{"delay_ms": 5000}', b""):
+            async with http.post(f"{sts.url}/control/latency", data=body, headers=headers) as resp:
+                assert resp.status == 415, await resp.text()
+                assert (await resp.json())["status"] == "rejected"
+        async with http.get(f"{sts.url}/debug/streams") as resp:
+            doc = await resp.json()
+    assert "5000" not in str(doc)

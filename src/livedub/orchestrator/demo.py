@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -70,9 +72,17 @@ class _Procs:
         self.logdir = logdir
         self.items: list[tuple[str, subprocess.Popen[bytes], Any]] = []
 
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         log = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop_all
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=None if env is None else {**os.environ, **env},
+        )
         self.items.append((name, proc, log))
         return proc
 
@@ -180,6 +190,9 @@ def run_demo(args: argparse.Namespace) -> int:
     rtsp_in = f"rtsp://{host}:{args.rtsp_port}/live/{sid}/in"
     rtmp_out = f"rtmp://{host}:{args.rtmp_port}/live/{sid}/out"
     procs = _Procs(logdir)
+    # Hooks need a secret (issue 17 #2): a fresh one per run, by env only. With --media-server
+    # (an external one) its hook must send ORCH_HOOK_SECRET from the demo's environment.
+    hook_secret = os.environ.get("ORCH_HOOK_SECRET") or secrets.token_hex(16)
     media_server: MediaServer | None = None
     try:
         fixture = workdir / f"fixture-{int(args.duration_s)}s.mp4"
@@ -189,7 +202,7 @@ def run_demo(args: argparse.Namespace) -> int:
         if args.media_server is None:
             media_server = MediaServer(
                 rtsp_port=args.rtsp_port, rtmp_port=args.rtmp_port, streams=[sid],
-                hook_url=orch_url, workdir=logdir / "media-server",
+                hook_url=orch_url, hook_secret=hook_secret, workdir=logdir / "media-server",
             )
             media_server.start()
         if args.sts_url is None:
@@ -198,7 +211,7 @@ def run_demo(args: argparse.Namespace) -> int:
             *LIVEDUB, "serve", "--port", str(args.orchestrator_port), "--sts-url", sts_url,
             "--input-base", f"rtsp://{host}:{args.rtsp_port}",
             "--output-base", f"rtmp://{host}:{args.rtmp_port}", "--log-dir", str(logdir / "workers"),
-        ])  # fmt: skip
+        ], env={"ORCH_HOOK_SECRET": hook_secret})  # fmt: skip
         if media_server is not None:
             media_server.wait_ready(10)
         _wait(lambda: _http_ok(f"{sts_url}/health"), 20, "the STS service")

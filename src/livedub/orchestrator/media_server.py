@@ -53,7 +53,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from livedub.clock import Clock, SystemClock
 from livedub.log import bind
 from livedub.orchestrator.mediaserver import RTSP_RELAY_SCRIPT
-from livedub.protocol.constants import ID_CHARS, is_valid_id
+from livedub.protocol.constants import ID_CHARS, JSON_CONTENT_TYPE, is_valid_id
 
 __all__ = [
     "EmbeddedMediaServer",
@@ -343,7 +343,7 @@ class _HookSender:
         assert base is not None
         url = base + (HOOK_READY if event.kind == "ready" else HOOK_NOT_READY)
         body = json.dumps(event.payload()).encode()
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": JSON_CONTENT_TYPE}
         if self._settings.hook_secret is not None:
             headers["X-Hook-Secret"] = self._settings.hook_secret.get_secret_value()
         ctx = {"path": event.path, "hook": event.kind, "source_type": event.source_type}

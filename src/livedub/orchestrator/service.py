@@ -44,7 +44,7 @@ from livedub.orchestrator.supervisor import (
     StreamState,
     Supervisor,
 )
-from livedub.protocol.constants import ID_CHARS
+from livedub.protocol.constants import ID_CHARS, JSON_CONTENT_TYPE
 
 log = bind("livedub.orchestrator.service")
 
@@ -254,15 +254,17 @@ class OrchestratorService:
 
     async def start(self) -> None:
         """Bind the HTTP API (raises OSError if the address is taken)."""
-        if self.settings.hook_secret is None and self.settings.host not in (
-            "127.0.0.1",
-            "::1",
-            "localhost",
-        ):
-            log.warning(
-                "hook endpoints are not authenticated (ORCH_HOOK_SECRET unset) on a public address",
-                ctx={"host": self.settings.host},
-            )
+        if self.settings.hook_secret is None:
+            if self.settings.insecure_open_hooks:
+                log.warning(
+                    "hook endpoints are NOT authenticated (--insecure-open-hooks)",
+                    ctx={"host": self.settings.host},
+                )
+            else:
+                log.warning(
+                    "ORCH_HOOK_SECRET unset: every hook is refused (403)",
+                    ctx={"host": self.settings.host},
+                )
         self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
@@ -296,7 +298,7 @@ class OrchestratorService:
     def _authorized(self, request: web.Request) -> bool:
         secret = self.settings.hook_secret
         if secret is None:
-            return True
+            return self.settings.insecure_open_hooks
         given = request.headers.get(SECRET_HEADER, "")
         return hmac.compare_digest(given.encode("utf-8"), secret.get_secret_value().encode("utf-8"))
 
@@ -311,8 +313,12 @@ class OrchestratorService:
 
         if self._stopping or self.supervisor.closing:
             return reject(503, "unavailable", "shutting down")
+        if self.settings.hook_secret is None and not self.settings.insecure_open_hooks:
+            return reject(403, "forbidden", "no hook secret configured: hooks are closed")
         if not self._authorized(request):
             return reject(401, "unauthorized", f"missing or wrong {SECRET_HEADER}")
+        if request.content_type != JSON_CONTENT_TYPE:
+            return reject(415, "unsupported_media_type", f"Content-Type must be {JSON_CONTENT_TYPE}")
         length = request.content_length
         if length is not None and length > self.settings.max_body_bytes:
             return reject(

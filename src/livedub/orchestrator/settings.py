@@ -41,7 +41,12 @@ class OrchestratorSettings(BaseSettings):
     hook_secret: SecretStr | None = Field(
         None,
         description="shared secret the media-server hook must send in X-Hook-Secret "
-        "(unset: hooks are not authenticated)",
+        "(unset or empty: every hook is refused, unless insecure_open_hooks)",
+    )
+    insecure_open_hooks: bool = Field(
+        False,
+        description="with no hook_secret, accept hooks without authentication (tests and "
+        "local experiments only; never on a shared network)",
     )
     max_body_bytes: int = Field(
         65536, ge=1024, le=16 * 1024 * 1024, description="largest hook request body accepted"
@@ -117,6 +122,15 @@ class OrchestratorSettings(BaseSettings):
     worker_pdeathsig: bool = Field(
         True, description="Linux: workers get SIGTERM if the orchestrator dies"
     )
+
+    @field_validator("hook_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: object) -> object:
+        """`ORCH_HOOK_SECRET=''` (compose's `${ORCH_HOOK_SECRET:-}`) is no secret, not an empty one."""
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            return None
+        return value
 
     @field_validator("stream_pattern")
     @classmethod

@@ -421,8 +421,9 @@ class Supervisor:
         rec = self._streams.get(stream_id)
         if rec is None or not rec.active or not rec.wanted:
             return EventResult(stream_id, "not_running", rec.state if rec else None)
-        if source_id and rec.source_id and source_id != rec.source_id:
-            # The not-ready of an earlier publisher, arriving after the new one's ready.
+        if rec.source_id and source_id != rec.source_id:
+            # The not-ready of an earlier publisher, arriving after the new one's ready, or one
+            # that does not name the publisher that started the worker: never stops it.
             slog.warning("stale not-ready event ignored", ctx={"source_id": source_id})
             return EventResult(stream_id, "stale_ignored", self._public_state(rec))
         if rec.grace_task is not None:

@@ -35,6 +35,10 @@ def is_valid_id(value: object) -> bool:
     """True when `value` is a string that is a whole stream / worker id."""
     return isinstance(value, str) and ID_RE.fullmatch(value) is not None
 
+JSON_CONTENT_TYPE: Final = "application/json"
+"""The only Content-Type accepted for HTTP bodies (hooks, STS controls): a browser cannot send it
+cross-site without a CORS preflight, so a web page cannot POST to them (CSRF)."""
+
 AUTH_TOKEN_KEY: Final = "token"
 """Key of the token in the Socket.IO `auth` payload: `auth={"token": "..."}`."""
 

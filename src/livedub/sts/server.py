@@ -191,6 +191,11 @@ class StsServer:
                 ).to_wire(),
                 status=404,
             )
+        if request.content_type != c.JSON_CONTENT_TYPE:
+            return web.json_response(
+                ControlAck.rejected(f"Content-Type must be {c.JSON_CONTENT_TYPE}").to_wire(),
+                status=415,
+            )
         body = await request.read()
         try:
             payload = json.loads(body) if body.strip() else {}

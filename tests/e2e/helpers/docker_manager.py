@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -150,6 +151,9 @@ class ServiceManager:
         self.workdir = workdir
         self.mode = mode or os.environ.get("E2E_MODE") or ("docker" if docker_available() else "local")
         self.processes: dict[str, ManagedProcess] = {}
+        # The orchestrator refuses hooks without a secret (issue 17 #2): one per run, given to
+        # the media server (which sends it) and the orchestrator (which checks it) by env only.
+        self.hook_secret = secrets.token_hex(16)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self, with_orchestrator: bool = True) -> None:
@@ -176,6 +180,7 @@ class ServiceManager:
                 "--workdir", str(self.workdir / "media-server"),
                 *hook,
             ],
+            env={"MEDIA_HOOK_SECRET": self.hook_secret},
         )
         self._spawn("echo-sts", ["sts", "--port", str(config.STS_PORT)])
         if with_orchestrator:
@@ -192,10 +197,13 @@ class ServiceManager:
                     # own workers with their own settings for the same media server.
                     "--stream-pattern", config.ORCHESTRATED_STREAM_PATTERN,
                 ],
+                env={"ORCH_HOOK_SECRET": self.hook_secret},
             )
 
-    def _spawn(self, name: str, args: Sequence[str]) -> ManagedProcess:
-        p = ManagedProcess(name, [*LIVEDUB, *args], self.workdir / f"{name}.log").start()
+    def _spawn(
+        self, name: str, args: Sequence[str], env: dict[str, str] | None = None
+    ) -> ManagedProcess:
+        p = ManagedProcess(name, [*LIVEDUB, *args], self.workdir / f"{name}.log", env=env).start()
         self.processes[name] = p
         return p
 
