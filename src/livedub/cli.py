@@ -28,8 +28,9 @@ _SUBCOMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="livedub", description="Live broadcast dubbing.")
     parser.add_argument("--version", action="version", version=f"livedub {__version__}")
+    # default None: the env var (read by setup_logging) must win over an absent flag
     parser.add_argument(
-        "--log-level", default="INFO", help="log level (env LIVEDUB_LOG_LEVEL; default INFO)"
+        "--log-level", default=None, help="log level (env LIVEDUB_LOG_LEVEL; default INFO)"
     )
     parser.add_argument(
         "--log-format",
@@ -49,10 +50,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def setup_logging_from_args(args: argparse.Namespace) -> None:
+    """Flags given win over `LIVEDUB_LOG_LEVEL` / `LIVEDUB_LOG_FORMAT`, which win over defaults."""
+    setup_logging(args.log_level, args.log_format)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.log_level, args.log_format)
+    setup_logging_from_args(args)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

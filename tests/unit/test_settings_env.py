@@ -1,0 +1,143 @@
+"""Every environment variable in docs/operations.md's settings tables reaches its setting through
+the real command-line path (issue 17 #9: `LIVEDUB_LOG_LEVEL` lost to argparse's default)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import types
+import typing
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings
+
+from livedub import cli
+from livedub.orchestrator.media_server import MediaServerSettings
+from livedub.orchestrator.settings import OrchestratorSettings
+from livedub.settings_cli import settings_from_args
+from livedub.sts import cli as sts_cli
+from livedub.sts.settings import StsSettings
+from livedub.worker.config import WorkerSettings
+
+OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
+ROW = re.compile(r"^\|\s*`(?P<env>(?:WORKER|STS|MEDIA|ORCH|LIVEDUB)_[A-Z0-9_]+)`\s*\|")
+
+Build = Callable[[argparse.Namespace], BaseSettings]
+#: env prefix → (subcommand, settings model, how that subcommand builds its settings)
+COMMANDS: dict[str, tuple[str, type[BaseSettings], Build]] = {
+    "WORKER_": ("worker", WorkerSettings, lambda a: settings_from_args(WorkerSettings, a)),
+    "STS_": ("sts", StsSettings, sts_cli.settings_from_args),
+    "MEDIA_": ("media-server", MediaServerSettings, lambda a: settings_from_args(MediaServerSettings, a)),
+    "ORCH_": ("serve", OrchestratorSettings, lambda a: settings_from_args(OrchestratorSettings, a)),
+}
+#: process-wide variables (not in a settings model) → how to read what they set
+GLOBAL_ENV = {"LIVEDUB_LOG_LEVEL", "LIVEDUB_LOG_FORMAT"}
+
+
+def documented_env_vars() -> list[str]:
+    found = [m["env"] for line in OPERATIONS.read_text().splitlines() if (m := ROW.match(line))]
+    return sorted(set(found))
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("WORKER_", "STS_", "MEDIA_", "ORCH_", "LIVEDUB_LOG_")):
+            monkeypatch.delenv(name)
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    yield monkeypatch
+    root.setLevel(saved[0])
+    root.handlers[:] = saved[1]
+
+
+def test_the_docs_table_covers_every_prefix() -> None:
+    names = documented_env_vars()
+    for prefix, (_cmd, model, _build) in COMMANDS.items():
+        assert {f"{prefix}{n.upper()}" for n in model.model_fields} <= set(names), prefix
+    assert GLOBAL_ENV <= set(names)
+
+
+def _base(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
+
+
+def candidates(field: FieldInfo) -> list[Any]:
+    """Values different from the default, most likely valid first."""
+    typ, default = _base(field.annotation), field.default
+    if typing.get_origin(typ) is typing.Literal:
+        return [v for v in typing.get_args(typ) if v != default]
+    if typ is bool:
+        return [not default] if isinstance(default, bool) else [True, False]
+    if typ is int:
+        d = default if isinstance(default, int) else 0
+        return [d + 1, d - 1, 1, 2, 1000, 40000]
+    if typ is float:
+        d = default if isinstance(default, float | int) else 0.0
+        return [d + 0.25, d * 1.5, d - 0.25, d / 2, 0.5, 1.0, 2.0, 30.0]
+    if typ is SecretStr:
+        return ["s3cret-from-env"]
+    if typ is Path:
+        return ["/tmp/livedub-env-test"]
+    return [
+        "1,2",
+        "x-from-env",
+        "http://127.0.0.9:1234",
+        "rtsp://127.0.0.9:1234",
+        "abc",
+        "/tmp/livedub-env-test",
+    ]
+
+
+def _value(v: Any) -> Any:
+    if isinstance(v, SecretStr):
+        return v.get_secret_value()
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+@pytest.mark.parametrize("env", documented_env_vars())
+def test_documented_env_var_reaches_its_setting(env: str, clean_env: pytest.MonkeyPatch) -> None:
+    if env in GLOBAL_ENV:
+        value = {"LIVEDUB_LOG_LEVEL": "WARNING", "LIVEDUB_LOG_FORMAT": "json"}[env]
+        clean_env.setenv(env, value)
+        args = cli.build_parser().parse_args(["sts"])
+        cli.setup_logging_from_args(args)
+        root = logging.getLogger()
+        if env == "LIVEDUB_LOG_LEVEL":
+            assert root.level == logging.WARNING
+        else:
+            record = logging.LogRecord("t", logging.WARNING, __file__, 1, "m", None, None)
+            assert root.handlers[0].format(record).startswith("{")
+        return
+    if env.startswith("LIVEDUB_"):
+        pytest.skip(f"{env} is read by a library at use time, not a settings model")
+    prefix = next(p for p in COMMANDS if env.startswith(p))
+    command, model, build = COMMANDS[prefix]
+    name = env.removeprefix(prefix).lower()
+    assert name in model.model_fields, f"{env} is documented but {model.__name__} has no {name}"
+    tried: list[str] = []
+    for candidate in candidates(model.model_fields[name]):
+        raw = str(candidate).lower() if isinstance(candidate, bool) else str(candidate)
+        clean_env.setenv(env, raw)
+        args = cli.build_parser().parse_args([command])
+        try:
+            settings = build(args)
+        except ValidationError as exc:
+            tried.append(f"{raw!r}: {exc.errors()[0]['msg']}")
+            continue
+        got = _value(getattr(settings, name))
+        assert got == candidate or str(got) == raw, f"{env}={raw!r} gave {name}={got!r}"
+        return
+    pytest.fail(f"no valid sample value for {env}: {tried}")
