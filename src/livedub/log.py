@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping, MutableMapping
@@ -85,3 +86,25 @@ def bind(logger: logging.Logger | str, **ctx: Any) -> BoundLogger:
     if isinstance(logger, str):
         logger = logging.getLogger(logger)
     return BoundLogger(logger, ctx)
+
+
+REDACTED = "***"
+#: `scheme://user:pass@` anywhere in a text (a URL alone, or quoted in an error message).
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s'\"]*@")
+#: `?name=value` / `&name=value` whose name is a credential (matched case-insensitively anywhere
+#: in the name): MediaMTX `user` / `pass`, SRT `passphrase`, tokens, keys, signatures.
+_SECRET_PARAM = re.compile(
+    r"(?P<lead>[?&;])(?P<name>[^=&?;#\s]*(?:pass|pwd|token|secret|key|auth|sig|cred|user)"
+    r"[^=&?;#\s]*)=[^&;#\s'\"]*",
+    re.IGNORECASE,
+)
+
+
+def redact_url(url: object) -> str:
+    """`url` (or any text holding URLs, e.g. an error message) with credentials replaced by `***`:
+    the user-info (`rtsp://user:pass@host` → `rtsp://***@host`) and the value of every query
+    parameter that looks like a credential (`passphrase=`, `pass=`, `user=`, `token=` …).
+    Everything else is kept, so a log still shows where a URL points. Use it for every URL that
+    is logged, shown or put in an exception message."""
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", str(url))
+    return _SECRET_PARAM.sub(lambda m: f"{m['lead']}{m['name']}={REDACTED}", text)

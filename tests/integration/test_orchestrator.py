@@ -45,7 +45,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 p = argparse.ArgumentParser()
-for flag in ("--stream-id", "--input", "--output", "--sts-url", "--state-dir"):
+for flag in ("--stream-id", "--state-dir"):
     p.add_argument(flag, required=True)
 p.add_argument("--metrics-port", type=int, required=True)
 p.add_argument("--ignore-sigterm", action="store_true")
@@ -69,7 +69,8 @@ Gauge("worker_sts_breaker_state", "Breaker.", ["stream_id"], registry=reg).label
 start_http_server(a.metrics_port, addr="127.0.0.1", registry=reg)
 
 record = {"pid": os.getpid(), "argv": sys.argv[1:], "t": time.monotonic(),
-          "env_secret": "ORCH_HOOK_SECRET" in os.environ}
+          "env_secret": "ORCH_HOOK_SECRET" in os.environ,
+          "env": {k: os.environ.get(k) for k in ("WORKER_INPUT_URL", "WORKER_OUTPUT_URL", "WORKER_STS_URL")}}
 tmp = state / f".{me}.tmp"
 tmp.write_text(json.dumps(record))
 os.replace(tmp, state / f"{me}.start")
@@ -377,9 +378,12 @@ async def test_ready_starts_one_worker_process_and_is_idempotent(
     (start,) = fake.starts("cam1")
     assert start["pid"] == info["pid"] and alive(info["pid"])
     argv = start["argv"]
-    assert argv[argv.index("--input") + 1] == "rtsp://127.0.0.1:8554/live/cam1/in"
-    assert argv[argv.index("--output") + 1] == "rtmp://127.0.0.1:1935/live/cam1/out"
-    assert argv[argv.index("--sts-url") + 1] == "http://127.0.0.1:8080"
+    assert start["env"] == {  # URLs by environment, never on argv (issue 17 #4)
+        "WORKER_INPUT_URL": "rtsp://127.0.0.1:8554/live/cam1/in",
+        "WORKER_OUTPUT_URL": "rtmp://127.0.0.1:1935/live/cam1/out",
+        "WORKER_STS_URL": "http://127.0.0.1:8080",
+    }
+    assert not {"--input", "--output", "--sts-url"} & set(argv)
     assert int(argv[argv.index("--metrics-port") + 1]) == info["metrics_port"]
     assert info["restarts"] == 0 and isinstance(info["started_at"], float)
     for _ in range(3):

@@ -49,3 +49,66 @@ def test_notify_endpoint_bounds_content_length(
     # the body is never sent: before the bound the relay blocked reading it (socket timeout)
     line = _raw_http(port, head + b"app=live&name=x%2Fin")
     assert line.split(b" ")[1] == status, line
+
+
+# -- #4: credentials never in argv or logs ---------------------------------------------------------
+async def test_worker_started_by_the_orchestrator_keeps_credentials_out_of_argv_and_logs(
+    tmp_path: Path,
+) -> None:
+    """A real `livedub worker` started through the hook, with credentials in its input and output
+    URLs: its /proc/<pid>/cmdline holds none, and nothing it logs does (while it retries the
+    unreachable input, logging the URL each time)."""
+    import asyncio
+    import time
+
+    import aiohttp
+
+    from livedub.orchestrator.service import SECRET_HEADER, OrchestratorService
+    from livedub.orchestrator.settings import OrchestratorSettings
+
+    secrets = ("in-pass-4711", "out-pass-4712", "phrase-4713")
+    settings = OrchestratorSettings(
+        host="127.0.0.1",
+        port=0,
+        hook_secret="hook-4714",
+        input_base=f"rtsp://publisher:{secrets[0]}@127.0.0.1:{free_port()}",
+        output_base=f"rtmp://worker:{secrets[1]}@127.0.0.1:{free_port()}",
+        sts_url=f"http://127.0.0.1:{free_port()}/?token={secrets[2]}",
+        worker_metrics_port_min=0,
+        log_dir=tmp_path / "workers",
+        stop_timeout_s=5.0,
+    )
+    service = OrchestratorService(settings)
+    await service.start()
+    log_path = tmp_path / "workers" / "creds.log"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(
+                f"http://127.0.0.1:{service.port}/v1/mediamtx/events/ready",
+                json={"path": "live/creds/in", "sourceId": "p1"},
+                headers={SECRET_HEADER: "hook-4714"},
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+        deadline = time.monotonic() + 30
+        pid: int | None = None
+        text = ""
+        while time.monotonic() < deadline:
+            info = service.supervisor.get("creds")
+            pid = info.pid if info is not None else pid
+            text = log_path.read_text() if log_path.exists() else ""
+            if pid and "worker starting" in text and "127.0.0.1" in text.split("worker starting")[1]:
+                break
+            await asyncio.sleep(0.05)
+        assert pid is not None, "worker never started"
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        assert "worker" in cmdline
+        assert "worker starting" in text, text[-2000:]
+        for secret in (*secrets, "hook-4714"):
+            assert secret not in cmdline, secret
+            assert secret not in text, secret
+        environ = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+        assert secrets[0] in environ  # the URLs did reach the worker, by environment
+        assert "hook-4714" not in environ  # the orchestrator's own secret never does
+        assert "***@127.0.0.1" in text
+    finally:
+        await service.stop()

@@ -15,7 +15,7 @@ from livedub.orchestrator.settings import OrchestratorSettings, env_name
 
 # What the orchestrator passes to `livedub worker` (checked against the real parser when the
 # worker's subcommand is registered; this list is what the worker must accept otherwise).
-WORKER_FLAGS = ("--stream-id", "--input", "--output", "--sts-url", "--metrics-port")
+WORKER_FLAGS = ("--stream-id", "--metrics-port")
 
 
 @pytest.fixture(autouse=True)
@@ -88,32 +88,44 @@ def test_worker_argv_is_composed_exactly() -> None:
     assert s.worker_argv("Cam_1-x", 9123) == [
         "/usr/bin/env", "fake", "--a", "b c",
         "--stream-id", "Cam_1-x",
-        "--input", "rtsp://mediamtx:8554/live/Cam_1-x/in",
-        "--output", "rtmp://mediamtx:1935/live/Cam_1-x/out",
-        "--sts-url", "http://echo-sts:8080",
         "--metrics-port", "9123",
     ]  # fmt: skip
+    assert s.worker_env("Cam_1-x") == {
+        "WORKER_INPUT_URL": "rtsp://mediamtx:8554/live/Cam_1-x/in",
+        "WORKER_OUTPUT_URL": "rtmp://mediamtx:1935/live/Cam_1-x/out",
+        "WORKER_STS_URL": "http://echo-sts:8080",
+    }
 
 
 @pytest.mark.parametrize("bad", ["", "../x", "a/b", "x" * 65, "a b", "a\n", "ü"])
 def test_worker_argv_refuses_bad_ids(bad: str) -> None:
     with pytest.raises(ValueError):
         OrchestratorSettings().worker_argv(bad, 9100)
+    with pytest.raises(ValueError):
+        OrchestratorSettings().worker_env(bad)
 
 
-def test_composed_worker_command_is_accepted_by_the_worker_cli() -> None:
+def test_composed_worker_command_is_accepted_by_the_worker_cli(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     s = OrchestratorSettings(worker_args="--segment-s 2")
     argv = s.worker_argv("abc", 9123)
     assert argv[:4] == [sys.executable, "-m", "livedub", "worker"]
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     if "worker" in sub:
+        from livedub.settings_cli import settings_from_args
+        from livedub.worker.config import WorkerSettings
+
+        for key, value in s.worker_env("abc").items():
+            monkeypatch.setenv(key, value)
         args = parser.parse_args(argv[3:])
-        assert args.stream_id == "abc"
-        assert args.input_url == "rtsp://127.0.0.1:8554/live/abc/in"
-        assert args.output_url == "rtmp://127.0.0.1:1935/live/abc/out"
-        assert args.sts_url == "http://127.0.0.1:8080"
-        assert int(args.metrics_port) == 9123
+        w = settings_from_args(WorkerSettings, args)
+        assert w.stream_id == "abc"
+        assert w.input_url == "rtsp://127.0.0.1:8554/live/abc/in"
+        assert w.output_url == "rtmp://127.0.0.1:1935/live/abc/out"
+        assert w.sts_url == "http://127.0.0.1:8080"
+        assert w.metrics_port == 9123
     else:  # the worker's CLI is not registered yet: this is the contract it must meet
         flags = [a for a in argv[4:] if a.startswith("--")]
         assert set(flags) - {"--segment-s"} == set(WORKER_FLAGS)

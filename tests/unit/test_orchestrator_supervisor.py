@@ -175,11 +175,13 @@ async def test_ready_starts_one_worker_with_the_composed_command() -> None:
     assert proc.spec.argv == [
         "fake-worker", "--flag",
         "--stream-id", "abc",
-        "--input", "rtsp://127.0.0.1:8554/live/abc/in",
-        "--output", "rtmp://127.0.0.1:1935/live/abc/out",
-        "--sts-url", "http://127.0.0.1:8080",
         "--metrics-port", str(port),
     ]  # fmt: skip
+    assert proc.spec.env == {  # URLs by environment, never on argv
+        "WORKER_INPUT_URL": "rtsp://127.0.0.1:8554/live/abc/in",
+        "WORKER_OUTPUT_URL": "rtmp://127.0.0.1:1935/live/abc/out",
+        "WORKER_STS_URL": "http://127.0.0.1:8080",
+    }
     info = sup.get("abc")
     assert info is not None
     assert (info.pid, info.metrics_port, info.restarts) == (proc.pid, port, 0)

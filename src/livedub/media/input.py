@@ -31,7 +31,7 @@ import av
 import numpy as np
 
 from livedub.clock import Clock, SystemClock
-from livedub.log import bind
+from livedub.log import bind, redact_url
 from livedub.media.audio import frame_to_pcm, layout_for
 from livedub.media.errors import InputUnavailable, NoAudioTrack
 from livedub.media.observer import InputState, MediaObserver, NullObserver
@@ -267,12 +267,12 @@ class _Reader(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - every open failure is retried the same way
             if srt is not None:
                 srt.close()
-            put(ReaderEnd(gen, "open_failed", f"{type(exc).__name__}: {exc}"))
+            put(ReaderEnd(gen, "open_failed", f"{type(exc).__name__}: {redact_url(exc)}"))
             return
         try:
             self._read(container)
         except Exception as exc:  # noqa: BLE001 - libav raises many types; all end the connection
-            put(ReaderEnd(gen, "error", f"{type(exc).__name__}: {exc}"))
+            put(ReaderEnd(gen, "error", f"{type(exc).__name__}: {redact_url(exc)}"))
         finally:
             try:
                 container.close()
@@ -448,7 +448,7 @@ class MediaInput:
                     self.log.info(
                         "input connected",
                         ctx={
-                            "url": self.url,
+                            "url": redact_url(self.url),
                             "generation": gen,
                             "video": item.video_codec,
                             "audio": item.audio_codec,
@@ -465,11 +465,11 @@ class MediaInput:
                 return
             assert end is not None
             if end.kind == "no_audio":
-                self.log.error("audio track required for dubbing", ctx={"url": self.url})
+                self.log.error("audio track required for dubbing", ctx={"url": redact_url(self.url)})
                 self._state(InputState.FAILED, "no audio track")
-                raise NoAudioTrack(self.url)
+                raise NoAudioTrack(redact_url(self.url))
             if end.kind == "eof" and self.end_on_eof:
-                self.log.info("input ended", ctx={"url": self.url})
+                self.log.info("input ended", ctx={"url": redact_url(self.url)})
                 self._state(InputState.ENDED, "eof")
                 return
             if got_media:
@@ -478,17 +478,17 @@ class MediaInput:
             if failures >= len(self.retry_delays_s) and ended_cleanly:
                 self.log.info(
                     "input ended: the publisher stopped and did not come back",
-                    ctx={"url": self.url, "retries": failures},
+                    ctx={"url": redact_url(self.url), "retries": failures},
                 )
                 self._state(InputState.ENDED, "eof")
                 return
             if failures >= len(self.retry_delays_s):
                 self.log.error(
                     "input unavailable: retries exhausted",
-                    ctx={"url": self.url, "last_error": end.kind, "detail": end.detail},
+                    ctx={"url": redact_url(self.url), "last_error": end.kind, "detail": redact_url(end.detail)},
                 )
                 self._state(InputState.FAILED, end.detail or end.kind)
-                raise InputUnavailable(f"input {self.url} unavailable: {end.kind} {end.detail}".strip())
+                raise InputUnavailable(f"input {redact_url(self.url)} unavailable: {end.kind} {redact_url(end.detail)}".strip())
             delay = self.retry_delays_s[failures]
             failures += 1
             if got_media:
@@ -496,7 +496,7 @@ class MediaInput:
             self.reconnects += 1
             self.log.warning(
                 "input lost, reconnecting",
-                ctx={"url": self.url, "reason": end.kind, "detail": end.detail, "retry_in_s": delay, "attempt": failures},
+                ctx={"url": redact_url(self.url), "reason": end.kind, "detail": redact_url(end.detail), "retry_in_s": delay, "attempt": failures},
             )
             self._state(InputState.RECONNECTING, f"{end.kind}: retry {failures} in {delay:g}s")
             await self._sleep_unless_closed(delay)
@@ -541,7 +541,7 @@ class MediaInput:
                     phase = "read" if opened else "open"
                     self.log.warning(
                         "input stalled: watchdog fired",
-                        ctx={"url": self.url, "phase": phase, "timeout_s": timeout},
+                        ctx={"url": redact_url(self.url), "phase": phase, "timeout_s": timeout},
                     )
                     yield ReaderEnd(gen, "stall", f"no data for {timeout:g}s ({phase})")
                     return

@@ -30,7 +30,7 @@ import av
 import numpy as np
 
 from livedub.clock import Clock, SystemClock
-from livedub.log import bind
+from livedub.log import bind, redact_url
 from livedub.media.audio import layout_for, pcm_to_planar_float
 from livedub.media.errors import OutputFailed
 from livedub.media.input import VideoTemplate
@@ -595,7 +595,7 @@ class MediaOutput:
             else:
                 container = av.open(strip_file_scheme(self.url), "w", format=fmt, options=opts)
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise OutputFailed(f"cannot open output {self.url}: {exc}") from exc
+            raise OutputFailed(f"cannot open output {redact_url(self.url)}: {redact_url(exc)}") from exc
         try:
             vstream = None
             if self.video_template is not None:
@@ -604,7 +604,7 @@ class MediaOutput:
             astream.bit_rate = s.output_audio_bitrate
         except (av.FFmpegError, OSError, ValueError) as exc:
             container.close()
-            raise OutputFailed(f"cannot create output streams for {self.url}: {exc}") from exc
+            raise OutputFailed(f"cannot create output streams for {redact_url(self.url)}: {redact_url(exc)}") from exc
         self.container = container
         self._format = fmt
         # RTSP: libav's RTP AAC packetiser sends a frame only when the next one arrives and drops
@@ -628,19 +628,19 @@ class MediaOutput:
             try:
                 socket.create_connection(endpoint, timeout=s.open_timeout_s).close()
             except OSError as exc:
-                raise OutputFailed(f"cannot reach output {self.url}: {exc}") from exc
+                raise OutputFailed(f"cannot reach output {redact_url(self.url)}: {redact_url(exc)}") from exc
         if self._srt is not None:
             try:
                 self._srt.connect()  # now, not at the first packet: the header may write nothing
             except (OSError, ValueError) as exc:
-                raise OutputFailed(f"cannot reach output {self.url}: {exc}") from exc
+                raise OutputFailed(f"cannot reach output {redact_url(self.url)}: {redact_url(exc)}") from exc
         try:
             self.container.start_encoding()
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise OutputFailed(f"cannot start output {self.url}: {exc}") from exc
+            raise OutputFailed(f"cannot start output {redact_url(self.url)}: {redact_url(exc)}") from exc
         self.log.info(
             "output opened",
-            ctx={"url": self.url, "format": self._format, "paced": s.paced, "delay_s": s.effective_output_delay_s},
+            ctx={"url": redact_url(self.url), "format": self._format, "paced": s.paced, "delay_s": s.effective_output_delay_s},
         )
 
     def start(self) -> None:
@@ -736,13 +736,13 @@ class MediaOutput:
                             self._cond.wait(timeout)
         except OutputFailed as exc:
             self.error = exc
-            self.log.error("output failed", ctx={"url": self.url, "error": str(exc)})
+            self.log.error("output failed", ctx={"url": redact_url(self.url), "error": redact_url(exc)})
         except (av.FFmpegError, OSError) as exc:
-            self.error = OutputFailed(f"output {self.url} write failed: {exc}")
-            self.log.error("output write failed", ctx={"url": self.url, "error": str(exc)})
+            self.error = OutputFailed(f"output {redact_url(self.url)} write failed: {redact_url(exc)}")
+            self.log.error("output write failed", ctx={"url": redact_url(self.url), "error": redact_url(exc)})
         except Exception as exc:  # noqa: BLE001 - a bug: still end the output with a clear error
-            self.error = OutputFailed(f"output {self.url} failed: {type(exc).__name__}: {exc}")
-            self.log.exception("output thread crashed", ctx={"url": self.url})
+            self.error = OutputFailed(f"output {redact_url(self.url)} failed: {type(exc).__name__}: {redact_url(exc)}")
+            self.log.exception("output thread crashed", ctx={"url": redact_url(self.url)})
         finally:
             self._close()
             self._finished.set()
@@ -784,6 +784,6 @@ class MediaOutput:
                 close()
             except (av.FFmpegError, OSError) as exc:
                 if self.error is None:
-                    self.error = OutputFailed(f"output {self.url} close failed: {exc}")
-                self.log.error("output close failed", ctx={"url": self.url, "error": str(exc)})
+                    self.error = OutputFailed(f"output {redact_url(self.url)} close failed: {redact_url(exc)}")
+                self.log.error("output close failed", ctx={"url": redact_url(self.url), "error": redact_url(exc)})
         self.container = None

@@ -22,7 +22,7 @@ from typing import Any
 
 from livedub.clock import Clock, SystemClock
 from livedub.exitcodes import ExitCode
-from livedub.log import bind
+from livedub.log import bind, redact_url
 from livedub.media.errors import InputUnavailable, NoAudioTrack, OutputFailed
 from livedub.media.input import InputInfo, InputLost, MediaInput, RawAudio, RawVideo
 from livedub.media.observer import MediaObserver, NullObserver
@@ -171,10 +171,10 @@ class MediaPipeline:
             self._check_protocols()
             code = await self._read_loop()
         except NoAudioTrack as exc:
-            self.log.error(str(exc), ctx={"url": self.settings.input_url})
+            self.log.error(str(exc), ctx={"url": redact_url(self.settings.input_url)})
             code = exc.exit_code
         except InputUnavailable as exc:
-            self.log.error("input unavailable", ctx={"error": str(exc)})
+            self.log.error("input unavailable", ctx={"error": redact_url(exc)})
             code = exc.exit_code
         except OutputFailed as exc:
             self.log.error("output failed", ctx={"error": str(exc)})

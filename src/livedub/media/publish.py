@@ -15,7 +15,7 @@ from typing import Any
 
 import av
 
-from livedub.log import bind
+from livedub.log import bind, redact_url
 from livedub.media.urls import is_live, output_format_for, strip_file_scheme
 
 _log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def publish(
 
     Raises av.FFmpegError / OSError if the destination cannot be opened or written.
     """
-    log = bind(_log, url=url)
+    log = bind(_log, url=redact_url(url))
     stop = stop or threading.Event()
     fmt, opts = output_format_for(url)
     written = 0

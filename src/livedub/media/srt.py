@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from livedub.log import redact_url
+
 TS_PACKET = 188
 SRT_PAYLOAD = 7 * TS_PACKET  # 1316: libsrt's default (and maximum usual) live payload
 _RECV_BUF = 1500  # >= any live payload (max 1456)
@@ -76,30 +78,30 @@ def parse_srt_url(url: str) -> SrtUrl:
     base, _, query = url.partition("?")
     parts = urlsplit(base)
     if parts.scheme.lower() != "srt":
-        raise ValueError(f"not an srt:// URL: {url!r}")
+        raise ValueError(f"not an srt:// URL: {redact_url(url)!r}")
     try:
         port = parts.port
     except ValueError as exc:
-        raise ValueError(f"bad port in {url!r}") from exc
+        raise ValueError(f"bad port in {redact_url(url)!r}") from exc
     if not port:
-        raise ValueError(f"{url!r} has no port")
+        raise ValueError(f"{redact_url(url)!r} has no port")
     opts: dict[str, str] = {}
     for item in filter(None, query.split("&")):
         key, _, value = item.partition("=")
         if key not in _KEYS:
-            raise ValueError(f"unsupported SRT URL option {key!r} in {url!r} (supported: {', '.join(_KEYS)})")
+            raise ValueError(f"unsupported SRT URL option {key!r} in {redact_url(url)!r} (supported: {', '.join(_KEYS)})")
         opts[key] = unquote(value)
     mode = opts.get("mode", "caller").lower()
     if mode not in MODES:
-        raise ValueError(f"unsupported SRT mode {mode!r} in {url!r} (caller or listener)")
+        raise ValueError(f"unsupported SRT mode {mode!r} in {redact_url(url)!r} (caller or listener)")
     host = parts.hostname or ""
     if not host and mode == "caller":
-        raise ValueError(f"{url!r}: a caller needs a host")
+        raise ValueError(f"{redact_url(url)!r}: a caller needs a host")
     try:
         latency = int(opts["latency"]) if "latency" in opts else None
         pbkeylen = int(opts["pbkeylen"]) if "pbkeylen" in opts else None
     except ValueError as exc:
-        raise ValueError(f"{url!r}: latency and pbkeylen must be integers") from exc
+        raise ValueError(f"{redact_url(url)!r}: latency and pbkeylen must be integers") from exc
     return SrtUrl(host, port, mode, latency, opts.get("streamid"), opts.get("passphrase"), pbkeylen)
 
 
@@ -203,7 +205,7 @@ class _SrtSocket:
     def _check(self, ret: int, what: str) -> int:
         if ret < 0:
             code, msg = _last_error(self._lib)
-            raise SrtError(f"{self.url}: {what}: {msg}", code)
+            raise SrtError(f"{redact_url(self.url)}: {what}: {msg}", code)
         return ret
 
     def _set(self, sock: int, opt: int, name: str, value: int | str | ctypes.Structure) -> None:
@@ -240,7 +242,7 @@ class _SrtSocket:
         """Connect (caller) or wait up to `timeout_s` for one peer (listener). Idempotent."""
         with self._lock:
             if self._closed:
-                raise SrtError(f"{self.url}: closed")
+                raise SrtError(f"{redact_url(self.url)}: closed")
             if self._sock is not None:
                 return
             lib, s = self._lib, self.spec
@@ -269,7 +271,7 @@ class _SrtSocket:
                 self._check(lib.srt_epoll_add_usock(eid, listener, ctypes.byref(events)), "epoll add")
                 ready = (_EpollEvent * 1)()
                 if lib.srt_epoll_uwait(eid, ready, 1, int(self.timeout_s * 1000)) <= 0:
-                    raise SrtError(f"{self.url}: no caller within {self.timeout_s:g} s", _ETIMEOUT)
+                    raise SrtError(f"{redact_url(self.url)}: no caller within {self.timeout_s:g} s", _ETIMEOUT)
             finally:
                 lib.srt_epoll_release(eid)
             peer, peer_len = ctypes.create_string_buffer(128), ctypes.c_int(128)
@@ -341,8 +343,8 @@ class SrtReader(_SrtSocket):
                 self._eof = True  # the peer closed (or broke off): end of stream
                 return b""
             if code == _ETIMEOUT:
-                raise SrtError(f"{self.url}: no data for {self.read_timeout_s:g} s", code)
-            raise SrtError(f"{self.url}: receive: {msg}", code)
+                raise SrtError(f"{redact_url(self.url)}: no data for {self.read_timeout_s:g} s", code)
+            raise SrtError(f"{redact_url(self.url)}: receive: {msg}", code)
 
     def close(self) -> None:
         self._release()
@@ -372,7 +374,7 @@ class SrtWriter(_SrtSocket):
         self.connect()
         sock = self._sock
         if sock is None:
-            raise SrtError(f"{self.url}: closed")
+            raise SrtError(f"{redact_url(self.url)}: closed")
         chunk = bytes(self._out[:n])
         del self._out[:n]
         for i in range(0, n, SRT_PAYLOAD):

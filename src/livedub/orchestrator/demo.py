@@ -30,6 +30,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from livedub.exitcodes import ExitCode
+from livedub.log import redact_url
 
 _log = logging.getLogger(__name__)
 
@@ -231,7 +232,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
         rec_thread = threading.Thread(target=_record, daemon=True)
         rec_thread.start()
-        _out(f"publishing {fixture.name} to {rtsp_in} in real time; dubbed output at {rtmp_out}")
+        _out(f"publishing {fixture.name} to {redact_url(rtsp_in)} in real time; "
+             f"dubbed output at {redact_url(rtmp_out)}")
         pub_thread = threading.Thread(target=publish, args=(str(fixture), rtsp_in), daemon=True)
         pub_thread.start()
 

@@ -20,6 +20,10 @@ from livedub.exitcodes import ExitCode
 from livedub.protocol.constants import is_valid_id
 
 ENV_PREFIX = "ORCH_"
+#: How the orchestrator gives a worker its URLs (WorkerSettings' env names; never argv).
+WORKER_ENV_INPUT_URL = "WORKER_INPUT_URL"
+WORKER_ENV_OUTPUT_URL = "WORKER_OUTPUT_URL"
+WORKER_ENV_STS_URL = "WORKER_STS_URL"
 
 _DEFAULT_NO_RESTART = f"{int(ExitCode.USAGE)},{int(ExitCode.STS_AUTH_FAILED)}"
 
@@ -192,23 +196,30 @@ class OrchestratorSettings(BaseSettings):
         return f"{self.output_base}/live/{stream_id}/out"
 
     def worker_argv(self, stream_id: str, metrics_port: int) -> list[str]:
-        """The full command line of the worker for `stream_id` (validated here, defensively)."""
+        """The full command line of the worker for `stream_id` (validated here, defensively).
+        It holds no URL: those may carry credentials, and any local user can read a process's
+        argv (`ps`, /proc/<pid>/cmdline); they go by environment (`worker_env`)."""
         if not is_valid_stream_id(stream_id):
             raise ValueError(f"invalid stream id: {stream_id!r}")
         return [
             *self.worker_base_argv(),
             "--stream-id",
             stream_id,
-            "--input",
-            self.input_url(stream_id),
-            "--output",
-            self.output_url(stream_id),
-            "--sts-url",
-            self.sts_url,
             "--metrics-port",
             str(metrics_port),
             *shlex.split(self.worker_args),
         ]
+
+    def worker_env(self, stream_id: str) -> dict[str, str]:
+        """Environment variables (on top of the orchestrator's own) of the worker for `stream_id`:
+        its input, output and STS URLs, which may carry credentials."""
+        if not is_valid_stream_id(stream_id):
+            raise ValueError(f"invalid stream id: {stream_id!r}")
+        return {
+            WORKER_ENV_INPUT_URL: self.input_url(stream_id),
+            WORKER_ENV_OUTPUT_URL: self.output_url(stream_id),
+            WORKER_ENV_STS_URL: self.sts_url,
+        }
 
 
 def env_name(field: str) -> str:

@@ -22,8 +22,8 @@ import signal
 import socket
 import sys
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -85,6 +85,7 @@ class LaunchSpec:
     stream_id: str
     argv: list[str]
     log_path: Path | None  # None: the output goes to `output_sink`, prefixed with the id
+    env: Mapping[str, str] = field(default_factory=dict)  # added to the environment
 
 
 class Launcher(Protocol):
@@ -154,9 +155,10 @@ class SubprocessLauncher:
         self._sink = output_sink
 
     @staticmethod
-    def _env() -> dict[str, str]:
-        """The orchestrator's environment minus its own secrets (workers get WORKER_* etc.)."""
-        return {k: v for k, v in os.environ.items() if k not in _WITHHELD_ENV}
+    def _env(extra: Mapping[str, str]) -> dict[str, str]:
+        """The orchestrator's environment minus its own secrets (workers get WORKER_* etc.),
+        plus `extra` (the worker's URLs)."""
+        return {**{k: v for k, v in os.environ.items() if k not in _WITHHELD_ENV}, **extra}
 
     async def launch(self, spec: LaunchSpec) -> WorkerProcess:
         if spec.log_path is not None:
@@ -169,7 +171,7 @@ class SubprocessLauncher:
                     stderr=asyncio.subprocess.STDOUT,
                     start_new_session=True,
                     preexec_fn=self._preexec,
-                    env=self._env(),
+                    env=self._env(spec.env),
                 )
             return _SubprocessWorker(proc, None)
         proc = await asyncio.create_subprocess_exec(
@@ -179,7 +181,7 @@ class SubprocessLauncher:
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=self._preexec,
-            env=self._env(),
+            env=self._env(spec.env),
         )
         assert proc.stdout is not None
         pump = asyncio.create_task(
@@ -623,7 +625,10 @@ class Supervisor:
             argv = self._s.worker_argv(rec.stream_id, port)
             log_path = self._s.log_dir / f"{rec.stream_id}.log" if self._s.log_dir else None
             try:
-                proc = await self._launcher.launch(LaunchSpec(rec.stream_id, argv, log_path))
+                spec = LaunchSpec(
+                    rec.stream_id, argv, log_path, self._s.worker_env(rec.stream_id)
+                )
+                proc = await self._launcher.launch(spec)
             except (OSError, ValueError) as exc:
                 slog.error("worker could not be started", ctx={"error": str(exc), "argv0": argv[0]})
                 return None, 0.0, False

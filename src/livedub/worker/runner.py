@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from livedub.clock import Clock, SystemClock
 from livedub.exitcodes import ExitCode
-from livedub.log import bind
+from livedub.log import bind, redact_url
 from livedub.media.audio import decode_fragment, encode_pcm
 from livedub.media.errors import DubbedAudioRejected
 from livedub.media.observer import InputState
@@ -188,9 +188,9 @@ class WorkerRunner:
         self.log.info(
             "worker starting",
             ctx={
-                "input": s.input_url,
-                "output": s.output_url,
-                "sts_url": s.sts_url,
+                "input": redact_url(s.input_url),
+                "output": redact_url(s.output_url),
+                "sts_url": redact_url(s.sts_url),
                 "passthrough": s.passthrough,
                 "segment_s": s.segment_s,
                 "output_delay_s": s.delay_s,
