@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.procs import Proc, ProcSet, system_cpu_s
 from livedub.media.record import record_argv
-from livedub.orchestrator.media_server import MediaServer
+from livedub.orchestrator.media_server import MediaServer, Role
 
 _log = logging.getLogger("bench")
 
@@ -309,26 +309,30 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
     logdir.mkdir(parents=True)
     procs = ProcSet(logdir)
     rtsp, rtmp = free_port(), free_port()
+    ms = MediaServer(
+        rtsp_port=rtsp,
+        rtmp_port=rtmp,
+        streams=[sid for g in phase.groups for sid in g.ids()],
+        workdir=pdir / "media-server",
+    )
     streams: list[_Stream] = []
     for g in phase.groups:
         for sid in g.ids():
+            # closed by default: the publisher's / workers' credentials (issue 17 #1)
             in_url = (
-                f"rtsp://127.0.0.1:{rtsp}/live/{sid}/in"
+                ms.rtsp_url(f"live/{sid}/in", Role.PUBLISHER)
                 if cfg.input_protocol == "rtsp"
-                else f"rtmp://127.0.0.1:{rtmp}/live/{sid}/in"
+                else ms.rtmp_url(f"live/{sid}/in", Role.PUBLISHER)
             )
             st = _Stream(
                 sid=sid,
                 group=g,
                 in_url=in_url,
-                out_url=f"rtmp://127.0.0.1:{rtmp}/live/{sid}/out",
+                out_url=ms.rtmp_url(f"live/{sid}/out", Role.WORKER),
             )
             if g.kind != "baseline":
                 st.metrics_port = free_port()
             streams.append(st)
-    ms = MediaServer(
-        rtsp_port=rtsp, rtmp_port=rtmp, streams=[s.sid for s in streams], workdir=pdir / "media-server"
-    )
     result: dict[str, Any] = {"name": phase.name, "groups": [asdict(g) for g in phase.groups], "error": None}
     scraper = _Scraper(streams, procs, cfg.scrape_interval_s)
     me = psutil.Process()

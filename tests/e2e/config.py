@@ -7,7 +7,10 @@ orchestrator (media service) on 8000 — the same ports the docker-compose file 
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
+
+from livedub.credentials import with_credentials
 
 
 def _env_int(name: str, default: int) -> int:
@@ -28,12 +31,24 @@ STS_URL = f"http://{HOST}:{STS_PORT}"
 ORCHESTRATOR_URL = f"http://{HOST}:{ORCHESTRATOR_PORT}"
 
 
+# The media server is closed (issue 17 #1): the publisher's and the workers' credentials, one pair
+# per run (set in the environment by the first import, so pytest-xdist workers share them).
+PUBLISH_USER = "publisher"
+PUBLISH_PASS = os.environ.setdefault("E2E_PUBLISH_PASS", secrets.token_urlsafe(16))
+WORKER_USER = "worker"
+WORKER_PASS = os.environ.setdefault("E2E_WORKER_PASS", secrets.token_urlsafe(16))
+
+
 def rtsp_in(stream_id: str) -> str:
-    return f"{RTSP_BASE}/live/{stream_id}/in"
+    """Where the publisher publishes (and a worker reads) `stream_id`: with the publisher's
+    credentials."""
+    return with_credentials(f"{RTSP_BASE}/live/{stream_id}/in", PUBLISH_USER, PUBLISH_PASS)
 
 
 def rtmp_out(stream_id: str) -> str:
-    return f"{RTMP_BASE}/live/{stream_id}/out"
+    """Where a worker publishes (and a recorder reads) the dubbed stream: with the workers'
+    credentials."""
+    return with_credentials(f"{RTMP_BASE}/live/{stream_id}/out", WORKER_USER, WORKER_PASS)
 
 
 # Every stream id the suite uses, declared to the embedded media server at start (nginx-rtmp serves

@@ -36,6 +36,7 @@ from livedub.orchestrator.media_server import (
     MediaServer,
     MediaServerSettings,
     PortInUseError,
+    Role,
 )
 from tests.integration.marks import needs_media_server
 
@@ -431,27 +432,27 @@ def test_publish_and_read_both_protocols_several_ids(server: MediaServer, clip: 
     assert all(p.error is None for p in pubs), [p.error for p in pubs]
 
 
-def test_second_rtsp_publisher_takes_the_path_over(server: MediaServer, clip: Path) -> None:
-    """As MediaMTX (overridePublisher): a new publisher replaces the old one; the old one and its
-    readers are disconnected, hooks say not-ready (old) then ready (new)."""
+def test_second_rtsp_publisher_is_refused(server: MediaServer, clip: Path) -> None:
+    """As MediaMTX with `overridePublisher: false` (issue 17 #1): a second publisher, even with
+    the right credentials, cannot take a live path over; the first one and its readers go on."""
     events: list[HookEvent] = []
     server._on_event = events.append
     url = server.rtsp_url("live/takeover/in")
-    first = Publisher(clip, url)
+    first = Publisher(clip, url, max_s=4)
     first.start()
     wait_for(lambda: len(events) == 1, 10, "first ready")
     second = Publisher(clip, url, max_s=3)
     second.start()
-    reader = Reader(url, want=20, deadline_s=15, publisher=second)
-    wait_for(lambda: len(events) >= 3, 10, "not-ready + ready")
+    reader = Reader(url, want=20, deadline_s=15, publisher=first)
     reader.start()
-    join_all([first, second, reader], 20)
-    assert first.error is not None, "the replaced publisher was not disconnected"
-    assert second.error is None, second.error
-    assert reader.result.latencies_s, "reader did not get the new publisher's packets"
-    kinds = [(e.kind, e.source_id) for e in events]
-    assert [k for k, _ in kinds[:3]] == ["ready", "not-ready", "ready"], kinds
-    assert kinds[0][1] == kinds[1][1] != kinds[2][1]
+    join_all([second], 20)
+    assert second.error is not None, "a second publisher took the path over"
+    join_all([first, reader], 20)
+    assert first.error is None, first.error
+    assert reader.result.latencies_s, "reader did not get the first publisher's packets"
+    assert [e.kind for e in events][:1] == ["ready"] and "not-ready" not in [
+        e.kind for e in events[:-1]
+    ], events
 
 
 def test_read_keeps_b_frame_timestamps(server: MediaServer, clip: Path) -> None:
@@ -692,9 +693,12 @@ def test_rtmp_catch_all_app_serves_any_id(server: MediaServer, clip: Path) -> No
     events: list[HookEvent] = []
     server._on_event = events.append
     base = f"rtmp://127.0.0.1:{server.rtmp_port}/live"
+    publisher = server.credentials(Role.PUBLISHER)
+    assert publisher is not None
+    creds = f"user={publisher.user}&pass={publisher.password.get_secret_value()}"
     pub = subprocess.Popen(
         ["ffmpeg", "-nostdin", "-loglevel", "error", "-re", "-i", str(clip), "-t", "4", "-c", "copy",
-         "-f", "flv", "-rtmp_app", "live", "-rtmp_playpath", "anyid/in", base],
+         "-f", "flv", "-rtmp_app", "live", "-rtmp_playpath", f"anyid/in?{creds}", base],
     )  # fmt: skip
     try:
         reader = Reader(base, want=15, deadline_s=15,

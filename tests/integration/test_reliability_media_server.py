@@ -21,7 +21,7 @@ import pytest
 from livedub.media.analyze import analyze
 from livedub.media.fixture import FixtureSpec, make_fixture
 from livedub.media.publish import publish
-from livedub.orchestrator.media_server import MediaServer
+from livedub.orchestrator.media_server import MediaServer, MediaServerSettings
 from livedub.sts.server import run_sts
 from livedub.sts.settings import StsSettings
 from livedub.sts.testing import free_port
@@ -74,8 +74,11 @@ async def test_media_server_restart_mid_stream(tmp_path: Path) -> None:
     servers: list[MediaServer] = []
     publishers: list[Publisher] = []
 
+    # the restarted server must take the credentials the publisher and worker already have
+    creds = MediaServerSettings(publish_pass="pub-msr", worker_pass="wrk-msr")  # type: ignore[arg-type]
+
     def start_server() -> MediaServer:
-        ms = MediaServer(**ports, workdir=tmp_path / f"ms{len(servers)}")  # type: ignore[arg-type]
+        ms = MediaServer(creds, **ports, workdir=tmp_path / f"ms{len(servers)}")  # type: ignore[arg-type]
         servers.append(ms)
         ms.start()
         ms.wait_ready(10)

@@ -112,3 +112,73 @@ async def test_worker_started_by_the_orchestrator_keeps_credentials_out_of_argv_
         assert "***@127.0.0.1" in text
     finally:
         await service.stop()
+
+
+# -- #1: the embedded media server is closed ------------------------------------------------------
+def _publish(url: str) -> int:
+    """Publish 1 s of generated H.264 + AAC to `url` with the ffmpeg CLI; its exit code."""
+    import subprocess
+
+    fmt = ["-f", "rtsp", "-rtsp_transport", "tcp"] if url.startswith("rtsp") else ["-f", "flv"]
+    done = subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-re",
+         "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+         "-t", "1", "-c:v", "libx264", "-preset", "ultrafast", "-g", "10", "-c:a", "aac",
+         *fmt, url],
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    return done.returncode
+
+
+@needs_media_server
+@pytest.mark.parametrize("protocol", ["rtsp", "rtmp"])
+def test_embedded_media_server_enforces_who_may_publish(
+    tmp_path: Path, protocol: str
+) -> None:
+    from livedub.orchestrator.media_server import Role
+
+    ms = MediaServer(
+        rtsp_port=free_port(), rtmp_port=free_port(), streams=["sec"], workdir=tmp_path / "ms"
+    )
+    with ms:
+        url = ms.rtsp_url if protocol == "rtsp" else ms.rtmp_url
+        refused = [
+            ("live/sec/in", Role.ANONYMOUS),
+            ("live/sec/in", Role.WORKER),  # the workers' account publishes outputs only
+            ("live/sec/out", Role.ANONYMOUS),
+            ("live/sec/out", Role.PUBLISHER),  # a broadcaster cannot replace the dubbed output
+        ]
+        for path, role in refused:
+            assert _publish(url(path, role)) != 0, (path, role)
+        assert ms.ready_paths == {}
+        assert _publish(url("live/sec/in", Role.PUBLISHER)) == 0
+        assert _publish(url("live/sec/out", Role.WORKER)) == 0
+        creds = ms.credentials(Role.PUBLISHER)
+        assert creds is not None
+        wrong = url("live/sec/in", Role.PUBLISHER).replace(
+            creds.password.get_secret_value(), "wrong-password"
+        )
+        assert _publish(wrong) != 0
+
+
+@needs_media_server
+def test_embedded_media_server_runs_open_only_when_told(tmp_path: Path) -> None:
+    from livedub.orchestrator.media_server import MediaServerSettings, Role
+
+    open_settings = MediaServerSettings(insecure_open_publish=True)
+    ms = MediaServer(open_settings, rtsp_port=free_port(), rtmp_port=free_port(), workdir=tmp_path)
+    assert ms.credentials(Role.PUBLISHER) is None and ms.credentials(Role.WORKER) is None
+    with ms:
+        assert _publish(ms.rtsp_url("live/open/in", Role.ANONYMOUS)) == 0
+
+
+def test_orchestrator_gives_workers_the_service_account_and_only_by_env() -> None:
+    from livedub.orchestrator.settings import OrchestratorSettings
+
+    s = OrchestratorSettings(output_pass="wk-pass", input_pass="rd-pass")  # type: ignore[arg-type]
+    env = s.worker_env("cam")
+    assert env["WORKER_OUTPUT_URL"] == "rtmp://127.0.0.1:1935/live/cam/out?user=worker&pass=wk-pass"
+    assert env["WORKER_INPUT_URL"] == "rtsp://worker:rd-pass@127.0.0.1:8554/live/cam/in"
+    assert not any("pass" in arg for arg in s.worker_argv("cam", 9000))
+    assert "wk-pass" not in repr(s)

@@ -114,3 +114,4 @@ def missing_protocol(url: str) -> str | None:
     if scheme in _PROTOCOL_SCHEMES and not libav_has_protocol(scheme):
         return scheme
     return None
+

@@ -23,6 +23,8 @@ _log = logging.getLogger(__name__)
 
 #: How often `media-server` checks that its child processes are alive.
 MEDIA_SERVER_HEALTH_INTERVAL_S = 0.5
+#: Settings of `media-server` that have no flag (secrets: environment only).
+MEDIA_SERVER_ENV_ONLY_FIELDS = ("hook_secret", "publish_pass", "worker_pass", "read_pass")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -40,13 +42,16 @@ def add_media_server_parser(sub: argparse._SubParsersAction) -> None:
             "Serve rtsp://HOST:RTSP_PORT/live/<id>/{in,out} (any id) and "
             "rtmp://HOST:RTMP_PORT/live/<id>/{in,out} (ids from --streams) until SIGTERM/SIGINT. "
             "Prints one line 'media-server ready ...' on stdout when both accept connections. "
-            "Every flag also reads its MEDIA_* env var; the hook secret is env-only "
-            "(MEDIA_HOOK_SECRET). Exit codes: 0 stopped by a signal, "
+            "Every flag also reads its MEDIA_* env var; secrets are env-only "
+            "(MEDIA_HOOK_SECRET, MEDIA_PUBLISH_PASS, MEDIA_WORKER_PASS, MEDIA_READ_PASS). "
+            "Publishing needs credentials (rtsp://user:pass@... or rtmp://...?user=..&pass=..); "
+            "passwords not set are generated and written to <workdir>/credentials.env. "
+            "Exit codes: 0 stopped by a signal, "
             "1 a server process failed, 2 bad settings or a port already in use."
         ),
     )
-    # the secret has no flag (a flag shows in `ps`): env MEDIA_HOOK_SECRET only
-    add_settings_flags(p, MediaServerSettings, skip=("hook_secret",))
+    # secrets have no flag (a flag shows in `ps`): env MEDIA_HOOK_SECRET, MEDIA_*_PASS only
+    add_settings_flags(p, MediaServerSettings, skip=MEDIA_SERVER_ENV_ONLY_FIELDS)
     p.set_defaults(func=run_media_server)
 
 
@@ -56,6 +61,7 @@ def run_media_server(args: argparse.Namespace) -> int:
         MediaServerError,
         MediaServerSettings,
         PortInUseError,
+        Role,
     )
 
     try:
@@ -77,6 +83,7 @@ def run_media_server(args: argparse.Namespace) -> int:
         try:
             server.start()
             server.wait_ready()
+            server.write_credentials_file()
         except PortInUseError as exc:
             _log.error("media server cannot start: %s", exc)
             return int(ExitCode.USAGE)
@@ -84,7 +91,8 @@ def run_media_server(args: argparse.Namespace) -> int:
             _log.error("media server cannot start: %s", exc)
             return int(ExitCode.ERROR)
         sys.stdout.write(
-            f"media-server ready rtsp={server.rtsp_url('')} rtmp={server.rtmp_url('')} "
+            f"media-server ready rtsp={server.rtsp_url('', Role.ANONYMOUS)} "
+            f"rtmp={server.rtmp_url('', Role.ANONYMOUS)} "
             f"streams={','.join(server.streams)} ready_after_ms="
             f"{round((server.ready_after_s or 0.0) * 1000)}\n"
         )

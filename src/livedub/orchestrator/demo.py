@@ -167,7 +167,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from livedub.media.fixture import FixtureSpec, make_fixture
     from livedub.media.publish import publish
     from livedub.media.record import record
-    from livedub.orchestrator.media_server import MediaServer
+    from livedub.orchestrator.media_server import MediaServer, Role
 
     sid: str = args.stream_id
     workdir = Path(args.workdir).resolve()
@@ -194,6 +194,7 @@ def run_demo(args: argparse.Namespace) -> int:
     # Hooks need a secret (issue 17 #2): a fresh one per run, by env only. With --media-server
     # (an external one) its hook must send ORCH_HOOK_SECRET from the demo's environment.
     hook_secret = os.environ.get("ORCH_HOOK_SECRET") or secrets.token_hex(16)
+    orch_env = {"ORCH_HOOK_SECRET": hook_secret}
     media_server: MediaServer | None = None
     try:
         fixture = workdir / f"fixture-{int(args.duration_s)}s.mp4"
@@ -206,13 +207,20 @@ def run_demo(args: argparse.Namespace) -> int:
                 hook_url=orch_url, hook_secret=hook_secret, workdir=logdir / "media-server",
             )
             media_server.start()
+            # closed by default (issue 17 #1): publish with the publisher's credentials, and
+            # give the workers' account to the orchestrator by environment
+            rtsp_in = media_server.rtsp_url(f"live/{sid}/in", Role.PUBLISHER)
+            worker = media_server.credentials(Role.WORKER)
+            if worker is not None:
+                orch_env["ORCH_OUTPUT_USER"] = worker.user
+                orch_env["ORCH_OUTPUT_PASS"] = worker.password.get_secret_value()
         if args.sts_url is None:
             procs.spawn("echo-sts", [*LIVEDUB, "sts", "--port", str(args.sts_port)])
         procs.spawn("orchestrator", [
             *LIVEDUB, "serve", "--port", str(args.orchestrator_port), "--sts-url", sts_url,
             "--input-base", f"rtsp://{host}:{args.rtsp_port}",
             "--output-base", f"rtmp://{host}:{args.rtmp_port}", "--log-dir", str(logdir / "workers"),
-        ], env={"ORCH_HOOK_SECRET": hook_secret})  # fmt: skip
+        ], env=orch_env)  # fmt: skip
         if media_server is not None:
             media_server.wait_ready(10)
         _wait(lambda: _http_ok(f"{sts_url}/health"), 20, "the STS service")

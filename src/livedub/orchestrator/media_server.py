@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import enum
 import errno
 import json
 import logging
 import os
 import queue
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -51,6 +53,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from livedub.clock import Clock, SystemClock
+from livedub.credentials import with_credentials
 from livedub.log import bind
 from livedub.orchestrator.mediaserver import RTSP_RELAY_SCRIPT
 from livedub.protocol.constants import ID_CHARS, JSON_CONTENT_TYPE, is_valid_id
@@ -71,6 +74,7 @@ _log = bind(logging.getLogger(__name__), component="media-server")
 PATH_RE = re.compile(rf"live/({ID_CHARS})/(in|out)")
 
 ENV_PREFIX = "MEDIA_"
+RELAY_AUTH_ENV = "LIVEDUB_RELAY_AUTH"  # rtsp_relay.AUTH_ENV (the relay cannot import livedub)
 HOOK_READY = "/v1/mediamtx/events/ready"
 HOOK_NOT_READY = "/v1/mediamtx/events/not-ready"
 
@@ -111,6 +115,35 @@ class MediaServerSettings(BaseSettings):
     )
     hook_secret: SecretStr | None = Field(
         default=None, description="sent as X-Hook-Secret with every hook call (unset: no header)"
+    )
+    publish_user: str = Field(
+        default="publisher", min_length=1, description="user that may publish live/<id>/in"
+    )
+    publish_pass: SecretStr | None = Field(
+        default=None,
+        description="its password (env only; unset: a random one per start, written to "
+        "<workdir>/credentials.env)",
+    )
+    worker_user: str = Field(
+        default="worker",
+        min_length=1,
+        description="the workers' service account: the only user that may publish live/<id>/out",
+    )
+    worker_pass: SecretStr | None = Field(
+        default=None,
+        description="its password (env only; unset: a random one per start, written to "
+        "<workdir>/credentials.env)",
+    )
+    read_user: str = Field(default="reader", min_length=1, description="user that may read")
+    read_pass: SecretStr | None = Field(
+        default=None,
+        description="its password (env only); unset: anyone may read. The publish and worker "
+        "accounts may always read",
+    )
+    insecure_open_publish: bool = Field(
+        default=False,
+        description="anyone may publish any live/<id>/in|out path without credentials "
+        "(local experiments only)",
     )
     hook_timeout_s: float = Field(default=5.0, gt=0, le=60, description="timeout of one hook call")
     hook_retries: int = Field(default=2, ge=0, le=10, description="retries of a failed hook call")
@@ -204,9 +237,30 @@ class MediaServerSettings(BaseSettings):
             raise ValueError("hook_url must be an http(s) URL, e.g. http://127.0.0.1:8000")
         return value
 
+    @field_validator("publish_pass", "worker_pass", "read_pass", mode="before")
+    @classmethod
+    def _empty_pass_is_unset(cls, value: object) -> object:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return None if raw is None or (isinstance(raw, str) and not raw) else value
+
     @property
     def stream_ids(self) -> tuple[str, ...]:
         return tuple(s for s in self.streams.split(",") if s)
+
+
+class Role(enum.StrEnum):
+    """Who uses a URL of the media server: which credentials it carries."""
+
+    PUBLISHER = "publisher"  # publishes live/<id>/in
+    WORKER = "worker"  # publishes live/<id>/out (and reads live/<id>/in)
+    READER = "reader"
+    ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user: str
+    password: SecretStr
 
 
 @dataclass(frozen=True)
@@ -240,6 +294,7 @@ def render_nginx_conf(
     d = workdir.resolve()
     notify = (
         f"on_publish {notify_url}/publish;\n            on_publish_done {notify_url}/publish_done;"
+        f"\n            on_play {notify_url}/play;"
     )
     live = (
         "live on;\n"
@@ -422,6 +477,7 @@ class MediaServer:
         )
         self._clock = clock or SystemClock()
         self._on_event = on_event
+        self._credentials = self._make_credentials()
         self._hooks = _HookSender(self.settings, self._clock)
         self._lock = threading.Lock()
         self._ready_paths: dict[str, HookEvent] = {}
@@ -437,6 +493,57 @@ class MediaServer:
         self._stopped = False
         self._started_at: float | None = None
         self.ready_after_s: float | None = None
+
+    def _make_credentials(self) -> dict[Role, Credentials]:
+        """Closed by default: a password not configured is generated (and written to
+        `<workdir>/credentials.env` at start), unless `insecure_open_publish`."""
+        s = self.settings
+        creds: dict[Role, Credentials] = {}
+        if not s.insecure_open_publish:
+            for role, user, password in (
+                (Role.PUBLISHER, s.publish_user, s.publish_pass),
+                (Role.WORKER, s.worker_user, s.worker_pass),
+            ):
+                creds[role] = Credentials(
+                    user, password or SecretStr(secrets.token_urlsafe(18))
+                )
+        if s.read_pass is not None:
+            creds[Role.READER] = Credentials(s.read_user, s.read_pass)
+        return creds
+
+    def _relay_access_env(self) -> str:
+        """The relay's access rules (`rtsp_relay.AUTH_ENV`), JSON, given by environment."""
+
+        def pair(role: Role) -> list[str] | None:
+            c = self._credentials.get(role)
+            return None if c is None else [c.user, c.password.get_secret_value()]
+
+        return json.dumps(
+            {"in": pair(Role.PUBLISHER), "out": pair(Role.WORKER), "read": pair(Role.READER)}
+        )
+
+    def write_credentials_file(self) -> None:
+        generated = [
+            (name, self._credentials[role])
+            for name, role, configured in (
+                ("PUBLISH", Role.PUBLISHER, self.settings.publish_pass),
+                ("WORKER", Role.WORKER, self.settings.worker_pass),
+            )
+            if configured is None and role in self._credentials
+        ]
+        if not generated:
+            return
+        path = self._wd / "credentials.env"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            for name, c in generated:
+                out.write(f"{ENV_PREFIX}{name}_USER={c.user}\n")
+                out.write(f"{ENV_PREFIX}{name}_PASS={c.password.get_secret_value()}\n")
+        _log.warning(
+            "media server credentials generated (set MEDIA_PUBLISH_PASS / MEDIA_WORKER_PASS to "
+            "choose them)",
+            ctx={"file": str(path)},
+        )
 
     # -- addresses -------------------------------------------------------------------------
     @property
@@ -464,13 +571,30 @@ class MediaServer:
         """Port on 127.0.0.1 of the relay's nginx-rtmp notify endpoint (None before `start`)."""
         return self._notify_port
 
-    def rtsp_url(self, path: str) -> str:
-        """`rtsp://host:port/<path>`, e.g. `ms.rtsp_url("live/demo/in")`."""
-        return f"rtsp://{self.host}:{self.rtsp_port}/{path.lstrip('/')}"
+    def credentials(self, role: Role) -> Credentials | None:
+        """The credentials of `role` (None: that role needs none)."""
+        return self._credentials.get(role)
 
-    def rtmp_url(self, path: str) -> str:
-        """`rtmp://host:port/<path>`; for `live/<id>/...` the id must be in `streams`."""
-        return f"rtmp://{self.host}:{self.rtmp_port}/{path.lstrip('/')}"
+    def _url(self, base: str, path: str, role: Role | None) -> str:
+        path = path.lstrip("/")
+        if role is None:  # the role a path is published by: its publisher's credentials
+            role = Role.WORKER if path.endswith("/out") else Role.PUBLISHER
+        url = f"{base}/{path}"
+        creds = self._credentials.get(role)
+        if creds is None:
+            return url
+        return with_credentials(url, creds.user, creds.password.get_secret_value())
+
+    def rtsp_url(self, path: str, role: Role | None = None) -> str:
+        """`rtsp://user:pass@host:port/<path>`, e.g. `ms.rtsp_url("live/demo/in")`: with the
+        credentials of `role`, by default of the one that may publish `path` (which may also
+        read it); `Role.ANONYMOUS` for none."""
+        return self._url(f"rtsp://{self.host}:{self.rtsp_port}", path, role)
+
+    def rtmp_url(self, path: str, role: Role | None = None) -> str:
+        """`rtmp://host:port/<path>?user=…&pass=…` (credentials as in `rtsp_url`); for
+        `live/<id>/...` the id must be in `streams`."""
+        return self._url(f"rtmp://{self.host}:{self.rtmp_port}", path, role)
 
     @property
     def ready(self) -> bool:
@@ -728,6 +852,7 @@ class MediaServer:
     def _start_relay(self) -> None:
         s = self.settings
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+        env[RELAY_AUTH_ENV] = self._relay_access_env()  # secrets by environment, never argv
         argv = [
             s.gst_python, "-I", str(RTSP_RELAY_SCRIPT),
             "--host", s.host, "--port", str(s.rtsp_port), "--id-pattern", ID_CHARS,

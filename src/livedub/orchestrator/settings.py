@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from livedub.credentials import with_credentials
 from livedub.exitcodes import ExitCode
 from livedub.protocol.constants import is_valid_id
 
@@ -68,6 +69,20 @@ class OrchestratorSettings(BaseSettings):
     )
     output_base: str = Field(
         "rtmp://127.0.0.1:1935", description="worker output = <output_base>/live/<id>/out"
+    )
+    input_user: str = Field(
+        "worker", min_length=1, description="user the workers read their input with"
+    )
+    input_pass: SecretStr | None = Field(
+        None, description="its password (env only; unset: inputs are read without credentials)"
+    )
+    output_user: str = Field(
+        "worker",
+        min_length=1,
+        description="the workers' service account, the only one that may publish live/<id>/out",
+    )
+    output_pass: SecretStr | None = Field(
+        None, description="its password (env only; unset: outputs are published without credentials)"
     )
     sts_url: str = Field("http://127.0.0.1:8080", description="STS service URL given to workers")
     worker_command: str = Field(
@@ -127,7 +142,7 @@ class OrchestratorSettings(BaseSettings):
         True, description="Linux: workers get SIGTERM if the orchestrator dies"
     )
 
-    @field_validator("hook_secret", mode="before")
+    @field_validator("hook_secret", "input_pass", "output_pass", mode="before")
     @classmethod
     def _empty_secret_is_unset(cls, value: object) -> object:
         """`ORCH_HOOK_SECRET=''` (compose's `${ORCH_HOOK_SECRET:-}`) is no secret, not an empty one."""
@@ -190,10 +205,19 @@ class OrchestratorSettings(BaseSettings):
         return frozenset(int(p) for p in self.no_restart_exit_codes.split(",") if p.strip())
 
     def input_url(self, stream_id: str) -> str:
-        return f"{self.input_base}/live/{stream_id}/in"
+        """The worker's input, with the read credentials when set (the worker's environment
+        only: never logged unredacted, never on argv)."""
+        url = f"{self.input_base}/live/{stream_id}/in"
+        if self.input_pass is None:
+            return url
+        return with_credentials(url, self.input_user, self.input_pass.get_secret_value())
 
     def output_url(self, stream_id: str) -> str:
-        return f"{self.output_base}/live/{stream_id}/out"
+        """The worker's output, with the workers' publish credentials when set."""
+        url = f"{self.output_base}/live/{stream_id}/out"
+        if self.output_pass is None:
+            return url
+        return with_credentials(url, self.output_user, self.output_pass.get_secret_value())
 
     def worker_argv(self, stream_id: str, metrics_port: int) -> list[str]:
         """The full command line of the worker for `stream_id` (validated here, defensively).

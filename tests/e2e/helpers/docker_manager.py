@@ -180,7 +180,13 @@ class ServiceManager:
                 "--workdir", str(self.workdir / "media-server"),
                 *hook,
             ],
-            env={"MEDIA_HOOK_SECRET": self.hook_secret},
+            env={
+                "MEDIA_HOOK_SECRET": self.hook_secret,
+                "MEDIA_PUBLISH_USER": config.PUBLISH_USER,
+                "MEDIA_PUBLISH_PASS": config.PUBLISH_PASS,
+                "MEDIA_WORKER_USER": config.WORKER_USER,
+                "MEDIA_WORKER_PASS": config.WORKER_PASS,
+            },
         )
         self._spawn("echo-sts", ["sts", "--port", str(config.STS_PORT)])
         if with_orchestrator:
@@ -197,7 +203,11 @@ class ServiceManager:
                     # own workers with their own settings for the same media server.
                     "--stream-pattern", config.ORCHESTRATED_STREAM_PATTERN,
                 ],
-                env={"ORCH_HOOK_SECRET": self.hook_secret},
+                env={
+                    "ORCH_HOOK_SECRET": self.hook_secret,
+                    "ORCH_OUTPUT_USER": config.WORKER_USER,
+                    "ORCH_OUTPUT_PASS": config.WORKER_PASS,
+                },
             )
 
     def _spawn(
@@ -238,11 +248,15 @@ class ServiceManager:
         env: dict[str, str] | None = None,
     ) -> ManagedProcess:
         """Start `livedub worker` for `stream_id` (RTSP in → RTMP out) and wait for its /health."""
+        # the URLs carry credentials: by environment, never argv (issue 17 #4)
+        env = {
+            "WORKER_INPUT_URL": config.rtsp_in(stream_id),
+            "WORKER_OUTPUT_URL": config.rtmp_out(stream_id),
+            **(env or {}),
+        }
         argv = [
             *LIVEDUB, "worker",
             "--stream-id", stream_id,
-            "--input", config.rtsp_in(stream_id),
-            "--output", config.rtmp_out(stream_id),
             "--sts-url", sts_url,
             "--metrics-port", str(metrics_port),
             *extra_args,

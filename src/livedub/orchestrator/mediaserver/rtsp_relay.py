@@ -51,8 +51,10 @@ thread on a lock held across a push, and never serve a path outside `live/<id>/(
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import faulthandler
+import hmac
 import json
 import os
 import re
@@ -83,6 +85,77 @@ def path_re(id_pattern: str) -> re.Pattern[str]:
 
 PATH_RE: re.Pattern[str] = re.compile(r"(?!)")
 """Set by `main` from `--id-pattern`; matches nothing until then."""
+
+AUTH_ENV = "LIVEDUB_RELAY_AUTH"
+"""Environment variable (never argv) holding the access rules, as JSON:
+{"in": [user, pass] | null, "out": [user, pass] | null, "read": [user, pass] | null}.
+`in`: who may publish live/<id>/in; `out`: who may publish live/<id>/out (the workers' account);
+`read`: who may read (null: anyone). A null `in` / `out` means anyone (the parent sets that only
+when configured open). Unset: everything open (the relay run by hand)."""
+
+
+class Access:
+    """Who may publish and read, MediaMTX-style: credentials as RTSP Basic auth (from
+    `rtsp://user:pass@...`) or as `user=` / `pass=` query parameters (RTMP, RTSP)."""
+
+    def __init__(self, rules: dict[str, Any]) -> None:
+        def pair(key: str) -> tuple[str, str] | None:
+            value = rules.get(key)
+            return None if value is None else (str(value[0]), str(value[1]))
+
+        self.publish = {"in": pair("in"), "out": pair("out")}
+        self.read = pair("read")
+
+    @classmethod
+    def from_env(cls) -> Access:
+        raw = os.environ.pop(AUTH_ENV, "")
+        return cls(json.loads(raw) if raw else {})
+
+    @staticmethod
+    def _match(want: tuple[str, str], got: tuple[str, str] | None) -> bool:
+        if got is None:
+            return False
+        user_ok = hmac.compare_digest(want[0].encode(), got[0].encode())
+        pass_ok = hmac.compare_digest(want[1].encode(), got[1].encode())
+        return user_ok and pass_ok
+
+    def may_publish(self, path: str, creds: tuple[str, str] | None) -> bool:
+        want = self.publish["out" if path.endswith("/out") else "in"]
+        return want is None or self._match(want, creds)
+
+    def may_read(self, creds: tuple[str, str] | None) -> bool:
+        if self.read is None:
+            return True
+        return any(
+            want is not None and self._match(want, creds)
+            for want in (self.read, self.publish["in"], self.publish["out"])
+        )
+
+    @property
+    def closed(self) -> bool:
+        return any(v is not None for v in (*self.publish.values(), self.read))
+
+
+ACCESS = Access({})
+"""Set by `main` from the environment."""
+
+
+def creds_from_query(query: str) -> tuple[str, str] | None:
+    q = urllib.parse.parse_qs(query or "", keep_blank_values=True)
+    if "user" in q and "pass" in q:
+        return q["user"][0], q["pass"][0]
+    return None
+
+
+def creds_from_basic(header: str | None) -> tuple[str, str] | None:
+    if not header or not header[:6].lower() == "basic ":
+        return None
+    try:
+        user, _, password = base64.b64decode(header[6:].strip()).decode("utf-8").partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return urllib.parse.unquote(user), urllib.parse.unquote(password)
+
 
 MAX_NOTIFY_BODY_BYTES = 16 * 1024
 """nginx-rtmp's notify form is a few hundred bytes; a longer body is answered 413 unread."""
@@ -738,7 +811,8 @@ class PathFactory(GstRtspServer.RTSPMediaFactory):
 
 
 class RelayAuth(GstRtspServer.RTSPAuth):
-    """No authentication; sees every request first, so it creates mounts on demand."""
+    """Access rules (`ACCESS`) and one publisher per path; sees every request first, so it also
+    creates mounts on demand."""
 
     def __init__(self, relay: Relay) -> None:
         super().__init__()
@@ -758,12 +832,45 @@ class RelayAuth(GstRtspServer.RTSPAuth):
             self.relay.requests.pop(tid, None)
             return True
         query = (ctx.uri.query or "") if ctx.uri is not None else ""
+        if not self._allowed(ctx, req, method, path, query):
+            self.relay.requests.pop(tid, None)
+            return False  # the answer is sent
         self.relay.requests[tid] = (method, path, ctx.client, query)
         if method == "ANNOUNCE":
             _res, body = req.get_body()
             self.relay._announce_sdp[tid] = bytes(body or b"").decode("utf-8", "replace")
         self.relay.state(path)  # mount on first sight
         return True
+
+
+    def _allowed(self, ctx: Any, req: Any, method: str, path: str, query: str) -> bool:
+        _res, header = req.get_header(GstRtsp.RTSPHeaderField.AUTHORIZATION, 0)
+        creds = creds_from_basic(header) or creds_from_query(query)
+        if method == "ANNOUNCE":
+            if not ACCESS.may_publish(path, creds):
+                log("warning", "rtsp publish refused: credentials", path=path, given=creds is not None)
+                self._refuse(ctx, req, GstRtsp.RTSPStatusCode.UNAUTHORIZED)
+                return False
+            st = self.relay.state(path)
+            with st.cond:
+                busy = st.publisher is not None and not st.publisher.gone
+            if busy:  # never taken over (MediaMTX overridePublisher: false)
+                log("warning", "rtsp publish refused: path already has a publisher", path=path)
+                self._refuse(ctx, req, GstRtsp.RTSPStatusCode.FORBIDDEN)
+                return False
+            return True
+        if not ACCESS.may_read(creds) and not (method == "SETUP" and ACCESS.may_publish(path, creds)):
+            log("warning", "rtsp read refused: credentials", path=path, given=creds is not None)
+            self._refuse(ctx, req, GstRtsp.RTSPStatusCode.UNAUTHORIZED)
+            return False
+        return True
+
+    @staticmethod
+    def _refuse(ctx: Any, req: Any, code: Any) -> None:
+        _res, resp = GstRtsp.rtsp_message_new_response(code, None, req)
+        if code == GstRtsp.RTSPStatusCode.UNAUTHORIZED:
+            resp.add_header(GstRtsp.RTSPHeaderField.WWW_AUTHENTICATE, 'Basic realm="livedub"')
+        ctx.client.send_message(ctx.session, resp)
 
 
 class NotifyHandler(BaseHTTPRequestHandler):
@@ -790,11 +897,23 @@ class NotifyHandler(BaseHTTPRequestHandler):
         form = urllib.parse.parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
         fields = {k: v[0] for k, v in form.items() if v}
         op = self.path.rstrip("/").rsplit("/", 1)[-1]
-        name = fields.get("name", "").split("?", 1)[0].strip("/")
+        raw_name = fields.get("name", "")
+        name = raw_name.split("?", 1)[0].strip("/")
         path = f"{fields.get('app', '').strip('/')}/{name}"
         m = PATH_RE.fullmatch(path)
-        if m is None or op not in ("publish", "publish_done"):
+        # nginx-rtmp passes the stream's query as form fields (and the raw one in `args`)
+        creds = (
+            (fields["user"], fields["pass"]) if "user" in fields and "pass" in fields else None
+        ) or creds_from_query(fields.get("args", "")) or creds_from_query(raw_name.partition("?")[2])
+        if m is None or op not in ("publish", "publish_done", "play"):
             log("warning", "rtmp publish refused: not a live/<id>/in|out path", path=path)
+            code = 403
+        elif op == "play":
+            code = 200 if ACCESS.may_read(creds) else 403
+            if code != 200:
+                log("warning", "rtmp read refused: credentials", path=path)
+        elif op == "publish" and not ACCESS.may_publish(m.group(1), creds):
+            log("warning", "rtmp publish refused: credentials", path=path, given=creds is not None)
             code = 403
         else:
             emit(
@@ -909,8 +1028,9 @@ def main(argv: list[str] | None = None) -> int:
         "this long after it (0: only ever the last GOP)",
     )
     args = p.parse_args(argv)
-    global PATH_RE
+    global PATH_RE, ACCESS
     PATH_RE = path_re(args.id_pattern)
+    ACCESS = Access.from_env()
     faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     Gst.init(None)
     relay = Relay(
