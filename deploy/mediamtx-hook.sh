@@ -11,8 +11,9 @@
 # sent, and the orchestrator refuses duplicate keys, so a crafted query cannot change "path".
 # The secret never goes on a command line (any local user can read argv in /proc): it is written
 # to a private temporary file that curl reads headers from (`-H @file`), or, without curl, to a
-# wgetrc file GNU wget reads (`WGETRC`). BusyBox wget can do neither, so the script then exits 3
-# rather than leak the secret: the MediaMTX image needs curl or GNU wget (`apk add curl`).
+# wgetrc file GNU wget reads (`WGETRC`). BusyBox (the MediaMTX `-ffmpeg` image) has neither: there
+# the request is written by the shell's builtin printf into `nc` (http:// only). With none of these
+# the script exits 3 rather than put the secret on argv.
 #
 # Env: ORCH_URL (default http://media-service:8000), ORCH_HOOK_SECRET (sent as X-Hook-Secret
 # when set), ORCH_HOOK_TIMEOUT_S (default 5). Exit: 0 sent, 2 usage, 3 no way to send the secret
@@ -43,7 +44,7 @@ url="${ORCH_URL:-http://media-service:8000}/v1/mediamtx/events/${event}"
 timeout_s="${ORCH_HOOK_TIMEOUT_S:-5}"
 umask 077
 private=$(mktemp)
-trap 'rm -f "$private"' EXIT
+trap 'rm -f "$private" "$private.fifo" "$private.out"' EXIT
 if command -v curl >/dev/null 2>&1; then
     {
         echo "Content-Type: application/json"
@@ -56,6 +57,38 @@ elif wget --version 2>/dev/null | grep -q "GNU Wget"; then
         if [ -n "${ORCH_HOOK_SECRET:-}" ]; then echo "header = X-Hook-Secret: ${ORCH_HOOK_SECRET}"; fi
     } >"$private"
     WGETRC="$private" wget -q -O /dev/null -T "$timeout_s" --post-data "$body" "$url"
+elif command -v nc >/dev/null 2>&1 && [ "${url#http://}" != "$url" ]; then
+    hostport=${url#http://}
+    hostport=${hostport%%/*}
+    path=/${url#http://*/}
+    host=${hostport%:*}
+    port=${hostport##*:}
+    if [ "$port" = "$hostport" ]; then port=80; fi
+    length=$(printf '%s' "$body" | wc -c | tr -d ' ')
+    {
+        printf 'POST %s HTTP/1.0\r\nHost: %s\r\nContent-Type: application/json\r\n' "$path" "$hostport"
+        printf 'Content-Length: %s\r\n' "$length"
+        if [ -n "${ORCH_HOOK_SECRET:-}" ]; then printf 'X-Hook-Secret: %s\r\n' "$ORCH_HOOK_SECRET"; fi
+        printf '\r\n%s' "$body"
+    } >"$private"
+    # nc must not see the end of its input before the answer (it would half-close the
+    # connection, and the server may drop the request): its input is a FIFO held open until nc
+    # ends, which it does when the server closes the connection after answering (HTTP/1.0).
+    mkfifo "$private.fifo"
+    nc -w "$timeout_s" "$host" "$port" <"$private.fifo" >"$private.out" &
+    nc_pid=$!
+    exec 3>"$private.fifo"
+    cat "$private" >&3
+    wait "$nc_pid" || true
+    exec 3>&-
+    status=$(head -n 1 "$private.out")
+    case "$status" in
+    "HTTP/1."?" 2"*) ;;
+    *)
+        echo "$0: hook failed: ${status:-no answer}" >&2
+        exit 1
+        ;;
+    esac
 elif [ -z "${ORCH_HOOK_SECRET:-}" ]; then
     wget -q -O /dev/null -T "$timeout_s" --header "Content-Type: application/json" \
         --post-data "$body" "$url"
