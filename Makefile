@@ -33,7 +33,7 @@ venv: $(BIN)/livedub
 
 # Unit + integration first (2 processes), then the E2E suite (concurrent stories).
 test: setup
-	$(BIN)/pytest -p no:cacheprovider -ra -n 2 $(PYTEST_ARGS) tests/unit tests/integration
+	$(BIN)/pytest -p no:cacheprovider -ra -n 3 $(PYTEST_ARGS) tests/unit tests/integration
 	$(BIN)/pytest -p no:cacheprovider -ra -n $(E2E_N) $(PYTEST_ARGS) tests/e2e
 
 test-unit: setup
