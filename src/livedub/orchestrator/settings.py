@@ -97,7 +97,11 @@ class OrchestratorSettings(BaseSettings):
         60.0, ge=0, le=86400, description="a run at least this long resets the backoff"
     )
     stop_timeout_s: float = Field(
-        10.0, ge=0, le=600, description="SIGTERM → SIGKILL delay when stopping a worker"
+        30.0,
+        ge=0,
+        le=600,
+        description="SIGTERM → SIGKILL delay when stopping a worker: a worker drains on SIGTERM "
+        "(up to its WORKER_DRAIN_TIMEOUT_S, default D + fragment timeout = 22 s), keep this above it",
     )
     no_restart_exit_codes: str = Field(
         _DEFAULT_NO_RESTART,
