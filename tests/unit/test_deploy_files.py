@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from livedub.cli import build_parser
 from livedub.exitcodes import ExitCode
+from livedub.orchestrator.serve_cli import ENV_ONLY_FIELDS
 from livedub.orchestrator.service import (
     INPUT_PATH_RE,
     NOT_READY_ROUTE,
@@ -401,7 +402,7 @@ def test_operations_doc_lists_every_setting_exit_code_port_and_alert() -> None:
     text = OPERATIONS.read_text()
     for field in OrchestratorSettings.model_fields:
         assert f"`{env_name(field)}`" in text, field
-        if field != "hook_secret":
+        if field not in ENV_ONLY_FIELDS:
             assert f"`--{field.replace('_', '-')}`" in text, field
     for code in ExitCode:
         assert re.search(rf"\|\s*{int(code)}\s*\|\s*`{code.name}`", text), code.name

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from livedub.clock import Clock, SystemClock
-from livedub.exitcodes import ExitCode
+from livedub.exitcodes import ORPHAN_SIGNAL, ExitCode
 from livedub.log import bind
 from livedub.media.audio import decode_fragment, encode_pcm
 from livedub.media.errors import DubbedAudioRejected
@@ -182,7 +182,7 @@ class WorkerRunner:
                 )
                 return int(ExitCode.USAGE)
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, ORPHAN_SIGNAL):
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig)
             except (NotImplementedError, RuntimeError):
@@ -226,10 +226,11 @@ class WorkerRunner:
 
     def _on_signal(self, sig: int) -> None:
         """First SIGTERM/SIGINT: drain (stop reading, let the fragments in flight finish and the
-        output write what it buffered, up to D), bounded by `drain_timeout_s`. A second signal, or
-        no drain configured: stop now (the output is closed where it is)."""
+        output write what it buffered, up to D), bounded by `drain_timeout_s`. A second signal,
+        `ORPHAN_SIGNAL` (the orchestrator died) or no drain configured: stop now (the output is
+        closed where it is)."""
         name = signal.Signals(sig).name
-        if self._drain_deadline is None and self.settings.drain_s > 0:
+        if self._drain_deadline is None and self.settings.drain_s > 0 and sig != ORPHAN_SIGNAL:
             self._drain_deadline = self.clock.monotonic() + self.settings.drain_s
             self.log.info(
                 "signal received: draining",
