@@ -289,7 +289,7 @@ def test_hook_script_reads_the_mediamtx_env_and_posts_to_our_routes(
     assert NOT_READY_ROUTE == "/v1/mediamtx/events/not-ready"
     assert f"{SECRET_HEADER}: " in text
     script_env = set(re.findall(r"\$\{(ORCH_[A-Z_]+)", text))
-    assert script_env == set(service(compose, "mediamtx")["environment"])
+    assert script_env == {k for k in service(compose, "mediamtx")["environment"] if k.startswith("ORCH_")}
     for shell in ("sh", "dash"):
         done = subprocess.run([shell, "-n", str(HOOK)], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
@@ -536,6 +536,11 @@ def test_mediamtx_config_uses_only_documented_keys(mediamtx: dict[str, Any]) -> 
     for name, conf in path_configs(mediamtx).items():
         bad = set(conf) - set(known["path"])
         assert not bad, (name, bad)
+    # Settings overridden from the environment (MTX_<KEY>) are real keys too.
+    lower = {k.lower(): k for k in known["global"]}
+    for key in service(load_yaml(COMPOSE), "mediamtx")["environment"]:
+        if key.startswith("MTX_"):
+            assert key.removeprefix("MTX_").lower() in lower, key
     # And the check is real: a misspelt key is caught.
     assert "runOnReadyy" not in known["path"] and "apiAdress" not in known["global"]
 
@@ -570,3 +575,12 @@ def test_dashboard_queries_parse_as_promql() -> None:
     for panel in dash["panels"]:
         for target in panel["targets"]:
             promql(target["expr"])
+
+
+def test_reconcile_reaches_the_mediamtx_api(compose: dict[str, Any], mediamtx: dict[str, Any]) -> None:
+    api_url = urlsplit(service(compose, "media-service")["environment"]["ORCH_MEDIA_API_URL"])
+    override = service(compose, "mediamtx")["environment"]["MTX_APIADDRESS"]
+    assert override.startswith(":")  # all interfaces of the container (the file keeps loopback)
+    assert (api_url.hostname, api_url.port) == ("mediamtx", addr_port(override))
+    assert addr_port(mediamtx["apiAddress"]) == addr_port(override)
+    assert str(api_url.port) not in {str(p).rsplit(":", 1)[1] for p in service(compose, "mediamtx")["ports"]}

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from livedub import exitcodes
 from livedub.clock import Clock, SystemClock
-from livedub.exitcodes import ORPHAN_SIGNAL, ExitCode
+from livedub.exitcodes import ExitCode
 from livedub.log import bind
 from livedub.media.audio import decode_fragment, encode_pcm
 from livedub.media.errors import DubbedAudioRejected
@@ -182,7 +183,7 @@ class WorkerRunner:
                 )
                 return int(ExitCode.USAGE)
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT, ORPHAN_SIGNAL):
+        for sig in (signal.SIGTERM, signal.SIGINT, exitcodes.ORPHAN_SIGNAL):
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig)
             except (NotImplementedError, RuntimeError):
@@ -227,10 +228,10 @@ class WorkerRunner:
     def _on_signal(self, sig: int) -> None:
         """First SIGTERM/SIGINT: drain (stop reading, let the fragments in flight finish and the
         output write what it buffered, up to D), bounded by `drain_timeout_s`. A second signal,
-        `ORPHAN_SIGNAL` (the orchestrator died) or no drain configured: stop now (the output is
+        `exitcodes.ORPHAN_SIGNAL` (the orchestrator died) or no drain configured: stop now (the output is
         closed where it is)."""
         name = signal.Signals(sig).name
-        if self._drain_deadline is None and self.settings.drain_s > 0 and sig != ORPHAN_SIGNAL:
+        if self._drain_deadline is None and self.settings.drain_s > 0 and sig != exitcodes.ORPHAN_SIGNAL:
             self._drain_deadline = self.clock.monotonic() + self.settings.drain_s
             self.log.info(
                 "signal received: draining",
