@@ -12,6 +12,7 @@ condition with a deadline.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -78,6 +79,21 @@ def worker_pids(stream_id: str) -> list[int]:
         if cmd[cmd.index("--stream-id") + 1] == stream_id and "livedub" in cmd:
             found.append(proc.info["pid"])
     return found
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON log lines of a `livedub serve` log (its workers' lines are prefixed `[<id>] `)."""
+    out = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith(f"[{STREAM}] "):
+            line = line.removeprefix(f"[{STREAM}] ")
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            out.append(doc)
+    return out
 
 
 class Serve:
@@ -209,6 +225,13 @@ async def test_killed_orchestrator_is_restarted_and_reconcile_dubs_the_live_stre
         assert now["source_type"] == "rtspSession" and now["source_id"], now
         assert worker_pids(STREAM) == [info["pid"]]
         assert await second.metric(http, "orchestrator_reconcile_started_total") == 1
+        # Stop: the orchestrator forwards SIGTERM, the worker drains and exits 0, then it exits 0.
+        second.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(second.proc.wait, 40) == 0
+        lines = json_lines(second.log)
+        assert any(d.get("msg") == "signal received: draining" for d in lines)
+        (exiting,) = [d for d in lines if d.get("msg") == "worker exiting"]
+        assert exiting["exit_code"] == 0 and not alive(info["pid"])
     finally:
         stop_publishing.set()
         for serve in serves:
