@@ -101,3 +101,47 @@ async def test_capacity_refusals_start_when_a_slot_frees() -> None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await sup.shutdown()
+
+
+async def test_embedded_media_server_api_pages_and_reconcile_reads_it() -> None:
+    """The embedded server's /v3/paths/list (no child processes needed: publish events are fed
+    as the relay reports them), read back by the Reconciler over HTTP, several pages."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    import aiohttp
+
+    from livedub.orchestrator.media_server import HookEvent, MediaServer, PathsApi
+
+    ms = MediaServer(rtsp_port=48001, rtmp_port=48002)  # never started: nothing listens there
+    for i in range(5):
+        ms._on_publish_event(HookEvent("ready", f"live/s{i}/in", "rtspSession", f"src{i}"))
+    ms._on_publish_event(HookEvent("ready", "live/s0/out", "rtmpConn", "w0"))
+    ms._on_publish_event(HookEvent("not-ready", "live/s4/in", "rtspSession", "other"))  # not its owner
+    ms._on_publish_event(HookEvent("not-ready", "live/s3/in", "rtspSession", "src3"))
+    api = PathsApi("127.0.0.1", 0, ms.paths_list)
+    api.start()
+    base = f"http://127.0.0.1:{api.port}"
+    try:
+        def get(path: str) -> tuple[int, dict[str, Any]]:
+            try:
+                with urllib.request.urlopen(base + path, timeout=5) as resp:
+                    return resp.status, json.loads(resp.read())
+            except urllib.error.HTTPError as exc:
+                return exc.code, json.loads(exc.read())
+
+        status, doc = await asyncio.to_thread(get, "/v3/paths/list?itemsPerPage=2&page=1")
+        assert status == 200 and doc["itemCount"] == 5 and doc["pageCount"] == 3
+        assert [i["name"] for i in doc["items"]] == ["live/s1/in", "live/s2/in"]
+        assert (await asyncio.to_thread(get, "/v3/paths/list?page=-1"))[0] == 400
+        assert (await asyncio.to_thread(get, "/v3/config/global/get"))[0] == 404
+        sup, clock, _, _ = make(media_api_url=base)
+        rec = reconciler(sup, clock)
+        async with aiohttp.ClientSession() as http:
+            live = await rec.list_live(http)
+        assert sorted(live, key=lambda p: p.stream_id) == [
+            LivePath(f"s{i}", "rtspSession", f"src{i}") for i in (0, 1, 2, 4)
+        ]
+    finally:
+        api.stop()
