@@ -93,7 +93,7 @@ def run_media_server(args: argparse.Namespace) -> int:
         sys.stdout.write(
             f"media-server ready rtsp={server.rtsp_url('', Role.ANONYMOUS)} "
             f"rtmp={server.rtmp_url('', Role.ANONYMOUS)} "
-            f"streams={','.join(server.streams)} ready_after_ms="
+            f"streams={','.join(server.streams)} api={server.api_url or 'off'} ready_after_ms="
             f"{round((server.ready_after_s or 0.0) * 1000)}\n"
         )
         sys.stdout.flush()
