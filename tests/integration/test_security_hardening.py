@@ -182,3 +182,42 @@ def test_orchestrator_gives_workers_the_service_account_and_only_by_env() -> Non
     assert env["WORKER_INPUT_URL"] == "rtsp://worker:rd-pass@127.0.0.1:8554/live/cam/in"
     assert not any("pass" in arg for arg in s.worker_argv("cam", 9000))
     assert "wk-pass" not in repr(s)
+
+
+@needs_media_server
+def test_embedded_media_server_closes_reading_when_a_read_password_is_set(tmp_path: Path) -> None:
+    """Readers are configurable (#1): with MEDIA_READ_PASS an anonymous RTSP reader is refused,
+    the reader account (and the publisher's) may read."""
+    import subprocess
+    import time
+
+    from livedub.orchestrator.media_server import MediaServerSettings, Role
+
+    settings = MediaServerSettings(read_pass="read-4715")  # type: ignore[arg-type]
+    ms = MediaServer(settings, rtsp_port=free_port(), rtmp_port=free_port(), workdir=tmp_path)
+    with ms:
+        pub = subprocess.Popen(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-re",
+             "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10",
+             "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+             "-t", "20", "-c:v", "libx264", "-preset", "ultrafast", "-g", "10", "-c:a", "aac",
+             "-f", "rtsp", "-rtsp_transport", "tcp", ms.rtsp_url("live/rd/in", Role.PUBLISHER)],
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 15
+            while "live/rd/in" not in ms.ready_paths:
+                assert time.monotonic() < deadline and pub.poll() is None, "publish never ready"
+                time.sleep(0.02)
+
+            def probe(role: Role) -> int:
+                return subprocess.run(
+                    ["ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_streams",
+                     ms.rtsp_url("live/rd/in", role)],
+                    capture_output=True, timeout=30, check=False,
+                ).returncode  # fmt: skip
+
+            assert probe(Role.ANONYMOUS) != 0
+            assert probe(Role.READER) == 0
+        finally:
+            pub.kill()
+            pub.wait()
