@@ -383,6 +383,12 @@ class _BrokenBackend:
             raise RuntimeError("kaput")
         return BackendResult(status="success")  # success without audio: invalid
 
+    async def check_config(self, config: StreamConfig) -> str | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
 
 @pytest.mark.parametrize("mode", ["raise", "invalid"])
 async def test_backend_failures_become_model_error(mode: str) -> None:

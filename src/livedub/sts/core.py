@@ -436,6 +436,12 @@ class StsCore:
             )
             await self._drop(conn)
             return
+        refusal = await self.backend.check_config(init.config)
+        if refusal is not None:
+            await self._send_error(
+                conn, ErrorCode.INVALID_CONFIG, refusal, stream_id=init.stream_id
+            )
+            return
         # A second init replaces the session (and cancels a pending close after stream:end).
         for task in list(conn.tasks):
             task.cancel()
@@ -628,10 +634,25 @@ class StsCore:
         if sim_error is not None:
             result = BackendResult.failed(sim_error)
         else:
+            # answered TIMEOUT (retryable) rather than after the worker has given up on it
+            budget = session.timeout_ms / 1000.0 - self.settings.deadline_margin_s
             try:
-                result = await self.backend.process(frag, session.config)
+                result = await asyncio.wait_for(
+                    self.backend.process(frag, session.config), timeout=max(0.05, budget)
+                )
             except asyncio.CancelledError:
                 raise
+            except TimeoutError:
+                session.log.warning(
+                    "fragment missed its deadline", ctx={"fragment_id": frag.fragment_id}
+                )
+                result = BackendResult.failed(
+                    ProcessingError.from_code(
+                        ErrorCode.TIMEOUT,
+                        f"not processed within {budget:.2f} s (timeout_ms {session.timeout_ms}"
+                        f" minus a {self.settings.deadline_margin_s} s margin)",
+                    )
+                )
             except Exception as exc:
                 session.log.exception("backend failed", ctx={"fragment_id": frag.fragment_id})
                 result = BackendResult.failed(
