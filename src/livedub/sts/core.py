@@ -636,12 +636,19 @@ class StsCore:
         else:
             # answered TIMEOUT (retryable) rather than after the worker has given up on it
             budget = session.timeout_ms / 1000.0 - self.settings.deadline_margin_s
+            job: asyncio.Future[BackendResult] = asyncio.ensure_future(
+                self.backend.process(frag, session.config)
+            )
             try:
-                result = await asyncio.wait_for(
-                    self.backend.process(frag, session.config), timeout=max(0.05, budget)
-                )
+                await asyncio.wait({job}, timeout=max(0.05, budget))
             except asyncio.CancelledError:
+                job.cancel()
                 raise
+            try:
+                if not job.done():
+                    job.cancel()
+                    raise TimeoutError
+                result = job.result()
             except TimeoutError:
                 session.log.warning(
                     "fragment missed its deadline", ctx={"fragment_id": frag.fragment_id}
