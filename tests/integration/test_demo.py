@@ -25,7 +25,7 @@ def _demo_argv(workdir: Path, ports: list[int]) -> list[str]:
     return [
         *DEMO, "--stream-id", "demo-it", "--workdir", str(workdir), "--duration-s", "12",
         "--rtsp-port", str(rtsp), "--rtmp-port", str(rtmp), "--sts-port", str(sts),
-        "--orchestrator-port", str(orch), "--progress-interval-s", "2",
+        "--orchestrator-port", str(orch), "--progress-interval-s", "2", "--backend", "echo",
     ]  # fmt: skip
 
 

@@ -714,6 +714,11 @@ class StsCore:
                     "status": processed.status,
                     "session_id": session.session_id,
                     "processing_time_ms": processing_ms,
+                    "transcript": processed.transcript,
+                    "translated_text": processed.translated_text,
+                    "stage_timings": (
+                        processed.stage_timings.to_wire() if processed.stage_timings else None
+                    ),
                 },
             )
         session.log.info(

@@ -87,7 +87,9 @@ def make_backend(settings: StsSettings, metrics: StsMetrics) -> Backend:
     if settings.backend is BackendKind.DUB:
         from livedub.sts.dub.backend import DubBackend
 
-        return DubBackend(settings, metrics=metrics)
+        backend = DubBackend(settings, metrics=metrics)
+        backend.warm()  # before the port opens: /health answers once the engines are ready
+        return backend
     return EchoBackend()
 
 
