@@ -9,7 +9,7 @@ APT_PACKAGES := ffmpeg nginx-light libnginx-mod-rtmp python3-gi gir1.2-gst-rtsp-
 	espeak-ng apertium apertium-eng-spa sox
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv test test-unit test-integration lint demo bench soak \
+.PHONY: setup apt venv test test-unit test-integration lint demo bench bench-dub soak \
 	e2e-up e2e-down e2e-test e2e-test-full e2e-test-p1 e2e-test-p2 e2e-test-p3 e2e-reliability clean
 
 setup: apt venv
@@ -55,6 +55,10 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m bench.run
+
+# The dub backend: per-fragment processing p50/p95 and CPU per stream-second, 2 real-time streams.
+bench-dub: setup
+	$(BIN)/python -m bench.dub --streams 2 --fragments 6 --out var/bench/dub.json
 
 soak: setup
 	$(BIN)/python -m bench.soak

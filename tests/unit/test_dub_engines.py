@@ -213,3 +213,30 @@ async def test_a_translation_failure_is_failed_with_its_stage() -> None:
         assert _count(metrics, Outcome.FAILED) == 1
     finally:
         backend.close()
+
+
+def test_whisper_annotations_are_not_speech() -> None:
+    from livedub.sts.dub.backend import clean_transcript
+
+    assert clean_transcript("[Music] ♪ (applause)") == ""
+    assert clean_transcript(" Hello (laughs) world. ") == "Hello world."
+
+
+async def test_music_and_noise_come_back_original() -> None:
+    rec = _FakeRecognizer()
+    backend, metrics = _backend(recognizer=rec)
+    t = np.arange(3 * RATE) / RATE
+    chords = sum(
+        0.1 * np.sin(2 * np.pi * f * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 2 * t + i))
+        for i, f in enumerate((261.6, 329.6, 392.0, 523.3))
+    )
+    noise = np.random.default_rng(1).standard_normal(3 * RATE) * 0.1
+    try:
+        for signal in (chords, noise):
+            pcm = np.repeat((np.asarray(signal) * 32767).astype(np.int16)[:, None], 2, axis=1)
+            frag = _fragment(pcm, "flac")
+            result = await backend.process(frag, StreamConfig())
+            assert result.status == "success" and result.dubbed_audio is frag.audio
+        assert rec.calls == 0 and _count(metrics, Outcome.NO_SPEECH) == 2
+    finally:
+        backend.close()

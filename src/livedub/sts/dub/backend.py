@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +57,15 @@ MIN_FRAGMENT_S = 0.5
 """Shorter fragments are returned original (too short to recognise anything)."""
 RATE_TOLERANCE = 0.02
 """A speaking rate within this of espeak's default is not re-synthesized."""
+
+
+_ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|[♪♫]")
+
+
+def clean_transcript(text: str) -> str:
+    """Whisper's non-speech annotations ("[Music]", "(applause)", "♪") removed: they are not
+    speech to dub (a music-only fragment then comes back original)."""
+    return " ".join(_ANNOTATION.sub(" ", text).split())
 
 
 class Outcome:
@@ -257,7 +267,8 @@ class DubBackend:
         if not spans:
             return self._original(fragment, Outcome.NO_SPEECH, timer)
         transcript = timer.run(
-            "asr", lambda: self.recognizer.transcribe(mono16, config.source_language)
+            "asr",
+            lambda: clean_transcript(self.recognizer.transcribe(mono16, config.source_language)),
         )
         if not any(ch.isalnum() for ch in transcript):
             return self._original(fragment, Outcome.NO_WORDS, timer, transcript)
