@@ -12,7 +12,7 @@ S = 1_000_000_000
 def test_vtt_time_and_cue_text() -> None:
     assert vtt_time(0) == "00:00:00.000"
     assert vtt_time(3_723 * S + 456_000_000) == "01:02:03.456"
-    assert cue_text("a  <b>\n\n c --> d & e") == "a &lt;b&gt; c -> d &amp; e"
+    assert cue_text("a  <b>\n\n c --> d & e") == "a &lt;b&gt; c -&gt; d &amp; e"
 
 
 def test_cues_are_appended_live_and_original_segments_get_no_translation(tmp_path: Path) -> None:
