@@ -1,4 +1,4 @@
-"""`livedub sts`: run the Echo STS service.
+"""`livedub sts`: run the STS service (echo backend by default, `--backend dub` to really dub).
 
 Flags override `STS_*` environment variables, which override the defaults. Never holds service
 logic; never prints the auth token.
@@ -161,9 +161,10 @@ def add_parsers(subparsers: Any) -> None:
         "sts",
         help="run the STS service (echo test double, or --backend dub: offline dubbing)",
         description=(
-            "Echo STS service: implements the Audio Fragment Protocol (docs/protocol.md) over "
-            "Socket.IO/WebSocket at /socket.io/, echoing each fragment's audio as its dubbed "
-            "audio. Also serves GET /health, GET /metrics, POST /control/<name> and "
+            "STS service: implements the Audio Fragment Protocol (docs/protocol.md) over "
+            "Socket.IO/WebSocket at /socket.io/. The echo backend (default) returns each "
+            "fragment's audio as its dubbed audio; --backend dub recognises, translates and "
+            "speaks it again offline (docs/dubbing.md). Also serves GET /health, GET /metrics, POST /control/<name> and "
             "GET /debug/streams/<stream_id>. Stop with SIGINT or SIGTERM."
         ),
     )

@@ -1,4 +1,5 @@
-"""The Echo STS service's one settings object (env prefix `STS_`, CLI flags override).
+"""The STS service's one settings object (env prefix `STS_`, CLI flags override): the echo and
+the dub backend.
 
 Every option has the spec's default. Never read the environment anywhere else in `sts`, and never
 log the auth token.
@@ -32,7 +33,7 @@ DEFAULT_DUCK_DB = -12.0
 
 
 class StsSettings(BaseSettings):
-    """Echo STS service settings. Env: `STS_<NAME>` (e.g. `STS_PORT=9000`)."""
+    """STS service settings. Env: `STS_<NAME>` (e.g. `STS_PORT=9000`, `STS_BACKEND=dub`)."""
 
     model_config = SettingsConfigDict(env_prefix="STS_", extra="ignore")
 
