@@ -167,7 +167,7 @@ def _progress_line(m: dict[str, float]) -> str:
     )
 
 
-def _spoken_track(spec: Any) -> Any:
+def spoken_track(spec: Any) -> Any:
     """English sentences (espeak-ng), one per segment, as float32 mono for the fixture. Each
     sentence sits in the longer part of its segment that does not touch the sync marker (the
     dubbed voice goes where the source spoke, so the markers stay clear under the dub), sped up
@@ -258,7 +258,7 @@ def run_demo(args: argparse.Namespace) -> int:
                  f"{', English speech' if dub else ''}) ...")
             spec = FixtureSpec(duration_s=args.duration_s)
             tmp = fixture.with_suffix(".tmp.mp4")
-            make_fixture(tmp, spec, voice=_spoken_track(spec) if dub else None)
+            make_fixture(tmp, spec, voice=spoken_track(spec) if dub else None)
             tmp.rename(fixture)
         captions = workdir / "captions" / sid
         if args.media_server is None:
