@@ -10,7 +10,7 @@ APT_PACKAGES := ffmpeg nginx-light libnginx-mod-rtmp python3-gi gir1.2-gst-rtsp-
 PYTEST_ARGS ?=
 
 .PHONY: setup apt venv test test-unit test-integration lint demo bench bench-dub soak \
-	e2e-up e2e-down e2e-test e2e-test-full e2e-test-p1 e2e-test-p2 e2e-test-p3 e2e-reliability clean
+	e2e-up e2e-down e2e-test e2e-test-full e2e-test-p1 e2e-test-p2 e2e-test-p3 test-reliability clean
 
 setup: apt venv
 
@@ -37,7 +37,7 @@ venv: $(BIN)/livedub
 
 # Unit + integration first (2 processes), then the E2E suite (concurrent stories).
 test: setup
-	$(BIN)/pytest -p no:cacheprovider -ra -n 2 $(PYTEST_ARGS) tests/unit tests/integration
+	$(BIN)/pytest -p no:cacheprovider -ra -n 3 $(PYTEST_ARGS) tests/unit tests/integration
 	$(BIN)/pytest -p no:cacheprovider -ra -n $(E2E_N) $(PYTEST_ARGS) tests/e2e
 
 test-unit: setup
@@ -63,7 +63,7 @@ bench-dub: setup
 soak: setup
 	$(BIN)/python -m bench.soak
 
-E2E_N ?= 8
+E2E_N ?= 4
 
 e2e-up: setup
 	$(BIN)/python -m tests.e2e.env up
@@ -86,8 +86,11 @@ e2e-test-p2: setup
 e2e-test-p3: setup
 	$(BIN)/pytest -ra -n $(E2E_N) -m p3 tests/e2e
 
-e2e-reliability: setup
-	$(BIN)/python tests/e2e/reliability.py --runs $${RUNS:-20}
+# The whole `make test`, RUNS times, each in a fresh clone; LOADED_RUNS more with one core busy.
+RUNS ?= 5
+LOADED_RUNS ?= 0
+test-reliability: setup
+	$(BIN)/python tests/reliability.py --runs $(RUNS) --loaded-runs $(LOADED_RUNS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

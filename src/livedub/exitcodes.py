@@ -5,7 +5,13 @@ The orchestrator restarts a worker that exits non-zero, with backoff; codes tell
 
 from __future__ import annotations
 
+import signal
 from enum import IntEnum
+
+#: The parent-death signal the orchestrator gives its workers (Linux `PR_SET_PDEATHSIG`): a worker
+#: whose orchestrator died stops at once, without draining, so that the worker a restarted
+#: orchestrator starts for the same stream can publish its output path (SIGTERM drains instead).
+ORPHAN_SIGNAL = signal.SIGHUP
 
 
 class ExitCode(IntEnum):

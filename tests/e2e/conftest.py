@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from livedub.media import fixture as fixtures
 from tests.e2e import config
 from tests.e2e.helpers import stream_publisher
 from tests.e2e.helpers.docker_manager import ManagedProcess, ServiceManager, http_json, wait_for
@@ -32,17 +32,10 @@ def _is_xdist_worker(cfg: pytest.Config) -> bool:
 
 
 def ensure_fixture() -> Path:
-    """T011: generate the 60 s fixture deterministically (once; reused if present)."""
-    path = config.FIXTURE_PATH
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.mp4")
-        subprocess.run(
-            [sys.executable, "-m", "livedub", "make-fixture", str(tmp), "--duration-s", "60"],
-            check=True,
-        )
-        tmp.rename(path)
-    return path
+    """T011: the deterministic 60 s fixture, generated once per checkout and reused only while its
+    verified stamp matches (safe when xdist workers and the controller ask at the same time)."""
+    fixtures.ensure_fixture(config.FIXTURE_PATH, fixtures.FixtureSpec(duration_s=config.FIXTURE_DURATION_S))
+    return config.FIXTURE_PATH
 
 
 def pytest_configure(config: pytest.Config) -> None:  # noqa: D103 - pytest hook

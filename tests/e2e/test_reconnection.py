@@ -18,19 +18,20 @@ pytestmark = [pytest.mark.e2e, pytest.mark.p3]
 
 def test_worker_reconnects_after_sts_disconnect(stream_factory) -> None:  # type: ignore[no-untyped-def]
     sid = "e2e-rc-reconnect"
-    # 2 s segments answered after 5 s: two or three fragments are in flight at any time.
+    # 2 s segments answered after 5 s: fragments pile up in flight. The drop is armed on that
+    # observed condition (the STS drops the connection the moment it holds two unanswered
+    # fragments of this stream), never on a guessed delay.
     control("config:latency", {"stream_id": sid, "delay_ms": 5000})
+    sio_control("simulate:disconnect", {"stream_id": sid, "min_inflight": 2})
     try:
         run = stream_factory(sid)
         run.start_recorder()
         run.publish()
         run.start_worker(["--segment-s", "2"])
         labels = {"stream_id": sid}
-        run.metrics.wait_for("worker_inflight_fragments", labels, lambda v: v >= 2, 30)
-        control("config:latency", {"stream_id": sid, "delay_ms": 0})
-        sio_control("simulate:disconnect", {"stream_id": sid, "delay_ms": 0})
+        run.metrics.wait_for("worker_fallback_total", {**labels, "reason": "disconnect"}, lambda v: v >= 2, 45)
+        control("config:latency", {"stream_id": sid, "delay_ms": 0})  # the new session is answered at once
         run.metrics.wait_for("worker_reconnection_total", labels, lambda v: v == 1, 15)
-        run.metrics.wait_for("worker_fallback_total", {**labels, "reason": "disconnect"}, lambda v: v >= 1, 1)
         assert run.finish() == 0
         assert run.metrics_port  # metrics checked while running above
     finally:

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from livedub.cli import build_parser
 from livedub.exitcodes import ExitCode
+from livedub.orchestrator.serve_cli import ENV_ONLY_FIELDS
 from livedub.orchestrator.service import (
     INPUT_PATH_RE,
     NOT_READY_ROUTE,
@@ -115,8 +116,8 @@ def published_container_ports(svc: dict[str, Any]) -> set[int]:
 # --- compose: services, commands --------------------------------------------------------------------
 
 
-def test_compose_has_the_three_services_with_health_checks(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"mediamtx", "media-service", "echo-sts"}
+def test_compose_has_its_services_with_health_checks(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"mediamtx", "media-service", "echo-sts", "prometheus", "grafana"}
     for name, svc in compose["services"].items():
         hc = svc.get("healthcheck")
         assert hc and hc["test"][0] in ("CMD", "CMD-SHELL"), name
@@ -158,7 +159,7 @@ def test_media_service_env_names_are_real_settings(compose: dict[str, Any]) -> N
     known = {env_name(f) for f in OrchestratorSettings.model_fields} | LOG_ENV
     assert set(env) <= known, set(env) - known
     for key, value in env.items():  # and every value is valid for its setting
-        if key.startswith("ORCH_") and value not in ("${ORCH_HOOK_SECRET:-}",):
+        if key.startswith("ORCH_") and not value.startswith("${"):
             field = key.removeprefix("ORCH_").lower()
             OrchestratorSettings(**{field: value})
 
@@ -288,7 +289,7 @@ def test_hook_script_reads_the_mediamtx_env_and_posts_to_our_routes(
     assert NOT_READY_ROUTE == "/v1/mediamtx/events/not-ready"
     assert f"{SECRET_HEADER}: " in text
     script_env = set(re.findall(r"\$\{(ORCH_[A-Z_]+)", text))
-    assert script_env == set(service(compose, "mediamtx")["environment"])
+    assert script_env == {k for k in service(compose, "mediamtx")["environment"] if k.startswith("ORCH_")}
     for shell in ("sh", "dash"):
         done = subprocess.run([shell, "-n", str(HOOK)], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
@@ -304,7 +305,7 @@ def test_dockerfile_builds_the_package_the_compose_file_runs(compose: dict[str, 
         assert context == REPO
         assert (context / build["dockerfile"]).resolve() == DOCKERFILE.resolve()
     text = DOCKERFILE.read_text()
-    assert "ARG PYTHON_IMAGE=python:3.11-slim" in text
+    assert "ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm" in text  # an exact version
     assert re.search(r"^FROM \$\{PYTHON_IMAGE\}", text, re.M)
     for path in ("pyproject.toml", "README.md", "src"):
         assert (REPO / path).exists()
@@ -401,7 +402,7 @@ def test_operations_doc_lists_every_setting_exit_code_port_and_alert() -> None:
     text = OPERATIONS.read_text()
     for field in OrchestratorSettings.model_fields:
         assert f"`{env_name(field)}`" in text, field
-        if field != "hook_secret":
+        if field not in ENV_ONLY_FIELDS:
             assert f"`--{field.replace('_', '-')}`" in text, field
     for code in ExitCode:
         assert re.search(rf"\|\s*{int(code)}\s*\|\s*`{code.name}`", text), code.name
@@ -412,3 +413,174 @@ def test_operations_doc_lists_every_setting_exit_code_port_and_alert() -> None:
             assert rule["alert"] in text, rule["alert"]
     for metric in (*WORKER_METRICS, *orchestrator_metric_names()):
         assert metric in text, metric
+
+
+# --- compose: schema, pinning, logs, limits, exposure (issue 17 item 11) ----------------------------------
+
+DATA = REPO / "tests" / "data" / "deploy"
+#: The Compose Specification's JSON schema, vendored from compose-spec/compose-spec
+#: (schema/compose-spec.json, Apache-2.0, commit 170098ba07d9, 2026-06-23): no download at test time.
+COMPOSE_SCHEMA = DATA / "compose-spec.json"
+#: MediaMTX's configuration keys (see the file's "source"): top level, and of one path.
+MEDIAMTX_KEYS = DATA / "mediamtx-keys.json"
+PROMETHEUS = DEPLOY / "prometheus.yml"
+GRAFANA = DEPLOY / "grafana" / "provisioning"
+EXACT_TAG = re.compile(r"^[a-z0-9./_-]+:v?\d+\.\d+\.\d+(-[a-z0-9]+)?$")
+LOOPBACK_BINDS = ("127.0.0.1", "${LIVEDUB_BIND_ADDRESS:-127.0.0.1}")
+
+
+def test_compose_file_is_valid_against_the_compose_spec_schema(compose: dict[str, Any]) -> None:
+    import jsonschema
+
+    schema = json.loads(COMPOSE_SCHEMA.read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(compose)]
+    assert errors == []
+    # The schema really checks: an unknown key is an error.
+    bad = {**compose, "services": {**compose["services"], "x": {"image": "a:1.0.0", "bogus": 1}}}
+    assert any("bogus" in e.message for e in validator.iter_errors(bad))
+
+
+def test_compose_images_are_pinned_to_exact_versions(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        image = svc["image"]
+        assert "latest" not in image and EXACT_TAG.fullmatch(image), (name, image)
+    mtx_version = service(compose, "mediamtx")["image"].split(":")[1].removesuffix("-ffmpeg")
+    assert mtx_version == json.loads(MEDIAMTX_KEYS.read_text())["version"]
+
+
+def test_compose_rotates_logs_and_limits_resources(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        logging_ = svc["logging"]
+        assert logging_["driver"] == "json-file", name
+        assert re.fullmatch(r"\d+[km]", logging_["options"]["max-size"]), name
+        assert int(logging_["options"]["max-file"]) >= 2, name
+        limits = svc["deploy"]["resources"]["limits"]
+        assert float(limits["cpus"]) > 0 and re.fullmatch(r"\d+[MG]", limits["memory"]), name
+
+
+def test_compose_publishes_ports_on_loopback_by_default(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        for port in svc.get("ports", []):
+            host, _published, _target = str(port).rsplit(":", 2)
+            assert host in LOOPBACK_BINDS, (name, port)
+
+
+def test_compose_requires_the_hook_secret(compose: dict[str, Any]) -> None:
+    for name in ("mediamtx", "media-service"):
+        assert service(compose, name)["environment"]["ORCH_HOOK_SECRET"].startswith("${ORCH_HOOK_SECRET:?")
+
+
+def test_compose_stop_grace_outlasts_the_workers_drain(compose: dict[str, Any]) -> None:
+    from livedub.worker.config import WorkerSettings
+
+    media = service(compose, "media-service")
+    grace_s = int(str(media["stop_grace_period"]).removesuffix("s"))
+    stop_timeout_s = float(media["environment"]["ORCH_STOP_TIMEOUT_S"])
+    assert grace_s > stop_timeout_s > WorkerSettings().drain_s
+
+
+def mounts_of(svc: dict[str, Any]) -> dict[str, Path]:
+    """container path → host path of the service's bind mounts (named volumes left out)."""
+    out = {}
+    for volume in svc.get("volumes", []):
+        src, dst, *_ = str(volume).split(":")
+        if src.startswith("."):
+            out[dst] = (DEPLOY / src).resolve()
+    return out
+
+
+def test_prometheus_scrapes_the_orchestrator_and_loads_the_alerts(compose: dict[str, Any]) -> None:
+    prom = service(compose, "prometheus")
+    mounts = mounts_of(prom)
+    assert mounts["/etc/prometheus/prometheus.yml"] == PROMETHEUS.resolve()
+    conf = load_yaml(PROMETHEUS)
+    assert set(conf) <= {"global", "rule_files", "scrape_configs", "alerting", "remote_write"}
+    for rule_file in conf["rule_files"]:
+        assert mounts[rule_file] == ALERTS.resolve()
+    (job,) = conf["scrape_configs"]
+    assert job["job_name"] == "livedub"  # what alerts.yml selects on
+    serve_port = int(flag_value(service(compose, "media-service")["command"], "--port") or 8000)
+    assert job["static_configs"][0]["targets"] == [f"media-service:{serve_port}"]
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    for key in ("scrape_interval", "evaluation_interval"):
+        assert re.fullmatch(r"\d+[smh]", conf["global"][key])
+    assert f"--config.file={'/etc/prometheus/prometheus.yml'}" in prom["command"]
+
+
+def test_grafana_is_provisioned_with_the_datasource_and_dashboard(compose: dict[str, Any]) -> None:
+    graf = service(compose, "grafana")
+    mounts = mounts_of(graf)
+    assert mounts["/etc/grafana/provisioning"] == GRAFANA.resolve()
+    (ds,) = load_yaml(GRAFANA / "datasources" / "prometheus.yml")["datasources"]
+    assert ds["type"] == "prometheus" and ds["isDefault"] is True
+    prom_port = addr_port(urlsplit(health_url(service(compose, "prometheus"))).netloc)
+    assert urlsplit(ds["url"]).hostname == "prometheus" and urlsplit(ds["url"]).port == prom_port
+    assert ds["jsonData"]["manageAlerts"] is True  # the alerts.yml rules show in Grafana
+    (provider,) = load_yaml(GRAFANA / "dashboards" / "livedub.yml")["providers"]
+    assert provider["type"] == "file"
+    dash_files = [dst for dst, src in mounts.items() if src == DASHBOARD.resolve()]
+    assert len(dash_files) == 1 and Path(dash_files[0]).parent == Path(provider["options"]["path"])
+    assert "${GRAFANA_ADMIN_PASSWORD:?" in graf["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+
+
+# --- MediaMTX keys, alert rules, PromQL, dashboard -----------------------------------------------------
+
+
+def test_mediamtx_config_uses_only_documented_keys(mediamtx: dict[str, Any]) -> None:
+    known = json.loads(MEDIAMTX_KEYS.read_text())
+    unknown = set(mediamtx) - set(known["global"])
+    assert not unknown, f"not MediaMTX {known['version']} settings: {unknown}"
+    for section in ("pathDefaults",):
+        assert set(mediamtx.get(section) or {}) <= set(known["path"]), section
+    for name, conf in path_configs(mediamtx).items():
+        bad = set(conf) - set(known["path"])
+        assert not bad, (name, bad)
+    # Settings overridden from the environment (MTX_<KEY>) are real keys too.
+    lower = {k.lower(): k for k in known["global"]}
+    for key in service(load_yaml(COMPOSE), "mediamtx")["environment"]:
+        if key.startswith("MTX_"):
+            assert key.removeprefix("MTX_").lower() in lower, key
+    # And the check is real: a misspelt key is caught.
+    assert "runOnReadyy" not in known["path"] and "apiAdress" not in known["global"]
+
+
+def promql(expr: str) -> Any:
+    """Parse PromQL (Grafana's $__ variables replaced by what they expand to)."""
+    import promql_parser
+
+    for var, value in (("$__rate_interval", "5m"), ("$__interval", "1m"), ("$__range", "1h")):
+        expr = expr.replace(var, value)
+    return promql_parser.parse(expr)
+
+
+def test_alert_rules_follow_the_prometheus_rule_schema_and_parse() -> None:
+    doc = load_yaml(ALERTS)
+    assert set(doc) == {"groups"}
+    for group in doc["groups"]:
+        assert set(group) <= {"name", "interval", "rules", "limit", "labels", "query_offset"}
+        for rule in group["rules"]:
+            assert set(rule) <= {"alert", "expr", "for", "keep_firing_for", "labels", "annotations"}, rule
+            assert isinstance(rule["alert"], str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", rule["alert"])
+            promql(rule["expr"])  # raises ValueError on a syntax error
+            for key in ("labels", "annotations"):
+                assert all(isinstance(k, str) and isinstance(v, str) for k, v in rule.get(key, {}).items())
+    with pytest.raises(ValueError):
+        promql("sum(rate(worker_fallback_total[5m])")
+
+
+def test_dashboard_queries_parse_as_promql() -> None:
+    dash = json.loads(DASHBOARD.read_text())
+    assert dash["uid"] and dash["title"] and isinstance(dash["schemaVersion"], int)
+    for panel in dash["panels"]:
+        for target in panel["targets"]:
+            promql(target["expr"])
+
+
+def test_reconcile_reaches_the_mediamtx_api(compose: dict[str, Any], mediamtx: dict[str, Any]) -> None:
+    api_url = urlsplit(service(compose, "media-service")["environment"]["ORCH_MEDIA_API_URL"])
+    override = service(compose, "mediamtx")["environment"]["MTX_APIADDRESS"]
+    assert override.startswith(":")  # all interfaces of the container (the file keeps loopback)
+    assert (api_url.hostname, api_url.port) == ("mediamtx", addr_port(override))
+    assert addr_port(mediamtx["apiAddress"]) == addr_port(override)
+    assert str(api_url.port) not in {str(p).rsplit(":", 1)[1] for p in service(compose, "mediamtx")["ports"]}

@@ -37,7 +37,7 @@ def test_defaults_match_the_documented_ones() -> None:
     assert s.sts_url == "http://127.0.0.1:8080"
     assert s.grace_s == 30.0
     assert (s.backoff_initial_s, s.backoff_multiplier, s.backoff_max_s) == (1.0, 2.0, 30.0)
-    assert s.stable_run_s == 60.0 and s.stop_timeout_s == 10.0
+    assert s.stable_run_s == 60.0 and s.stop_timeout_s == 30.0
     assert s.final_exit_codes() == {ExitCode.USAGE, ExitCode.STS_AUTH_FAILED}
     assert s.worker_base_argv() == [sys.executable, "-m", "livedub", "worker"]
     assert s.log_dir is None
@@ -142,3 +142,10 @@ def test_serve_with_a_bad_flag_value_exits_with_usage() -> None:
     parser = build_parser()
     args = parser.parse_args(["serve", "--input-base", "nonsense"])
     assert args.func(args) == ExitCode.USAGE
+
+
+def test_default_stop_timeout_outlasts_the_default_worker_drain() -> None:
+    """SIGTERM → SIGKILL must leave a worker its whole default drain (D + fragment timeout)."""
+    from livedub.worker.config import WorkerSettings
+
+    assert OrchestratorSettings().stop_timeout_s > WorkerSettings().drain_s

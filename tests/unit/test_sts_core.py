@@ -13,6 +13,7 @@ from livedub.clock import FakeClock
 from livedub.protocol import (
     ErrorCode,
     FragmentData,
+    ProcessingError,
     ProtocolValidationError,
     StreamConfig,
     parse_server_event,
@@ -362,6 +363,67 @@ async def test_simulated_disconnect_and_refusal(core: StsCore) -> None:
     assert "A3" in tx(core).dropped
     await core.control("config:reset", {"stream_id": "s1"})
     await core.connect("A4", {"x-stream-id": "s1"}, None)
+
+
+class _HeldBackend:
+    """Echo that answers only when `release` is set: fragments stay in flight on a fake clock."""
+
+    name = "held"
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def process(self, fragment: FragmentData, config: StreamConfig) -> BackendResult:
+        await self.release.wait()
+        return BackendResult.failed(ProcessingError.from_code(ErrorCode.TIMEOUT, "released"))
+
+
+@pytest.fixture
+async def held_core() -> AsyncIterator[StsCore]:
+    c = StsCore(StsSettings(close_delay_s=0.0), FakeTransport(), backend=_HeldBackend(), clock=FakeClock())
+    yield c
+    await c.shutdown()
+
+
+async def settle() -> None:
+    """Let every ready task run (no wall-clock wait)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_disconnect_armed_on_inflight_fires_when_the_session_holds_that_many(
+    held_core: StsCore,
+) -> None:
+    core = held_core
+    await start(core)
+    ack = await core.control("simulate:disconnect", {"stream_id": "s1", "min_inflight": 2})
+    assert ack.status == "accepted"
+    await core.handle("A", "fragment:data", make_fragment("s1", 0))
+    await settle()
+    assert tx(core).dropped == [], "one unanswered fragment: not yet"
+    await core.handle("A", "fragment:data", make_fragment("s1", 1))
+    await until(lambda: tx(core).dropped == ["A"])
+    await core.disconnect("A")
+    await start(core, sid="B")  # one-shot: a new session with fragments in flight stays up
+    for i in range(3):
+        await core.handle("B", "fragment:data", make_fragment("s1", i))
+    await settle()
+    assert tx(core).dropped == ["A"]
+
+
+async def test_armed_disconnect_fires_at_once_if_already_true_and_reset_disarms(
+    held_core: StsCore,
+) -> None:
+    core = held_core
+    await start(core)
+    await core.control("simulate:disconnect", {"stream_id": "s1", "min_inflight": 3})
+    await core.control("config:reset", {"stream_id": "s1"})
+    for i in range(3):
+        await core.handle("A", "fragment:data", make_fragment("s1", i))
+    await settle()
+    assert tx(core).dropped == [], "reset disarmed it"
+    await core.control("simulate:disconnect", {"stream_id": "s1", "min_inflight": 3})
+    await until(lambda: tx(core).dropped == ["A"])
 
 
 async def test_reset_cancels_a_pending_disconnect(core: StsCore) -> None:

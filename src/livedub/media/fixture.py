@@ -13,8 +13,11 @@ markers and tones. This module never downloads media and never shells out to ffm
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -249,3 +252,88 @@ def _mux_audio(out: av.container.OutputContainer, pkt: av.Packet, scale: float) 
         if pkt.duration:
             pkt.duration = round(pkt.duration * scale)
     out.mux(pkt)
+
+
+class FixtureError(RuntimeError):
+    """A fixture file is not what its spec says (truncated, corrupt, or another spec)."""
+
+
+def verify_fixture(path: str | Path, spec: FixtureSpec) -> None:
+    """Demux the whole file and check it holds what `spec` describes: H.264 + AAC, every video
+    frame, the full audio duration. Raises `FixtureError` naming what is wrong."""
+    try:
+        with av.open(str(path)) as inp:
+            video = next((st for st in inp.streams if st.type == "video"), None)
+            audio = next((st for st in inp.streams if st.type == "audio"), None)
+            if video is None or audio is None:
+                raise FixtureError(f"{path}: needs one video and one audio stream")
+            if (video.codec_context.name, audio.codec_context.name) != ("h264", "aac"):
+                raise FixtureError(f"{path}: codecs are not h264 + aac")
+            frames, audio_end = 0, 0.0
+            for pkt in inp.demux(video, audio):
+                if pkt.size == 0 or pkt.pts is None or pkt.time_base is None:
+                    continue
+                if pkt.stream.index == video.index:
+                    frames += 1
+                else:
+                    audio_end = max(audio_end, float((pkt.pts + (pkt.duration or 0)) * pkt.time_base))
+    except av.FFmpegError as exc:
+        raise FixtureError(f"{path}: unreadable: {exc}") from exc
+    if frames != spec.n_frames:
+        raise FixtureError(f"{path}: {frames} video frames, want {spec.n_frames}")
+    want_s = spec.duration_s * (1.0 + spec.audio_drift_ppm * 1e-6)
+    if abs(audio_end - want_s) > 0.05:
+        raise FixtureError(f"{path}: audio ends at {audio_end:.3f} s, want {want_s:.3f} s")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _stamp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _is_current(path: Path, spec: FixtureSpec) -> bool:
+    """True if `path` is the verified output of `spec`: its stamp (written only after a verified
+    generation) names this spec and the file's exact size and sha256."""
+    try:
+        stamp = json.loads(_stamp_path(path).read_text())
+        if stamp.get("spec") != asdict(spec) or stamp.get("bytes") != path.stat().st_size:
+            return False
+        return bool(stamp.get("sha256") == _sha256(path))
+    except (OSError, ValueError):
+        return False
+
+
+def ensure_fixture(path: str | Path, spec: FixtureSpec | None = None) -> bool:
+    """Make sure `path` holds the fixture of `spec`, generating it at most once however many
+    processes ask at the same time (pytest-xdist workers, concurrent runs): an exclusive lock on
+    `<path>.lock` serialises them; a file is reused only if its stamp (`<path>.json`: spec, size,
+    sha256, written after the generated file was verified) matches, so a truncated or corrupt
+    file is regenerated, never reused; a new file is written under a per-process temporary name,
+    verified, and renamed into place atomically. Returns True if this call generated the file."""
+    spec = spec or FixtureSpec()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.with_name(path.name + ".lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (also if we crash)
+        if path.exists() and _is_current(path, spec):
+            return False
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
+        try:
+            make_fixture(tmp, spec)
+            verify_fixture(tmp, spec)
+            stamp = {"spec": asdict(spec), "bytes": tmp.stat().st_size, "sha256": _sha256(tmp)}
+            _stamp_path(path).unlink(missing_ok=True)  # no stamp while the file changes
+            os.replace(tmp, path)
+            stamp_tmp = tmp.with_suffix(".json")
+            stamp_tmp.write_text(json.dumps(stamp, indent=2))
+            os.replace(stamp_tmp, _stamp_path(path))
+        finally:
+            tmp.unlink(missing_ok=True)
+        return True

@@ -81,6 +81,16 @@ class PipelineStats:
     gap_samples_filled: int = 0
     max_abs_drift_ms: float = 0.0
     last_output_delay_s: float | None = None
+    # The video read, on the output timeline: first packet's pts, end (pts + duration) of the last.
+    video_first_ns: int | None = None
+    video_end_ns: int | None = None
+
+    @property
+    def video_read_s(self) -> float:
+        """Length of the video read (what a drained output holds), in seconds."""
+        if self.video_first_ns is None or self.video_end_ns is None:
+            return 0.0
+        return (self.video_end_ns - self.video_first_ns) / NS_PER_S
 
 
 class MediaPipeline:
@@ -155,6 +165,7 @@ class MediaPipeline:
 
     def request_stop(self, *, drain: bool = True) -> None:
         """Stop reading; with `drain`, the output still writes what it has (up to D seconds)."""
+        self.log.info("stop requested", ctx={"drain": drain, "video_read_s": round(self.stats.video_read_s, 3)})
         self._stop = True
         self._drain_on_stop = drain
         self.input.close()
@@ -189,6 +200,7 @@ class MediaPipeline:
                 "segments": self.stats.segments_created,
                 "output": dict(self.stats.segments_output),
                 "reasons": dict(self.stats.reasons),
+                "video_read_s": round(self.stats.video_read_s, 3),
             },
         )
         return int(code)
@@ -380,6 +392,10 @@ class MediaPipeline:
         self._anchor(pkt.dts_ns, ev.read_wall)
         self.segmenter.push_video(pkt)
         self.output.push_video(pkt)
+        st = self.stats
+        if st.video_first_ns is None:
+            st.video_first_ns = pkt.pts_ns
+        st.video_end_ns = max(st.video_end_ns or 0, pkt.pts_ns + duration_ns)
 
     def _on_audio(self, ev: RawAudio) -> None:
         assert self.segmenter is not None and self.drift is not None and self.output is not None

@@ -85,7 +85,7 @@ def run_media_server(args: argparse.Namespace) -> int:
             return int(ExitCode.ERROR)
         sys.stdout.write(
             f"media-server ready rtsp={server.rtsp_url('')} rtmp={server.rtmp_url('')} "
-            f"streams={','.join(server.streams)} ready_after_ms="
+            f"streams={','.join(server.streams)} api={server.api_url or 'off'} ready_after_ms="
             f"{round((server.ready_after_s or 0.0) * 1000)}\n"
         )
         sys.stdout.flush()

@@ -60,6 +60,7 @@ __all__ = [
     "MediaServer",
     "MediaServerError",
     "MediaServerSettings",
+    "PathsApi",
     "PortInUseError",
     "render_nginx_conf",
 ]
@@ -74,6 +75,9 @@ PATH_RE = re.compile(r"live/([A-Za-z0-9_-]{1,64})/(in|out)")
 ENV_PREFIX = "MEDIA_"
 HOOK_READY = "/v1/mediamtx/events/ready"
 HOOK_NOT_READY = "/v1/mediamtx/events/not-ready"
+#: MediaMTX's control API route listing the paths, and its default page size.
+PATHS_LIST_ROUTE = "/v3/paths/list"
+API_ITEMS_PER_PAGE = 100
 
 
 class MediaServerError(RuntimeError):
@@ -105,6 +109,13 @@ class MediaServerSettings(BaseSettings):
         default="",
         description="comma-separated stream ids served at rtmp://.../live/<id>/{in,out}; "
         "RTMP ids must be declared at start (RTSP serves any id)",
+    )
+    api_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="port of the MediaMTX-style control API (GET /v3/paths/list) on `host`; "
+        "0: off (MediaMTX's own default is 9997)",
     )
     hook_url: str | None = Field(
         default=None,
@@ -394,6 +405,7 @@ class MediaServer:
         rtsp_port: int | None = None,
         rtmp_port: int | None = None,
         streams: Sequence[str] | None = None,
+        api_port: int | None = None,
         hook_url: str | None = None,
         hook_secret: str | None = None,
         workdir: Path | str | None = None,
@@ -410,6 +422,8 @@ class MediaServer:
             overrides["rtmp_port"] = rtmp_port
         if streams is not None:
             overrides["streams"] = ",".join(streams)
+        if api_port is not None:
+            overrides["api_port"] = api_port
         if hook_url is not None:
             overrides["hook_url"] = hook_url
         if hook_secret is not None:
@@ -426,6 +440,8 @@ class MediaServer:
         self._hooks = _HookSender(self.settings, self._clock)
         self._lock = threading.Lock()
         self._ready_paths: dict[str, HookEvent] = {}
+        self._live: dict[str, tuple[HookEvent, str]] = {}  # every published path: (event, since)
+        self._api: PathsApi | None = None
         self._notify_port: int | None = None
         self._nginx: subprocess.Popen[bytes] | None = None
         self._relay: subprocess.Popen[bytes] | None = None
@@ -478,6 +494,23 @@ class MediaServer:
         with self._lock:
             return dict(self._ready_paths)
 
+    def paths_list(self, page: int = 0, items_per_page: int = API_ITEMS_PER_PAGE) -> dict[str, Any]:
+        """MediaMTX's `GET /v3/paths/list` answer (`PathList`): the paths being published now."""
+        with self._lock:
+            live = sorted(self._live.items())
+        items = [_path_item(path, ev, since) for path, (ev, since) in live]
+        per_page = max(1, items_per_page)
+        return {
+            "itemCount": len(items),
+            "pageCount": (len(items) + per_page - 1) // per_page,
+            "items": items[page * per_page : (page + 1) * per_page],
+        }
+
+    @property
+    def api_url(self) -> str | None:
+        """`http://host:api_port` of the control API, or None when it is off."""
+        return f"http://{self.host}:{self.settings.api_port}" if self.settings.api_port else None
+
     def pids(self) -> list[int]:
         """PIDs of every child process (nginx master and workers, RTSP relay) that is alive."""
         out: list[int] = []
@@ -498,6 +531,8 @@ class MediaServer:
             raise MediaServerError("rtsp_port and rtmp_port must differ")
         check_port_free("RTSP", s.host, s.rtsp_port)
         check_port_free("RTMP", s.host, s.rtmp_port)
+        if s.api_port:
+            check_port_free("API", s.host, s.api_port)
         missing = s.missing_prerequisite()
         if missing is not None:
             raise MediaServerError(missing)
@@ -513,6 +548,9 @@ class MediaServer:
                 if self._clock.monotonic() > deadline:
                     raise MediaServerError(self._not_ready_message())
             self._start_nginx()
+            if s.api_port:
+                self._api = PathsApi(s.host, s.api_port, self.paths_list)
+                self._api.start()
         except BaseException:
             self.stop()
             raise
@@ -605,6 +643,9 @@ class MediaServer:
         self._stopped = True
         self._ready = False
         s = self.settings
+        if self._api is not None:
+            self._api.stop()
+            self._api = None
         procs: list[tuple[str, subprocess.Popen[bytes], int]] = []
         if self._nginx is not None:
             procs.append(("nginx", self._nginx, signal.SIGTERM))  # SIGQUIT waits for RTMP clients
@@ -637,6 +678,7 @@ class MediaServer:
         with self._lock:
             leftover = list(self._ready_paths.values())
             self._ready_paths.clear()
+            self._live.clear()
         for ev in leftover:
             self._emit(HookEvent("not-ready", ev.path, ev.source_type, ev.source_id, ev.query))
         self._hooks.close(s.stop_hook_flush_s)
@@ -790,7 +832,17 @@ class MediaServer:
     def _on_publish_event(self, ev: HookEvent) -> None:
         _log.info("publish " + ev.kind, ctx={"path": ev.path, "source_type": ev.source_type})
         m = PATH_RE.fullmatch(ev.path)
-        if m is None or m.group(2) != "in":
+        if m is None:
+            return
+        with self._lock:
+            if ev.kind == "ready":
+                self._live[ev.path] = (ev, _utc_now())
+            elif (live := self._live.get(ev.path)) is not None and (
+                live[0].source_type,
+                live[0].source_id,
+            ) == (ev.source_type, ev.source_id):
+                del self._live[ev.path]
+        if m.group(2) != "in":
             return
         with self._lock:
             if ev.kind == "ready":
@@ -816,6 +868,86 @@ class MediaServer:
 
 #: The name used in the issue text.
 EmbeddedMediaServer = MediaServer
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _path_item(path: str, ev: HookEvent, since: str) -> dict[str, Any]:
+    """One `Path` of MediaMTX's API (v1.x shape: `ready` and its successors `available`/`online`)."""
+    return {
+        "name": path,
+        "confName": path,
+        "source": {"type": ev.source_type, "id": ev.source_id},
+        "ready": True,
+        "readyTime": since,
+        "available": True,
+        "availableTime": since,
+        "online": True,
+        "onlineTime": since,
+        "tracks": [],
+        "readers": [],
+        "bytesReceived": 0,
+        "bytesSent": 0,
+    }
+
+
+class PathsApi:
+    """The MediaMTX control API subset livedub uses: `GET /v3/paths/list[?page=&itemsPerPage=]`,
+    from a daemon thread. Anything else is 404; it never changes the media server."""
+
+    def __init__(self, host: str, port: int, list_paths: Callable[[int, int], dict[str, Any]]) -> None:
+        import http.server
+
+        list_fn = list_paths
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                url = urllib.parse.urlsplit(self.path)
+                if url.path != PATHS_LIST_ROUTE:
+                    self._send(404, {"error": "not found"})
+                    return
+                query = urllib.parse.parse_qs(url.query)
+                try:
+                    page = int(query.get("page", ["0"])[0])
+                    per_page = int(query.get("itemsPerPage", [str(API_ITEMS_PER_PAGE)])[0])
+                except ValueError:
+                    self._send(400, {"error": "invalid page or itemsPerPage"})
+                    return
+                if page < 0 or per_page < 1:
+                    self._send(400, {"error": "invalid page or itemsPerPage"})
+                    return
+                self._send(200, list_fn(page, per_page))
+
+            def _send(self, status: int, doc: dict[str, Any]) -> None:
+                body = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        self._server = http.server.ThreadingHTTPServer((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._server.serve_forever, name="media-api", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
 
 
 def _startup_error(failure: str, ms: MediaServer) -> MediaServerError:

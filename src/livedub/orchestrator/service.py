@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from livedub.clock import Clock, SystemClock
 from livedub.exitcodes import ExitCode
 from livedub.log import bind
+from livedub.orchestrator.reconcile import LivePath, ReconcileCollector, Reconciler
 from livedub.orchestrator.settings import OrchestratorSettings
 from livedub.orchestrator.supervisor import (
     CapacityError,
@@ -220,6 +221,12 @@ class OrchestratorService:
             registry=self.registry,
         )
         self.registry.register(_SupervisorCollector(self.supervisor))
+        self.reconciler = Reconciler(
+            settings, self.supervisor, clock=self.clock, input_path_re=INPUT_PATH_RE, manages=self._manages
+        )
+        self.supervisor.on_slot_freed = self.reconciler.slot_freed
+        self.registry.register(ReconcileCollector(self.reconciler))
+        self._reconcile_task: asyncio.Task[None] | None = None
         ProcessCollector(registry=self.registry)
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
@@ -273,6 +280,7 @@ class OrchestratorService:
             raise
         addresses = self._runner.addresses
         self.port = int(addresses[0][1]) if addresses else self.settings.port
+        self._reconcile_task = asyncio.create_task(self.reconciler.run(), name="reconcile")
         log.info(
             "orchestrator listening",
             ctx={
@@ -285,6 +293,9 @@ class OrchestratorService:
     async def stop(self) -> None:
         """Refuse new hooks, stop every worker, then close the HTTP API."""
         self._stopping = True
+        if self._reconcile_task is not None:
+            self._reconcile_task.cancel()
+            await asyncio.gather(self._reconcile_task, return_exceptions=True)
         await self.supervisor.shutdown()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -333,10 +344,15 @@ class OrchestratorService:
             ]
             return reject(422, "invalid", "payload failed validation", errors=errors)
 
+    def _manages(self, stream_id: str) -> bool:
+        """This orchestrator manages the stream (`stream_pattern`)."""
+        pattern = self.settings.stream_pattern
+        return not pattern or re.fullmatch(pattern, stream_id) is not None
+
     def _not_ours(self, event: str, stream_id: str) -> web.Response | None:
         """A stream another orchestrator manages (`stream_pattern`): acknowledged, not started."""
         pattern = self.settings.stream_pattern
-        if not pattern or re.fullmatch(pattern, stream_id):
+        if self._manages(stream_id):
             return None
         self.hook_events.labels(event, "ignored").inc()
         log.info("hook ignored: stream not managed here", ctx={"stream_id": stream_id, "pattern": pattern})
@@ -356,6 +372,9 @@ class OrchestratorService:
                 query=parsed.query,
             )
         except CapacityError as exc:
+            self.reconciler.note_refused(
+                LivePath(parsed.stream_id, parsed.source_type, parsed.source_id)
+            )
             self.hook_events.labels("ready", "capacity").inc()
             log.error("ready refused: capacity", ctx={"stream_id": parsed.stream_id})
             return web.json_response(
@@ -383,6 +402,7 @@ class OrchestratorService:
             return parsed
         if (ignored := self._not_ours("not_ready", parsed.stream_id)) is not None:
             return ignored
+        self.reconciler.forget(parsed.stream_id)
         result = self.supervisor.on_not_ready(parsed.stream_id, source_id=parsed.source_id)
         self.hook_events.labels("not_ready", "accepted").inc()
         return web.json_response(

@@ -55,6 +55,29 @@ class OrchestratorSettings(BaseSettings):
         "several orchestrators share one media server, each taking its own streams",
     )
 
+    # --- reconcile with the media server -------------------------------------------------
+    media_api_url: str = Field(
+        "",
+        description="MediaMTX control API base URL (e.g. http://mediamtx:9997; `livedub "
+        "media-server --api-port`): at start and every reconcile_interval_s a worker is started "
+        "for each live live/<id>/in path that has none (empty: no reconcile, hooks only)",
+    )
+    media_api_credentials: SecretStr | None = Field(
+        None,
+        description="`user:password` for the media API (HTTP basic auth; env only: a flag would "
+        "show in `ps`); unset: no credentials",
+    )
+    reconcile_interval_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="how often the live paths are listed (also at once when a slot frees for a "
+        "stream refused for capacity)",
+    )
+    media_api_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="timeout of one media API request"
+    )
+
     # --- what a worker is started with ----------------------------------------------------
     input_base: str = Field(
         "rtsp://127.0.0.1:8554", description="worker input = <input_base>/live/<id>/in"
@@ -97,7 +120,11 @@ class OrchestratorSettings(BaseSettings):
         60.0, ge=0, le=86400, description="a run at least this long resets the backoff"
     )
     stop_timeout_s: float = Field(
-        10.0, ge=0, le=600, description="SIGTERM → SIGKILL delay when stopping a worker"
+        30.0,
+        ge=0,
+        le=600,
+        description="SIGTERM → SIGKILL delay when stopping a worker: a worker drains on SIGTERM "
+        "(up to its WORKER_DRAIN_TIMEOUT_S, default D + fragment timeout = 22 s), keep this above it",
     )
     no_restart_exit_codes: str = Field(
         _DEFAULT_NO_RESTART,
@@ -117,7 +144,9 @@ class OrchestratorSettings(BaseSettings):
         "(unset: into this process's stderr, prefixed with [<id>])",
     )
     worker_pdeathsig: bool = Field(
-        True, description="Linux: workers get SIGTERM if the orchestrator dies"
+        True,
+        description="Linux: workers get SIGHUP if the orchestrator dies, and stop at once "
+        "(no drain: a restarted orchestrator's new worker takes the output path over)",
     )
 
     @field_validator("stream_pattern")
@@ -128,6 +157,19 @@ class OrchestratorSettings(BaseSettings):
         except re.error as exc:
             raise ValueError(f"not a regular expression: {exc}") from exc
         return value
+
+    @field_validator("media_api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL, e.g. http://mediamtx:9997")
+        return value
+
+    @field_validator("media_api_credentials", mode="before")
+    @classmethod
+    def _empty_credentials(cls, value: object) -> object:
+        return None if value in ("", None) else value
 
     @field_validator("input_base", "output_base", "sts_url")
     @classmethod

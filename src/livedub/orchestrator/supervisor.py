@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from livedub.clock import Clock, SystemClock
+from livedub.exitcodes import ORPHAN_SIGNAL
 from livedub.log import BoundLogger, bind
 from livedub.orchestrator.settings import OrchestratorSettings, is_valid_stream_id
 
@@ -92,7 +93,8 @@ class Launcher(Protocol):
 
 
 def _pdeathsig_preexec() -> Callable[[], None] | None:
-    """Linux: make the child receive SIGTERM when its parent dies (no orphans after a kill -9)."""
+    """Linux: make the child receive `ORPHAN_SIGNAL` when its parent dies (no orphans after a
+    kill -9; the worker stops at once, see `livedub.exitcodes.ORPHAN_SIGNAL`)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -103,7 +105,7 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
     pr_set_pdeathsig = 1
 
     def preexec() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+        prctl(pr_set_pdeathsig, int(ORPHAN_SIGNAL), 0, 0, 0)
 
     return preexec
 
@@ -339,8 +341,10 @@ class Supervisor:
         clock: Clock | None = None,
         launcher: Launcher | None = None,
         ports: PortAllocator | None = None,
+        on_slot_freed: Callable[[], None] | None = None,
     ) -> None:
         self._s = settings
+        self.on_slot_freed = on_slot_freed  # a stream stopped being active (a slot is free)
         self._clock = clock or SystemClock()
         self._launcher = launcher or SubprocessLauncher(pdeathsig=settings.worker_pdeathsig)
         self._ports = ports or PortAllocator(
@@ -440,6 +444,11 @@ class Supervisor:
     def get(self, stream_id: str) -> StreamInfo | None:
         rec = self._streams.get(stream_id)
         return None if rec is None else self._info(rec)
+
+    def is_active(self, stream_id: str) -> bool:
+        """The stream has a worker (running, starting, in backoff or stopping)."""
+        rec = self._streams.get(stream_id)
+        return rec is not None and rec.active
 
     def query_of(self, stream_id: str) -> str | None:
         """The publisher's query string of the stream (not shown by the API: it may hold tokens)."""
@@ -609,6 +618,8 @@ class Supervisor:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(rec.proc.wait())
             rec.proc = None
+            if self.on_slot_freed is not None and not self._closing:
+                asyncio.get_running_loop().call_soon(self.on_slot_freed)  # after this task is done
 
     async def _run_once(self, rec: _Stream, slog: BoundLogger) -> tuple[int | None, float, bool]:
         """Start the worker once and wait for its end. Returns (exit code, run time, stopped)."""

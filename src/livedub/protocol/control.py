@@ -163,11 +163,15 @@ class BackpressureConfig(ControlModel):
 
 class DisconnectSimulation(ControlModel):
     """`simulate:disconnect`: drop the stream's connection(s) after `delay_ms`; optionally refuse
-    that stream's new connections for `refuse_reconnect_ms` after the drop."""
+    that stream's new connections for `refuse_reconnect_ms` after the drop. With `min_inflight`
+    the drop is armed on an observed condition instead of at once: it fires (then waits
+    `delay_ms`) when a session of the stream holds at least that many accepted, unanswered
+    fragments — so a test can drop a connection with a known number of fragments in flight."""
 
     event: ClassVar[EventName | None] = EventName.SIMULATE_DISCONNECT
 
     delay_ms: DelayMs = 0
+    min_inflight: Annotated[int, Strict(), Field(ge=1, le=c.MAX_INFLIGHT_MAX)] | None = None
     refuse_reconnect_ms: (
         Annotated[int, Strict(), Field(ge=0, le=c.REFUSE_RECONNECT_MS_MAX)] | None
     ) = None

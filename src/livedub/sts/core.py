@@ -239,6 +239,7 @@ class StsCore:
         self.connections: dict[str, Connection] = {}
         self.histories: dict[str, StreamHistory] = {}
         self._disconnects: dict[Target, set[asyncio.Task[None]]] = {}
+        self._armed_disconnects: dict[Target, DisconnectSimulation] = {}
         self._token = (
             settings.auth_token.get_secret_value().encode() if settings.auth_token else None
         )
@@ -436,7 +437,9 @@ class StsCore:
             )
             await self._drop(conn)
             return
-        refusal = await self.backend.check_config(init.config)
+        # tolerant of test doubles written before `check_config` existed
+        check = getattr(self.backend, "check_config", None)
+        refusal = await check(init.config) if check is not None else None
         if refusal is not None:
             await self._send_error(
                 conn, ErrorCode.INVALID_CONFIG, refusal, stream_id=init.stream_id
@@ -613,6 +616,8 @@ class StsCore:
                 hist.acks_sent, {"fragment_id": frag.fragment_id, "session_id": session.session_id}
             )
         await self._check_backpressure(conn, session)
+        if self._armed_disconnects:
+            self._fire_armed_disconnects()
 
     @staticmethod
     def _consume_if_in_order(session: Session, payload: Any, fid: str | None) -> None:
@@ -965,23 +970,29 @@ class StsCore:
             return await self._apply_backpressure(cfg, target, where)
         if isinstance(cfg, DisconnectSimulation):
             matched = sum(1 for conn in self.connections.values() if self._bound_to(conn, target))
-            task: asyncio.Task[None] = asyncio.ensure_future(
-                self._disconnect_later(target, cfg.delay_ms, cfg.refuse_reconnect_ms)
-            )
-            group = self._disconnects.setdefault(target, set())
-            group.add(task)
-            task.add_done_callback(group.discard)
             refuse = (
                 f", then refusing reconnects for {cfg.refuse_reconnect_ms} ms"
                 if cfg.refuse_reconnect_ms
                 else ""
             )
+            if cfg.min_inflight is not None:
+                self._armed_disconnects[target] = cfg
+                self._fire_armed_disconnects()
+                return ControlAck.accepted(
+                    f"dropping the connections of {where} {cfg.delay_ms} ms after a session holds"
+                    f" {cfg.min_inflight} unanswered fragment(s) ({matched} connected now){refuse}"
+                )
+            self._schedule_disconnect(target, cfg)
             return ControlAck.accepted(
                 f"dropping the connections of {where} in {cfg.delay_ms} ms"
                 f" ({matched} connected now){refuse}"
             )
         if isinstance(cfg, ResetConfig):
             self.simulations.reset(target)
+            if target is None:
+                self._armed_disconnects.clear()
+            else:
+                self._armed_disconnects.pop(target, None)
             groups = list(self._disconnects) if target is None else [target]
             for key in groups:
                 for pending in list(self._disconnects.get(key, ())):
@@ -1007,6 +1018,27 @@ class StsCore:
                 )
             parts.append(f"emitted {cfg.emit.action} to {len(sessions)} session(s)")
         return ControlAck.accepted("; ".join(parts))
+
+    def _schedule_disconnect(self, target: Target, cfg: DisconnectSimulation) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(
+            self._disconnect_later(target, cfg.delay_ms, cfg.refuse_reconnect_ms)
+        )
+        group = self._disconnects.setdefault(target, set())
+        group.add(task)
+        task.add_done_callback(group.discard)
+
+    def _fire_armed_disconnects(self) -> None:
+        """Schedule each armed `simulate:disconnect` whose condition holds now: a live session of
+        its target holds at least `min_inflight` accepted, unanswered fragments. One-shot."""
+        for target, cfg in list(self._armed_disconnects.items()):
+            held = max((s.outstanding for _, s in self._sessions(target)), default=0)
+            if cfg.min_inflight is not None and held >= cfg.min_inflight:
+                del self._armed_disconnects[target]
+                _log.info(
+                    "armed disconnect fired",
+                    extra={"ctx": {"stream_id": target, "inflight": held}},
+                )
+                self._schedule_disconnect(target, cfg)
 
     @staticmethod
     def _bound_to(conn: Connection, target: Target) -> bool:

@@ -259,8 +259,9 @@ class StsServer:
     async def stop(self) -> None:
         self.ready = False
         await self.core.shutdown()
-        if self._owns_backend:
-            self.core.backend.close()
+        close = getattr(self.core.backend, "close", None)
+        if self._owns_backend and close is not None:
+            close()
         for sock in list(self.sio.eio.sockets.values()):
             try:  # wait=False: a half-closed socket must not block the shutdown
                 await asyncio.wait_for(

@@ -72,6 +72,12 @@ class WorkerSettings(BaseSettings):
         2.0, ge=0, description="W0 follows the input's live edge this long (≤ D/2): a cached-GOP burst adds no latency"
     )
     paced: bool = Field(True, description="pace the output to real time (off: file→file as fast as possible)")
+    drain_timeout_s: float | None = Field(
+        None,
+        ge=0,
+        description="on SIGTERM/SIGINT: longest drain (fragments in flight finished, buffered output written, "
+        "stream:end) before the output is cut; default output_delay_s + fragment_timeout_s; 0: no drain",
+    )
 
     # Circuit breaker
     breaker_failure_threshold: int = Field(5, ge=1, description="consecutive retryable failures to open")
@@ -98,9 +104,17 @@ class WorkerSettings(BaseSettings):
     def _derive(self) -> WorkerSettings:
         if self.output_delay_s is None:
             self.output_delay_s = self.segment_s + self.fragment_timeout_s
+        if self.drain_timeout_s is None:
+            self.drain_timeout_s = self.output_delay_s + self.fragment_timeout_s
         return self
 
     @property
     def delay_s(self) -> float:
         assert self.output_delay_s is not None
         return self.output_delay_s
+
+    @property
+    def drain_s(self) -> float:
+        """How long a stop signal may drain before the output is cut (see `drain_timeout_s`)."""
+        assert self.drain_timeout_s is not None
+        return self.drain_timeout_s

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from livedub import exitcodes
 from livedub.clock import Clock, SystemClock
 from livedub.exitcodes import ExitCode
 from livedub.log import bind
@@ -170,6 +171,8 @@ class WorkerRunner:
         self._output_state = "starting"
         self._input_state = "starting"
         self._write_errors = 0  # segment files that could not be written (dubbing continues)
+        self._drain_deadline: float | None = None  # monotonic; set by the first stop signal
+        self._drain_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> int:
@@ -185,7 +188,7 @@ class WorkerRunner:
                 )
                 return int(ExitCode.USAGE)
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, exitcodes.ORPHAN_SIGNAL):
             try:
                 loop.add_signal_handler(sig, self._on_signal, sig)
             except (NotImplementedError, RuntimeError):
@@ -207,9 +210,16 @@ class WorkerRunner:
             code = await self.pipeline.run()
             self._output_state = "finished" if code == 0 else "failed"
             if code == ExitCode.OK and self._fatal is None and not s.passthrough:
-                await self._end_stream()
+                if self._drain_deadline is None:
+                    await self._end_stream()
+                else:  # draining: stream:end within what is left of the drain
+                    left = max(0.0, self._drain_deadline - self.clock.monotonic())
+                    try:
+                        await asyncio.wait_for(self._end_stream(), left)
+                    except TimeoutError:
+                        self.log.warning("drain timed out before stream:complete")
         finally:
-            for task in (sender, timeouts, self._connect_task):
+            for task in (sender, timeouts, self._connect_task, self._drain_task):
                 if task is not None:
                     task.cancel()
             await self.client.close()
@@ -223,7 +233,26 @@ class WorkerRunner:
         return code
 
     def _on_signal(self, sig: int) -> None:
-        self.log.info("signal received: stopping", ctx={"signal": signal.Signals(sig).name})
+        """First SIGTERM/SIGINT: drain (stop reading, let the fragments in flight finish and the
+        output write what it buffered, up to D), bounded by `drain_timeout_s`. A second signal,
+        `exitcodes.ORPHAN_SIGNAL` (the orchestrator died) or no drain configured: stop now (the output is
+        closed where it is)."""
+        name = signal.Signals(sig).name
+        if self._drain_deadline is None and self.settings.drain_s > 0 and sig != exitcodes.ORPHAN_SIGNAL:
+            self._drain_deadline = self.clock.monotonic() + self.settings.drain_s
+            self.log.info(
+                "signal received: draining",
+                ctx={"signal": name, "drain_timeout_s": self.settings.drain_s, "inflight": self.tracker.inflight},
+            )
+            self.pipeline.request_stop(drain=True)
+            self._drain_task = asyncio.get_running_loop().create_task(self._cut_drain(), name="drain-deadline")
+            return
+        self.log.warning("signal received: stopping now", ctx={"signal": name})
+        self.pipeline.request_stop(drain=False)
+
+    async def _cut_drain(self) -> None:
+        await self.clock.sleep(self.settings.drain_s)
+        self.log.warning("drain timed out: output cut", ctx={"drain_timeout_s": self.settings.drain_s})
         self.pipeline.request_stop(drain=False)
 
     def _fail(self, code: ExitCode, message: str, **ctx: Any) -> None:

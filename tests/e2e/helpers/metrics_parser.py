@@ -41,16 +41,24 @@ class MetricsClient:
 
     def wait_for(self, name: str, labels: Mapping[str, str] | None, predicate, timeout_s: float) -> float:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout_s
-        last: float | None = None
+        last: float | None = None  # the last value seen (kept when the endpoint goes away)
+        state = "never scraped"
         while time.monotonic() < deadline:
             try:
-                last = self.get(name, labels)
-            except OSError:
-                last = None
-            if last is not None and predicate(last):
-                return last
+                value = self.get(name, labels)
+            except OSError as exc:
+                state = f"unreachable ({exc.__class__.__name__})"
+            else:
+                state = "exported" if value is not None else "not exported"
+                if value is not None:
+                    last = value
+                    if predicate(value):
+                        return value
             time.sleep(0.1)
-        raise TimeoutError(f"{name}{dict(labels or {})} never satisfied the condition (last={last})")
+        raise TimeoutError(
+            f"{name}{dict(labels or {})} never satisfied the condition in {timeout_s:.0f} s "
+            f"(last value seen={last}; at the deadline the metric was {state} at {self.url})"
+        )
 
 
 class MetricSampler:
