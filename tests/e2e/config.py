@@ -71,6 +71,7 @@ STREAM_IDS = [
     "e2e-rc-exhaust",
     "e2e-rc-state",
     "e2e-smoke",
+    "e2e-dub",
 ]
 
 # Streams the orchestrator (media service) manages via the publish hook; tests start the others' workers.

@@ -4,6 +4,8 @@ orchestrator and worker processes; a short programme so it fits the integration 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,7 +27,7 @@ def _demo_argv(workdir: Path, ports: list[int]) -> list[str]:
     return [
         *DEMO, "--stream-id", "demo-it", "--workdir", str(workdir), "--duration-s", "12",
         "--rtsp-port", str(rtsp), "--rtmp-port", str(rtmp), "--sts-port", str(sts),
-        "--orchestrator-port", str(orch), "--progress-interval-s", "2",
+        "--orchestrator-port", str(orch), "--progress-interval-s", "2", "--backend", "echo",
     ]  # fmt: skip
 
 
@@ -60,3 +62,26 @@ def test_demo_refuses_busy_ports_at_once(tmp_path: Path) -> None:
         )
     assert done.returncode == int(ExitCode.USAGE), done.stdout + done.stderr
     assert f"orchestrator {ports[3]}" in done.stderr + done.stdout
+
+
+@needs_media_server
+@needs_ffmpeg
+@pytest.mark.skipif(
+    not all(shutil.which(b) for b in ("espeak-ng", "lt-proc", "sox")),
+    reason="espeak-ng / apertium / sox not installed (make setup)",
+)
+def test_demo_dubs_speech_with_the_dub_backend(tmp_path: Path) -> None:
+    env = {**os.environ, "ORCH_WORKER_METRICS_PORT_MIN": "0"}
+    argv = _demo_argv(tmp_path, [free_port() for _ in range(4)])[:-2]  # no --backend: dub
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=150)
+    console = done.stdout + done.stderr
+    assert done.returncode == 0, console
+    assert "fragments dubbed      : 2/2" in console, console
+    segments = [line for line in console.splitlines() if re.match(r"segment +\d+ ", line)]
+    assert len(segments) == 2 and all(" -> " in line and "success" in line for line in segments), console
+    for line in segments:  # "... | <transcript> -> <translation>": both non-empty and different
+        transcript, translation = line.split(" | ", 1)[1].split(" -> ")
+        assert len(transcript.split()) >= 4 and len(translation.split()) >= 4, line
+        assert transcript != translation, line
+    for lang in ("en", "es"):
+        assert (tmp_path / "captions" / f"demo-it.{lang}.vtt").read_text().count(" --> ") == 2

@@ -4,6 +4,8 @@ the real command-line path (issue 17 #9: `LIVEDUB_LOG_LEVEL` lost to argparse's 
 from __future__ import annotations
 
 import argparse
+import enum
+import json
 import logging
 import re
 import types
@@ -76,7 +78,12 @@ def candidates(field: FieldInfo) -> list[Any]:
     """Values different from the default, most likely valid first."""
     typ, default = _base(field.annotation), field.default
     if typing.get_origin(typ) is typing.Literal:
-        return [v for v in typing.get_args(typ) if v != default]
+        return [v for v in typing.get_args(typ) if v != default] or list(typing.get_args(typ))
+    if isinstance(typ, type) and issubclass(typ, enum.Enum):
+        values = [m.value for m in typ]  # a one-member enum: its only value is still set by env
+        return [v for v in values if v != getattr(default, "value", default)] or values
+    if typing.get_origin(typ) is dict:
+        return [{"xx": "yy"}]
     if typ is bool:
         return [not default] if isinstance(default, bool) else [True, False]
     if typ is int:
@@ -100,6 +107,8 @@ def candidates(field: FieldInfo) -> list[Any]:
 
 
 def _value(v: Any) -> Any:
+    if isinstance(v, enum.Enum):
+        return v.value
     if isinstance(v, SecretStr):
         return v.get_secret_value()
     if isinstance(v, Path):
@@ -129,7 +138,12 @@ def test_documented_env_var_reaches_its_setting(env: str, clean_env: pytest.Monk
     assert name in model.model_fields, f"{env} is documented but {model.__name__} has no {name}"
     tried: list[str] = []
     for candidate in candidates(model.model_fields[name]):
-        raw = str(candidate).lower() if isinstance(candidate, bool) else str(candidate)
+        if isinstance(candidate, bool):
+            raw = str(candidate).lower()
+        elif isinstance(candidate, dict):
+            raw = json.dumps(candidate)
+        else:
+            raw = str(candidate)
         clean_env.setenv(env, raw)
         args = cli.build_parser().parse_args([command])
         try:

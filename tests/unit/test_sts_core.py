@@ -445,6 +445,12 @@ class _BrokenBackend:
             raise RuntimeError("kaput")
         return BackendResult(status="success")  # success without audio: invalid
 
+    async def check_config(self, config: StreamConfig) -> str | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
 
 @pytest.mark.parametrize("mode", ["raise", "invalid"])
 async def test_backend_failures_become_model_error(mode: str) -> None:
@@ -491,3 +497,55 @@ async def test_unknown_event_and_garbage_are_harmless(core: StsCore) -> None:
     await core.handle("nobody", "stream:init", {})
     assert errors(core) == ["INVALID_FRAGMENT"]
     assert "fragment_id" not in tx(core).events("A", "error")[0]
+
+
+class _StuckBackend(_BrokenBackend):
+    """Never answers (a backend far behind its deadline)."""
+
+    def __init__(self) -> None:
+        super().__init__("stuck")
+        self.release = asyncio.Event()
+
+    async def process(self, fragment: FragmentData, config: StreamConfig) -> BackendResult:
+        await self.release.wait()
+        return BackendResult(status="success")
+
+    async def check_config(self, config: StreamConfig) -> str | None:
+        if config.target_language == "xx":
+            return "language pair en->xx is not supported; available: en->es"
+        return None
+
+
+async def test_a_fragment_past_its_deadline_is_failed_timeout_and_order_is_kept() -> None:
+    backend = _StuckBackend()
+    core = StsCore(
+        StsSettings(deadline_margin_s=0.9), FakeTransport(), backend=backend, clock=FakeClock()
+    )
+    try:
+        await start(core, timeout_ms=1000)  # budget 0.1 s
+        for seq in range(2):
+            await core.handle("A", "fragment:data", make_fragment("s1", seq))
+        await until(lambda: len(tx(core).events("A", "fragment:processed")) == 2)
+        done = tx(core).events("A", "fragment:processed")
+        assert [p["sequence_number"] for p in done] == [0, 1]
+        assert all(p["status"] == "failed" for p in done)
+        assert all(p["error"]["code"] == "TIMEOUT" and p["error"]["retryable"] for p in done)
+    finally:
+        backend.release.set()
+        await core.shutdown()
+
+
+async def test_a_config_the_backend_refuses_is_invalid_config() -> None:
+    core = StsCore(StsSettings(), FakeTransport(), backend=_StuckBackend(), clock=FakeClock())
+    try:
+        await core.connect("A", {}, None)
+        await core.handle(
+            "A",
+            "stream:init",
+            {"stream_id": "s1", "worker_id": "w", "config": {"target_language": "xx"}},
+        )
+        assert errors(core) == ["INVALID_CONFIG"]
+        assert "en->es" in tx(core).events("A", "error")[0]["message"]
+        assert tx(core).events("A", "stream:ready") == []
+    finally:
+        await core.shutdown()

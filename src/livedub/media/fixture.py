@@ -164,8 +164,13 @@ def read_counter(luma: np.ndarray) -> int:
     return value
 
 
-def make_fixture(path: str | Path, spec: FixtureSpec | None = None) -> FixtureInfo:
-    """Write the fixture MP4 to `path` and return what is in it."""
+def make_fixture(
+    path: str | Path, spec: FixtureSpec | None = None, *, voice: np.ndarray | None = None
+) -> FixtureInfo:
+    """Write the fixture MP4 to `path` and return what is in it.
+
+    `voice` (float32 mono at `spec.sample_rate`, e.g. a spoken track) is added over the tones
+    and markers (cut or zero-padded to the fixture's length)."""
     spec = spec or FixtureSpec()
     if spec.width % 2 or spec.height % 2:
         raise ValueError("width and height must be even")
@@ -177,6 +182,9 @@ def make_fixture(path: str | Path, spec: FixtureSpec | None = None) -> FixtureIn
     frames = marker_frames(spec)
     flash = set(frames)
     audio = _audio_signal(spec, frames)
+    if voice is not None:
+        n = min(audio.shape[0], voice.shape[0])
+        audio[:n] = np.clip(audio[:n] + voice[:n].astype(np.float32), -1.0, 1.0)
     gop = max(1, round(spec.gop_s * spec.fps))
     layout = "mono" if spec.channels == 1 else "stereo"
     scale = 1.0 + spec.audio_drift_ppm * 1e-6

@@ -1,12 +1,15 @@
 """`livedub demo`: the whole system end to end on one machine, in one command.
 
-Starts the embedded media server, the echo STS and the orchestrator (real processes on 127.0.0.1),
-generates the fixture, publishes it to `rtsp://127.0.0.1:8554/live/demo/in`; the media server's
+Starts the embedded media server, the STS (`--backend dub` by default: offline speech →
+translation → speech; `--backend echo`: today's echo) and the orchestrator (real processes on
+127.0.0.1), generates the fixture (with `dub`: an English spoken track of espeak-ng sentences over
+the tones, sync markers kept), publishes it to `rtsp://127.0.0.1:8554/live/demo/in`; the media server's
 publish hook makes the orchestrator start a worker, which publishes
 `rtmp://127.0.0.1:1935/live/demo/out`. The demo records that output, shows live progress from the
 metrics, then analyses the recording (duration, codecs, A/V offset at every sync marker, segment
-order), writes the sync plot, stops everything it started (by PID) and exits 0 only if every
-fragment was dubbed and every marker is within 33 ms.
+order), prints per segment the transcript, translation and stage timings (from the STS) and the
+worker's WebVTT caption files, writes the sync plot, stops everything it started (by PID) and
+exits 0 only if every fragment was dubbed and every marker is within 33 ms.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import secrets
 import signal
@@ -41,7 +45,7 @@ SYNC_TOLERANCE_MS = 33.0
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     p = sub.add_parser(
         "demo",
-        help="run a dubbed stream end to end (media server, echo STS, orchestrator, worker)",
+        help="run a dubbed stream end to end (media server, dub or echo STS, orchestrator, worker)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -61,6 +65,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         metavar="HOST",
         help="use an external MediaMTX-compatible media server on HOST (its hooks must call the "
         "orchestrator) instead of the embedded one",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["dub", "echo"],
+        default="dub",
+        help="STS backend the demo starts: dub (offline ASR -> MT -> TTS, spoken fixture; "
+        "default) or echo",
     )
     p.add_argument("--progress-interval-s", type=float, default=3.0)
     p.set_defaults(func=run_demo)
@@ -162,6 +173,59 @@ def _progress_line(m: dict[str, float]) -> str:
     )
 
 
+def spoken_track(spec: Any) -> Any:
+    """English sentences (espeak-ng), one per segment, as float32 mono for the fixture. Each
+    sentence sits in the longer part of its segment that does not touch the sync marker (the
+    dubbed voice goes where the source spoke, so the markers stay clear under the dub), sped up
+    if it would not fit."""
+    import numpy as np
+
+    from livedub.media.audio import resample_pcm
+    from livedub.media.fixture import marker_frames
+    from livedub.sts.dub.programme import ENGLISH_VOICE, SENTENCES
+    from livedub.sts.dub.synthesizer import DEFAULT_WPM, EspeakSynthesizer
+
+    synth = EspeakSynthesizer({"en": ENGLISH_VOICE})
+    rate = spec.sample_rate
+    track = np.zeros(round(spec.duration_s * rate), dtype=np.float32)
+    markers = [f / spec.fps for f in marker_frames(spec)]
+    for k in range(math.ceil(spec.duration_s / spec.segment_s)):
+        seg0, seg1 = k * spec.segment_s, min(spec.duration_s, (k + 1) * spec.segment_s)
+        m = next((t for t in markers if seg0 <= t < seg1), None)
+        free = [(seg0 + 0.3, seg1 - 0.3)] if m is None else [(seg0 + 0.3, m - 0.4), (m + 0.45, seg1 - 0.3)]
+        start_s, end_s = max(free, key=lambda iv: iv[1] - iv[0])
+        if end_s - start_s < 1.0:
+            continue
+        text = SENTENCES[k % len(SENTENCES)]
+        speech, srate = synth.synthesize(text, "en")
+        if speech.size / srate > end_s - start_s:
+            wpm = math.ceil(DEFAULT_WPM * speech.size / srate / (end_s - start_s) * 1.05)
+            speech, srate = synth.synthesize(text, "en", wpm)
+        pcm = resample_pcm(np.clip(speech * 32767, -32768, 32767).astype(np.int16)[:, None], srate, rate, 1)
+        a = round(start_s * rate)
+        b = min(round(end_s * rate), a + pcm.shape[0], track.size)
+        track[a:b] = pcm[: b - a, 0].astype(np.float32) / 32768.0
+    return track
+
+
+def _segment_lines(sts_url: str, stream_id: str) -> list[str]:
+    """Per segment: transcript, translation, stage timings, from the STS's debug history."""
+    try:
+        with urllib.request.urlopen(f"{sts_url}/debug/streams/{stream_id}", timeout=2) as r:
+            doc = json.loads(r.read().decode())
+    except (urllib.error.URLError, OSError, ValueError):
+        return ["per segment           : (the STS debug history is not available)"]
+    lines = []
+    for item in doc.get("processed_sent", []):
+        t = item.get("stage_timings") or {}
+        lines.append(
+            f"segment {item.get('sequence_number'):>3} {item.get('status'):<8}: "
+            f"asr {t.get('asr_ms')} ms, mt {t.get('translation_ms')} ms, tts {t.get('tts_ms')} ms"
+            f" | {item.get('transcript') or ''!s} -> {item.get('translated_text') or ''!s}"
+        )
+    return lines
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from livedub.media.analyze import analyze, write_plot
     from livedub.media.fixture import FixtureSpec, make_fixture
@@ -176,7 +240,7 @@ def run_demo(args: argparse.Namespace) -> int:
     host = args.media_server or "127.0.0.1"
     ports = {"RTSP": args.rtsp_port, "RTMP": args.rtmp_port, "orchestrator": args.orchestrator_port}
     if args.sts_url is None:
-        ports["echo STS"] = args.sts_port
+        ports[f"{args.backend} STS"] = args.sts_port
     if args.media_server is not None:
         ports.pop("RTSP")
         ports.pop("RTMP")
@@ -197,10 +261,16 @@ def run_demo(args: argparse.Namespace) -> int:
     orch_env = {"ORCH_HOOK_SECRET": hook_secret}
     media_server: MediaServer | None = None
     try:
-        fixture = workdir / f"fixture-{int(args.duration_s)}s.mp4"
+        dub = args.backend == "dub"
+        fixture = workdir / f"fixture-{'speech-' if dub else ''}{int(args.duration_s)}s.mp4"
         if not fixture.exists():
-            _out(f"generating the {args.duration_s:g} s fixture (H.264 + AAC, sync markers) ...")
-            make_fixture(fixture, FixtureSpec(duration_s=args.duration_s))
+            _out(f"generating the {args.duration_s:g} s fixture (H.264 + AAC, sync markers"
+                 f"{', English speech' if dub else ''}) ...")
+            spec = FixtureSpec(duration_s=args.duration_s)
+            tmp = fixture.with_suffix(".tmp.mp4")
+            make_fixture(tmp, spec, voice=spoken_track(spec) if dub else None)
+            tmp.rename(fixture)
+        captions = workdir / "captions" / sid
         if args.media_server is None:
             media_server = MediaServer(
                 rtsp_port=args.rtsp_port, rtmp_port=args.rtmp_port, streams=[sid],
@@ -215,7 +285,11 @@ def run_demo(args: argparse.Namespace) -> int:
                 orch_env["ORCH_OUTPUT_USER"] = worker.user
                 orch_env["ORCH_OUTPUT_PASS"] = worker.password.get_secret_value()
         if args.sts_url is None:
-            procs.spawn("echo-sts", [*LIVEDUB, "sts", "--port", str(args.sts_port)])
+            procs.spawn(f"{args.backend}-sts", [
+                *LIVEDUB, "sts", "--port", str(args.sts_port), "--backend", args.backend,
+            ])  # fmt: skip
+        # the orchestrator's workers inherit WORKER_* from its environment
+        orch_env["WORKER_CAPTIONS"] = str(captions)  # spawn adds it to the environment
         procs.spawn("orchestrator", [
             *LIVEDUB, "serve", "--port", str(args.orchestrator_port), "--sts-url", sts_url,
             "--input-base", f"rtsp://{host}:{args.rtsp_port}",
@@ -284,6 +358,10 @@ def run_demo(args: argparse.Namespace) -> int:
         _out(f"A/V sync at markers   : max {analysis.max_abs_offset_ms:.1f} ms over {len(analysis.markers)} markers "
              f"(tolerance {SYNC_TOLERANCE_MS:.0f} ms)")
         _out(f"segment tone order    : {analysis.tone_order}")
+        for line in _segment_lines(sts_url, sid):
+            _out(line)
+        for vtt in sorted(captions.parent.glob(f"{captions.name}.*.vtt")):
+            _out(f"captions              : {vtt} ({vtt.read_text().count(' --> ')} cues)")
         _out(f"sync plot             : {plot}")
         _out(f"logs                  : {logdir}")
         _out(f"result                : {'OK' if ok else 'FAILED'} in {time.monotonic() - t_start:.0f} s")

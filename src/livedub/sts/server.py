@@ -26,10 +26,10 @@ from livedub import __version__
 from livedub.clock import Clock
 from livedub.protocol import CLIENT_EVENTS, ControlAck, EventName
 from livedub.protocol import constants as c
-from livedub.sts.backend import Backend
+from livedub.sts.backend import Backend, EchoBackend
 from livedub.sts.core import ConnectionRefused, StsCore
 from livedub.sts.metrics import StsMetrics
-from livedub.sts.settings import StsSettings
+from livedub.sts.settings import BackendKind, StsSettings
 
 _log = logging.getLogger("livedub.sts")
 
@@ -82,6 +82,17 @@ def _headers_from_environ(environ: dict[str, Any]) -> dict[str, str]:
     return headers
 
 
+def make_backend(settings: StsSettings, metrics: StsMetrics) -> Backend:
+    """The backend `settings.backend` names (the dub engines are imported only when used)."""
+    if settings.backend is BackendKind.DUB:
+        from livedub.sts.dub.backend import DubBackend
+
+        backend = DubBackend(settings, metrics=metrics)
+        backend.warm()  # before the port opens: /health answers once the engines are ready
+        return backend
+    return EchoBackend()
+
+
 class StsServer:
     """The echo service: Socket.IO + HTTP on one aiohttp application."""
 
@@ -94,6 +105,7 @@ class StsServer:
     ) -> None:
         self.settings = settings
         self.metrics = StsMetrics()
+        self._owns_backend = backend is None  # a backend passed in is the caller's to close
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
             transports=list(c.TRANSPORTS),
@@ -108,7 +120,7 @@ class StsServer:
         self.core = StsCore(
             settings,
             _SocketIOTransport(self.sio),
-            backend=backend,
+            backend=backend or make_backend(settings, self.metrics),  # closed by stop()
             clock=clock,
             metrics=self.metrics,
         )
@@ -252,6 +264,9 @@ class StsServer:
     async def stop(self) -> None:
         self.ready = False
         await self.core.shutdown()
+        close = getattr(self.core.backend, "close", None)
+        if self._owns_backend and close is not None:
+            close()
         for sock in list(self.sio.eio.sockets.values()):
             try:  # wait=False: a half-closed socket must not block the shutdown
                 await asyncio.wait_for(

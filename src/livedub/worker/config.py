@@ -48,6 +48,12 @@ class WorkerSettings(BaseSettings):
         "m4a", description="fragment audio format on the wire: m4a, wav or flac"
     )
 
+    captions: str | None = Field(
+        None,
+        description="write WebVTT captions live to PREFIX.<source_language>.vtt and "
+        "PREFIX.<target_language>.vtt (output timeline)",
+    )
+
     # Timing (spec defaults)
     segment_s: float = Field(6.0, ge=1.0, le=60.0, description="fragment length in seconds")
     output_delay_s: float | None = Field(

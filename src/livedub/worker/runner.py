@@ -43,6 +43,7 @@ from livedub.protocol import (
 )
 from livedub.worker.backpressure import BackpressureGate
 from livedub.worker.breaker import BreakerState, CircuitBreaker
+from livedub.worker.captions import CaptionWriter
 from livedub.worker.config import WorkerSettings
 from livedub.worker.metrics import HealthStatus, MetricsServer, WorkerMetrics
 from livedub.worker.reconnect import ReconnectPolicy
@@ -163,6 +164,10 @@ class WorkerRunner:
         self._first_attempt_done = asyncio.Event()  # the initial connect attempt ended (either way)
         self._connect_task: asyncio.Task[None] | None = None
         self._fatal: ExitCode | None = None
+        self._config_refused: str | None = None
+        self.captions = (
+            CaptionWriter(s.captions, s.source_language, s.target_language) if s.captions else None
+        )
         self._output_state = "starting"
         self._input_state = "starting"
         self._write_errors = 0  # segment files that could not be written (dubbing continues)
@@ -218,6 +223,8 @@ class WorkerRunner:
                 if task is not None:
                     task.cancel()
             await self.client.close()
+            if self.captions is not None:
+                self.captions.close()
             if server is not None:
                 await server.close()
         if self._fatal is not None:
@@ -313,7 +320,16 @@ class WorkerRunner:
                 self._fail(ExitCode.STS_AUTH_FAILED, "STS refused our token (AUTH_FAILED)")
                 raise asyncio.CancelledError from exc
             if exc.kind == "config":
-                self._fail(ExitCode.STS_PROTOCOL, "STS refused our stream config", error=exc.message)
+                # e.g. a language pair the STS cannot dub: every segment goes out original,
+                # counted as worker_fallback_total{reason="config_refused"}; said once here
+                self._config_refused = exc.message
+                self._sts_state = "config_refused"
+                self.log.error(
+                    "STS refused our stream config: every segment goes out original",
+                    ctx={"error": exc.message[:300]},
+                )
+                for queued in self._drain_queue():
+                    queued.audio.set_fallback("config_refused")
                 raise asyncio.CancelledError from exc
             self.log.warning("STS connect failed", ctx={"kind": exc.kind, "error": exc.message[:200]})
             return False
@@ -369,10 +385,19 @@ class WorkerRunner:
         if self.settings.passthrough:
             segment.audio.set_fallback("passthrough")
             return
+        if self._config_refused is not None:
+            segment.audio.set_fallback("config_refused")
+            return
         if self._audio_params is None:
             self._audio_params = (segment.sample_rate, segment.channels)
             self._ensure_connecting(initial=True)
         self._queue.put_nowait(segment)
+
+    def _drain_queue(self) -> list[Segment]:
+        drained: list[Segment] = []
+        while not self._queue.empty():
+            drained.append(self._queue.get_nowait())
+        return drained
 
     async def _send_loop(self) -> None:
         while True:
@@ -565,6 +590,8 @@ class WorkerRunner:
             return
         r.info.release()
         self.breaker.record_success()
+        if self.captions is not None:
+            self.captions.remember(segment.id, msg.transcript, msg.translated_text)
         if segment.audio.set_dubbed(pcm):
             self.metrics.fragment_processed(r.elapsed_ms)
             self.log.info(
@@ -624,6 +651,10 @@ class WorkerRunner:
 
     def on_segment_output(self, segment: Segment, source: str, reason: str | None) -> None:
         self.metrics.segment_output("dubbed" if source == "dubbed" else "original")
+        if self.captions is not None:
+            self.captions.segment_output(
+                segment.id, segment.t0_ns, segment.end_ns, source == "dubbed"
+            )
         if source != "dubbed" and reason != "short_tail":  # a sub-second tail is never dubbed
             r = reason or "deadline"
             if r == "deadline" and self.breaker.state is BreakerState.OPEN:

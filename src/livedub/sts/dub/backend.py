@@ -1,0 +1,328 @@
+"""`DubBackend`: offline speech → translation → speech behind the STS `Backend` interface.
+
+Per fragment (one job in a thread pool of `StsSettings.workers`, shared by all sessions; never
+on the event loop): decode (trimmed/padded to the declared sample count) → Silero VAD (no
+speech → the original audio unchanged, `success`, empty transcript) → faster-whisper in the
+stream's source language → Apertium → espeak-ng (the target language's voice) → fit (speaking
+rate first, then time-stretch to exactly the span where the source spoke) → mix over the
+ducked original → encode in the fragment's transport format. An engine failure is answered
+`failed` with its stage and MODEL_ERROR (retryable), logged once per kind and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+
+from livedub.media.audio import decode_audio, encode_pcm, resample_pcm
+from livedub.media.errors import DubbedAudioRejected
+from livedub.protocol import (
+    AudioPayload,
+    ErrorCode,
+    FragmentData,
+    ProcessingError,
+    StageTimings,
+    StreamConfig,
+)
+from livedub.sts.backend import BackendResult
+from livedub.sts.dub.errors import StageFailure
+from livedub.sts.dub.fitter import Fitter, SoxFitter, pad_or_trim
+from livedub.sts.dub.mixer import DuckingMixer, Mixer
+from livedub.sts.dub.recognizer import (
+    ASR_RATE,
+    Recognizer,
+    SpeechSpan,
+    WhisperRecognizer,
+    default_model_dir,
+    detect_speech,
+)
+from livedub.sts.dub.synthesizer import DEFAULT_WPM, EspeakSynthesizer, Synthesizer
+from livedub.sts.dub.translator import ApertiumTranslator, Translator
+from livedub.sts.metrics import StsMetrics
+from livedub.sts.settings import StsSettings
+
+_log = logging.getLogger("livedub.sts.dub")
+T = TypeVar("T")
+
+MIN_FRAGMENT_S = 0.5
+"""Shorter fragments are returned original (too short to recognise anything)."""
+RATE_TOLERANCE = 0.02
+"""A speaking rate within this of espeak's default is not re-synthesized."""
+
+
+_ANNOTATION = re.compile(r"\[[^\]]*\]|\([^)]*\)|[♪♫]")
+
+
+def clean_transcript(text: str) -> str:
+    """Whisper's non-speech annotations ("[Music]", "(applause)", "♪") removed: they are not
+    speech to dub (a music-only fragment then comes back original)."""
+    return " ".join(_ANNOTATION.sub(" ", text).split())
+
+
+class Outcome:
+    """Label values of `sts_dub_fragments` (fragments by outcome)."""
+
+    DUBBED = "dubbed"
+    NO_SPEECH = "original_no_speech"
+    NO_WORDS = "original_no_words"
+    TOO_SHORT = "original_too_short"
+    FAILED = "failed"
+
+
+@dataclass
+class _Timer:
+    metrics: StsMetrics | None
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def run(self, stage: str, fn: Callable[[], T]) -> T:
+        start = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            elapsed = time.perf_counter() - start
+            self.stages[stage] = self.stages.get(stage, 0.0) + elapsed
+            if self.metrics is not None:
+                self.metrics.dub_stage_seconds.labels(stage).observe(elapsed)
+
+    def ms(self, *stages: str) -> int:
+        return round(1000 * sum(self.stages.get(s, 0.0) for s in stages))
+
+    def timings(self) -> StageTimings:
+        return StageTimings(
+            asr_ms=self.ms("decode", "vad", "asr"),
+            translation_ms=self.ms("translation"),
+            tts_ms=self.ms("tts", "fit", "mix", "encode"),
+        )
+
+
+def _to_float(pcm: np.ndarray) -> np.ndarray:
+    return pcm.astype(np.float32) * (1.0 / 32768.0)
+
+
+def _to_int16(audio: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(audio * 32768.0), -32768, 32767).astype(np.int16)
+
+
+class DubBackend:
+    """The offline dubbing chain. Engines are injectable (tests, other deployments)."""
+
+    name = "dub"
+
+    def __init__(
+        self,
+        settings: StsSettings,
+        *,
+        metrics: StsMetrics | None = None,
+        recognizer: Recognizer | None = None,
+        translator: Translator | None = None,
+        synthesizer: Synthesizer | None = None,
+        fitter: Fitter | None = None,
+        mixer: Mixer | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.recognizer: Recognizer = recognizer or WhisperRecognizer(
+            settings.asr_model_dir or default_model_dir(),
+            num_workers=settings.workers,
+            beam_size=settings.asr_beam_size,
+        )
+        self.translator: Translator = translator or ApertiumTranslator()
+        self.synthesizer: Synthesizer = synthesizer or EspeakSynthesizer(settings.voices)
+        self.fitter: Fitter = fitter or SoxFitter()
+        self.mixer: Mixer = mixer or DuckingMixer(settings.mix_mode, settings.duck_db)
+        self.pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="dub")
+        self._queued = 0
+        self._count_lock = threading.Lock()
+        self._logged: set[str] = set()
+
+    # --- configuration -----------------------------------------------------------------------
+    def supported_pairs(self) -> list[tuple[str, str]]:
+        """(source, target) pairs every engine of the chain supports."""
+        asr = self.recognizer.languages()
+        return [
+            (src, tgt)
+            for src, tgt in self.translator.pairs()
+            if (asr is None or src in asr) and self.synthesizer.voice_for(tgt) is not None
+        ]
+
+    async def check_config(self, config: StreamConfig) -> str | None:
+        loop = asyncio.get_running_loop()
+        pairs = await loop.run_in_executor(self.pool, self.supported_pairs)
+        pair = (config.source_language, config.target_language)
+        if pair in pairs:
+            return None
+        names = ", ".join(f"{s}->{t}" for s, t in pairs) or "none"
+        return (
+            f"language pair {pair[0]}->{pair[1]} is not supported by the dub backend; "
+            f"available: {names}"
+        )
+
+    def warm(self) -> None:
+        """Load the model, start the translation pipelines and run each engine once, so the first
+        fragment of the first stream pays none of it (≈ 1–2 s at start-up)."""
+        pairs = self.supported_pairs()
+        silence = np.zeros(ASR_RATE, dtype=np.float32)
+        detect_speech(silence)
+        for src, tgt in pairs:
+            self.recognizer.transcribe(silence, src)
+            self.translator.translate("Hello.", src, tgt)
+            self.synthesizer.synthesize("Hola.", tgt)
+        _log.info("dub backend ready", extra={"ctx": {"pairs": [f"{s}->{t}" for s, t in pairs]}})
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.translator.close()
+
+    # --- processing --------------------------------------------------------------------------
+    async def process(self, fragment: FragmentData, config: StreamConfig) -> BackendResult:
+        loop = asyncio.get_running_loop()
+        self._queue_change(+1)
+        try:
+            return await loop.run_in_executor(self.pool, self._process_sync, fragment, config)
+        finally:
+            self._queue_change(-1)
+
+    def _queue_change(self, delta: int) -> None:
+        with self._count_lock:
+            self._queued += delta
+            if self.metrics is not None:
+                self.metrics.dub_queue_depth.set(self._queued)
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.dub_fragments.labels(outcome).inc()
+
+    def _log_once(self, key: str, message: str, **ctx: object) -> None:
+        if key in self._logged:
+            return
+        self._logged.add(key)
+        _log.warning(message, extra={"ctx": {"kind": key, **ctx}})
+
+    def _process_sync(self, fragment: FragmentData, config: StreamConfig) -> BackendResult:
+        timer = _Timer(self.metrics)
+        ctx = {"stream_id": fragment.stream_id, "fragment_id": fragment.fragment_id}
+        try:
+            result = self._dub(fragment, config, timer)
+        except StageFailure as exc:
+            self._count(Outcome.FAILED)
+            self._log_once(
+                f"{exc.stage}:{type(exc.__cause__).__name__}",
+                "dub stage failed",
+                stage=exc.stage,
+                reason=exc.message[:300],
+                **ctx,
+            )
+            return BackendResult.failed(
+                ProcessingError.from_code(ErrorCode.MODEL_ERROR, exc.message[:500], stage=exc.stage)
+            )
+        except DubbedAudioRejected as exc:
+            self._count(Outcome.FAILED)
+            self._log_once("decode", "fragment audio undecodable", reason=str(exc)[:300], **ctx)
+            return BackendResult.failed(
+                ProcessingError.from_code(
+                    ErrorCode.INVALID_FRAGMENT, f"audio undecodable: {exc}"[:500], stage="asr"
+                )
+            )
+        return result
+
+    def _original(
+        self, fragment: FragmentData, outcome: str, timer: _Timer, transcript: str = ""
+    ) -> BackendResult:
+        self._count(outcome)
+        return BackendResult(
+            status="success",
+            dubbed_audio=fragment.audio,  # unchanged, byte-for-byte
+            transcript=transcript,
+            translated_text="",
+            stage_timings=timer.timings(),
+        )
+
+    def _dub(self, fragment: FragmentData, config: StreamConfig, timer: _Timer) -> BackendResult:
+        audio = fragment.audio
+        rate, channels = audio.sample_rate_hz, audio.channels
+        n = round(audio.duration_ms * rate / 1000)
+
+        def decode() -> np.ndarray:
+            pcm, got_rate, _ = decode_audio(audio.to_bytes(), max_duration_s=audio.duration_ms / 1000 * 2 + 1)
+            pcm = resample_pcm(pcm, got_rate, rate, channels)
+            # AAC decodes to more samples than declared (encoder padding): the declared count wins
+            if pcm.shape[0] >= n:
+                return pcm[:n]
+            return np.concatenate([pcm, np.zeros((n - pcm.shape[0], channels), np.int16)])
+
+        pcm = timer.run("decode", decode)
+        if n < MIN_FRAGMENT_S * rate:
+            return self._original(fragment, Outcome.TOO_SHORT, timer)
+        mono16 = timer.run("decode", lambda: _to_float(resample_pcm(pcm, rate, ASR_RATE, 1))[:, 0])
+        spans = timer.run("vad", lambda: detect_speech(mono16))
+        if not spans:
+            return self._original(fragment, Outcome.NO_SPEECH, timer)
+        transcript = timer.run(
+            "asr",
+            lambda: clean_transcript(self.recognizer.transcribe(mono16, config.source_language)),
+        )
+        if not any(ch.isalnum() for ch in transcript):
+            return self._original(fragment, Outcome.NO_WORDS, timer, transcript)
+        translated = timer.run(
+            "translation",
+            lambda: self.translator.translate(
+                transcript, config.source_language, config.target_language
+            ),
+        )
+        if not any(ch.isalnum() for ch in translated):
+            return self._original(fragment, Outcome.NO_WORDS, timer, transcript)
+        start, end = self._speech_window(spans, n, rate)
+        voice = self._voice(translated, config.target_language, end - start, rate, timer)
+        track = np.zeros(n, dtype=np.float32)
+        track[start:end] = voice
+        mixed = timer.run("mix", lambda: self.mixer.mix(_to_float(pcm), track, rate))
+        data = timer.run("encode", lambda: encode_pcm(_to_int16(mixed), rate, audio.format))
+        self._count(Outcome.DUBBED)
+        return BackendResult(
+            status="success",
+            dubbed_audio=AudioPayload.from_bytes(
+                data,
+                format=audio.format,
+                sample_rate_hz=rate,
+                channels=channels,
+                duration_ms=audio.duration_ms,
+            ),
+            transcript=transcript,
+            translated_text=translated,
+            stage_timings=timer.timings(),
+        )
+
+    @staticmethod
+    def _speech_window(spans: list[SpeechSpan], n: int, rate: int) -> tuple[int, int]:
+        """Where the source spoke, in fragment samples (first speech start → last speech end)."""
+        start = min(n, round(spans[0].start * rate / ASR_RATE))
+        end = min(n, round(spans[-1].end * rate / ASR_RATE))
+        return start, max(end, start)
+
+    def _voice(self, text: str, language: str, n_out: int, rate: int, timer: _Timer) -> np.ndarray:
+        """The translation spoken in exactly `n_out` samples at `rate` (mono float32)."""
+        if n_out <= 0:
+            return np.zeros(0, dtype=np.float32)
+        speech, tts_rate = timer.run("tts", lambda: self.synthesizer.synthesize(text, language))
+        target_s = n_out / rate
+        natural_s = speech.shape[0] / tts_rate if tts_rate else 0.0
+        if natural_s > 0 and abs(natural_s / target_s - 1.0) > RATE_TOLERANCE:
+            wpm = round(DEFAULT_WPM * natural_s / target_s)
+            speech, tts_rate = timer.run(
+                "tts", lambda: self.synthesizer.synthesize(text, language, wpm)
+            )
+
+        def fit() -> np.ndarray:
+            pcm = resample_pcm(_to_int16(speech)[:, None], tts_rate, rate, 1)
+            return pad_or_trim(self.fitter.fit(_to_float(pcm)[:, 0], rate, n_out), n_out)
+
+        return timer.run("fit", fit)

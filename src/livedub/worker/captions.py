@@ -1,0 +1,102 @@
+"""Live WebVTT captions of what the STS returned, on the OUTPUT timeline.
+
+`--captions PREFIX` writes `PREFIX.<source>.vtt` (the transcript) and `PREFIX.<target>.vtt` (the
+translation). The output is the input timeline shifted by the constant delay D, so a segment
+plays in the output at its own `t0_ns`: a cue spans the segment whose audio carries that speech.
+Cues are appended (and flushed) as segments are output, in output order, so a player can follow
+the files live. A segment that goes out with its original audio gets no translated cue (its
+transcript cue is kept when the STS sent one). Texts are remembered per segment id between the
+STS answer and the segment's output. Never raises into the caller: a write error is logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+_log = logging.getLogger(__name__)
+
+WEBVTT_HEADER = "WEBVTT\n\n"
+
+
+def vtt_time(ns: int) -> str:
+    """`HH:MM:SS.mmm` of a position in nanoseconds."""
+    ms = max(0, round(ns / 1_000_000))
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}.{ms:03d}"
+
+
+def cue_text(text: str) -> str:
+    """One-line cue payload: no blank lines, no `-->`, no markup characters."""
+    text = " ".join(text.split()).replace("-->", "->")
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+@dataclass(frozen=True)
+class _Texts:
+    transcript: str
+    translation: str
+
+
+class _VttFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self.file: TextIO = path.open("w", encoding="utf-8")
+        self.file.write(WEBVTT_HEADER)
+        self.file.flush()
+
+    def cue(self, start_ns: int, end_ns: int, text: str) -> None:
+        self.count += 1
+        self.file.write(
+            f"{self.count}\n{vtt_time(start_ns)} --> {vtt_time(end_ns)}\n{cue_text(text)}\n\n"
+        )
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class CaptionWriter:
+    """Two WebVTT files (source and target language), appended cue by cue."""
+
+    def __init__(self, prefix: str, source_language: str, target_language: str) -> None:
+        self.source_path = Path(f"{prefix}.{source_language}.vtt")
+        self.target_path = Path(f"{prefix}.{target_language}.vtt")
+        self.source_path.parent.mkdir(parents=True, exist_ok=True)
+        self._source = _VttFile(self.source_path)
+        self._target = _VttFile(self.target_path)
+        self._texts: dict[str, _Texts] = {}
+        self._lock = threading.Lock()  # the output thread writes, the event loop remembers
+        self._failed = False
+
+    def remember(self, segment_id: str, transcript: str | None, translation: str | None) -> None:
+        """The STS's texts for a segment (kept until the segment is output)."""
+        if transcript or translation:
+            with self._lock:
+                self._texts[segment_id] = _Texts(transcript or "", translation or "")
+
+    def segment_output(self, segment_id: str, start_ns: int, end_ns: int, dubbed: bool) -> None:
+        """A segment went out (dubbed or original): write its cues, if any."""
+        with self._lock:
+            texts = self._texts.pop(segment_id, None)
+            if texts is None or self._failed:
+                return
+            try:
+                if texts.transcript.strip():
+                    self._source.cue(start_ns, end_ns, texts.transcript)
+                if dubbed and texts.translation.strip():
+                    self._target.cue(start_ns, end_ns, texts.translation)
+            except OSError as exc:
+                self._failed = True
+                _log.warning("captions: write failed, no more cues", extra={"ctx": {"error": str(exc)}})
+
+    def close(self) -> None:
+        with self._lock:
+            self._source.close()
+            self._target.close()
