@@ -641,19 +641,13 @@ class StsCore:
         else:
             # answered TIMEOUT (retryable) rather than after the worker has given up on it
             budget = session.timeout_ms / 1000.0 - self.settings.deadline_margin_s
-            job: asyncio.Future[BackendResult] = asyncio.ensure_future(
-                self.backend.process(frag, session.config)
-            )
             try:
-                await asyncio.wait({job}, timeout=max(0.05, budget))
+                # no extra task: the backend runs in this session task, so cancelling the session
+                # cancels it too (nothing outlives the session)
+                async with asyncio.timeout(max(0.05, budget)):
+                    result = await self.backend.process(frag, session.config)
             except asyncio.CancelledError:
-                job.cancel()
                 raise
-            try:
-                if not job.done():
-                    job.cancel()
-                    raise TimeoutError
-                result = job.result()
             except TimeoutError:
                 session.log.warning(
                     "fragment missed its deadline", ctx={"fragment_id": frag.fragment_id}
