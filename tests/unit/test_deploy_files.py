@@ -537,10 +537,17 @@ def test_mediamtx_config_uses_only_documented_keys(mediamtx: dict[str, Any]) -> 
         bad = set(conf) - set(known["path"])
         assert not bad, (name, bad)
     # Settings overridden from the environment (MTX_<KEY>) are real keys too.
+    # A list entry's field is MTX_<LIST>_<position>_<FIELD>: the position must exist in the file.
     lower = {k.lower(): k for k in known["global"]}
     for key in service(load_yaml(COMPOSE), "mediamtx")["environment"]:
         if key.startswith("MTX_"):
-            assert key.removeprefix("MTX_").lower() in lower, key
+            name, *rest = key.removeprefix("MTX_").lower().split("_")
+            assert name in lower, key
+            if rest:
+                index, field_name = int(rest[0]), "_".join(rest[1:])
+                entries = mediamtx[lower[name]]
+                assert isinstance(entries, list) and index < len(entries), key
+                assert field_name in entries[index], key
     # And the check is real: a misspelt key is caught.
     assert "runOnReadyy" not in known["path"] and "apiAdress" not in known["global"]
 
@@ -584,3 +591,16 @@ def test_reconcile_reaches_the_mediamtx_api(compose: dict[str, Any], mediamtx: d
     assert (api_url.hostname, api_url.port) == ("mediamtx", addr_port(override))
     assert addr_port(mediamtx["apiAddress"]) == addr_port(override)
     assert str(api_url.port) not in {str(p).rsplit(":", 1)[1] for p in service(compose, "mediamtx")["ports"]}
+
+
+def test_compose_gives_the_closed_media_server_its_passwords_and_the_workers_theirs() -> None:
+    compose = load_yaml(COMPOSE)
+    mtx = service(compose, "mediamtx")["environment"]
+    orch = service(compose, "media-service")["environment"]
+    users = [u["user"] for u in load_yaml(DEPLOY / "mediamtx.yml")["authInternalUsers"]]
+    assert (users[0], users[1], users[4]) == ("publisher", "worker", "orchestrator")
+    for index, var in ((0, "LIVEDUB_PUBLISH_PASS"), (1, "LIVEDUB_WORKER_PASS"), (4, "LIVEDUB_API_PASS")):
+        assert mtx[f"MTX_AUTHINTERNALUSERS_{index}_PASS"].startswith("${" + var + ":?"), "required, no default"
+    assert orch["ORCH_OUTPUT_USER"] == users[1]
+    assert orch["ORCH_OUTPUT_PASS"].startswith("${LIVEDUB_WORKER_PASS:?")
+    assert orch["ORCH_MEDIA_API_CREDENTIALS"].startswith(users[4] + ":${LIVEDUB_API_PASS:?")
