@@ -126,6 +126,16 @@ class Publisher:
         self.thread.join(timeout=10)
 
 
+def nginx_holds_player(tmp_path: Path, name: str, count: int) -> bool:
+    """nginx-rtmp has received `count` play commands for stream `name` (its info log says so):
+    a player it holds until the stream is published, so a publish now is read from frame 0."""
+    log = tmp_path / "nginx" / "error.log"
+    try:
+        return log.read_text(errors="replace").count(f"play: name='{name}'") >= count
+    except OSError:
+        return False
+
+
 async def run_until(
     pipeline: MediaPipeline, done: Callable[[], Awaitable[None]], timeout_s: float
 ) -> int:
@@ -163,8 +173,8 @@ async def test_live_rtmp_hop_60s_keeps_duration_and_sync(rtmp_server: str, tmp_p
 
     async def done() -> None:
         # The worker connects first (nginx holds a player until the stream is published), so
-        # it gets the stream from its first frame.
-        await asyncio.sleep(0.5)
+        # it gets the stream from its first frame: publish once nginx has that player.
+        await wait_for(lambda: nginx_holds_player(tmp_path, "hop", 1), 20, "nginx to hold the player")
         publisher.start()
         await wait_for(lambda: publisher.done, 90, "publisher")
         assert publisher.error is None
@@ -220,13 +230,13 @@ async def test_publisher_restart_is_rebased_onto_one_timeline(rtmp_server: str, 
     second = Publisher(src, url)
 
     async def done() -> None:
-        await asyncio.sleep(0.5)
+        await wait_for(lambda: nginx_holds_player(tmp_path, "restart", 1), 20, "nginx to hold the player")
         first.start()
         await wait_for(lambda: first.done, 30, "first publisher")
         # Stall detected, then the reconnect attempt is under way (nginx holds the new player
         # until the next publish, so it sees the second run from its first frame).
         await wait_for(lambda: states.count(InputState.RECONNECTING) >= 2, 10, "reconnect attempt")
-        await asyncio.sleep(0.5)
+        await wait_for(lambda: nginx_holds_player(tmp_path, "restart", 2), 20, "nginx to hold the new player")
         second.start()  # timestamps start again at 0
         await wait_for(lambda: second.done, 30, "second publisher")
         await wait_for(lambda: audio_end_s(pipeline) >= 17.0, 15, "second run read")
