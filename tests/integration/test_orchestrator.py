@@ -635,7 +635,7 @@ def test_port_allocator_range_and_reuse() -> None:
 SERVE_SECRET = "serve-secret-123"
 
 
-def start_serve(fake: Fake, port: int, *extra: str) -> subprocess.Popen[bytes]:
+def start_serve(fake: Fake, port: int, *extra: str, ignore_sighup: bool = False) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
     env["ORCH_HOOK_SECRET"] = SERVE_SECRET
     return subprocess.Popen(
@@ -659,14 +659,16 @@ def start_serve(fake: Fake, port: int, *extra: str) -> subprocess.Popen[bytes]:
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        # as under `nohup`: SIGHUP ignored in serve, inherited by what it starts unless reset
+        preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignore_sighup else None,  # noqa: PLW1509
     )
 
 
 async def _serve_with_workers(
-    fake: Fake, stream_ids: list[str]
+    fake: Fake, stream_ids: list[str], *, ignore_sighup: bool = False
 ) -> tuple[subprocess.Popen[bytes], Orch, aiohttp.ClientSession, list[int]]:
     port = free_port()
-    proc = start_serve(fake, port)
+    proc = start_serve(fake, port, ignore_sighup=ignore_sighup)
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
     orch = Orch.__new__(Orch)
     orch.http, orch.base = http, f"http://127.0.0.1:{port}"
@@ -715,12 +717,14 @@ async def test_sigterm_to_serve_stops_every_worker(fake: Fake) -> None:
             proc.wait(10)
 
 
-async def test_killed_serve_leaves_no_orphan_workers(fake: Fake) -> None:
-    """SIGKILL cannot be handled: the workers' parent-death signal must take them down."""
+@pytest.mark.parametrize("ignore_sighup", [False, True], ids=["plain", "under-nohup"])
+async def test_killed_serve_leaves_no_orphan_workers(fake: Fake, ignore_sighup: bool) -> None:
+    """SIGKILL cannot be handled: the workers' parent-death signal must take them down — also
+    when serve runs with SIGHUP ignored (nohup), which its workers would otherwise inherit."""
     proc: subprocess.Popen[bytes] | None = None
     http: aiohttp.ClientSession | None = None
     try:
-        proc, orch, http, pids = await _serve_with_workers(fake, ["k1", "k2"])
+        proc, orch, http, pids = await _serve_with_workers(fake, ["k1", "k2"], ignore_sighup=ignore_sighup)
         proc.kill()
         await asyncio.to_thread(proc.wait, 10)
         await until(lambda: not any(alive(p) for p in pids), timeout_s=10, what="orphans gone")

@@ -104,8 +104,12 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
     except (OSError, AttributeError):
         return None
     pr_set_pdeathsig = 1
+    sig_dfl = 0
 
     def preexec() -> None:
+        # An "ignore" inherited from our own parent (nohup ignores SIGHUP) would survive the exec
+        # and make the orphan signal a no-op for any worker that does not handle it itself.
+        libc.signal(int(ORPHAN_SIGNAL), sig_dfl)
         prctl(pr_set_pdeathsig, int(ORPHAN_SIGNAL), 0, 0, 0)
 
     return preexec
