@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := ffmpeg nginx-light libnginx-mod-rtmp python3-gi gir1.2-gst-rtsp-server-1.0 \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad wget \
-	espeak-ng apertium apertium-eng-spa sox
+	espeak-ng apertium apertium-eng-spa sox curl busybox
 PYTEST_ARGS ?=
 
 .PHONY: setup apt venv test test-unit test-integration lint demo bench bench-dub soak \
