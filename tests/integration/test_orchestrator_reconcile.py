@@ -35,6 +35,9 @@ from livedub.sts.server import run_sts
 from livedub.sts.settings import StsSettings
 from livedub.sts.testing import free_port
 from tests.integration.marks import needs_media_server
+from tests.integration.test_orchestrator import (
+    until,  # one polling helper for the orchestrator tests
+)
 
 pytestmark = [pytest.mark.timeout(180), needs_media_server]
 
@@ -49,17 +52,6 @@ async def sts() -> AsyncIterator[Any]:
         yield server
 
 
-async def until(cond: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = cond()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def alive(pid: int) -> bool:
