@@ -42,6 +42,7 @@ def test_demo_dubs_every_fragment_in_sync_with_a_clean_console(tmp_path: Path) -
     console = done.stdout + done.stderr
     assert done.returncode == 0, console
     assert "fragments dubbed      : 2/2" in console, console
+    assert "did not log its exit" not in console, console  # the figures are the worker's own final ones
     assert "fallbacks             : 0" in console, console
     assert "result                : OK" in console, console
     # Nothing alarming on the console of a good run: ffmpeg's recorder messages (an RTMP reader
@@ -77,6 +78,7 @@ def test_demo_dubs_speech_with_the_dub_backend(tmp_path: Path) -> None:
     console = done.stdout + done.stderr
     assert done.returncode == 0, console
     assert "fragments dubbed      : 2/2" in console, console
+    assert "did not log its exit" not in console, console  # the figures are the worker's own final ones
     segments = [line for line in console.splitlines() if re.match(r"segment +\d+ ", line)]
     assert len(segments) == 2 and all(" -> " in line and "success" in line for line in segments), console
     for line in segments:  # "... | <transcript> -> <translation>": both non-empty and different

@@ -34,6 +34,7 @@ from livedub.orchestrator.media_server import MediaServer, Role
 from livedub.sts.server import run_sts
 from livedub.sts.settings import StsSettings
 from livedub.sts.testing import free_port
+from livedub.subproc import terminate
 from tests.integration.marks import needs_media_server
 from tests.integration.test_orchestrator import (
     until,  # one polling helper for the orchestrator tests
@@ -128,13 +129,7 @@ class Serve:
             return await resp.json() if resp.status == 200 else None
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc, 40)
 
 
 async def test_killed_orchestrator_is_restarted_and_reconcile_dubs_the_live_stream_once(

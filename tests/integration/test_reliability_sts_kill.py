@@ -24,6 +24,7 @@ import pytest
 from livedub.media.analyze import analyze
 from livedub.media.fixture import FixtureSpec, make_fixture
 from livedub.sts.testing import free_port
+from livedub.subproc import terminate
 from livedub.worker.config import WorkerSettings
 from livedub.worker.runner import WorkerRunner
 from tests.integration import hostile_sts as h
@@ -70,13 +71,8 @@ class StsProcess:
             self.proc.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        if self.proc is not None:
+            terminate(self.proc, 5)
 
 
 @pytest.fixture

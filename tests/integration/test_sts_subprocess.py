@@ -1,5 +1,6 @@
-"""Integration: `livedub sts` as a real subprocess — startup time, a lifecycle from a client that
-only knows the protocol, env configuration, `--help`, clean stop on SIGTERM."""
+"""Integration: `livedub sts` as a real subprocess — it becomes healthy, a lifecycle from a client
+that only knows the protocol, env configuration, `--help`, clean stop on SIGTERM. (How fast it
+starts is a performance figure: `python -m bench.startup`, docs/performance.md.)"""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import aiohttp
 import pytest
 
 from livedub.sts.testing import StsTestClient, free_port
+from livedub.subproc import terminate
 
 LIVEDUB = [sys.executable, "-m", "livedub"]
 
@@ -53,22 +55,14 @@ def sts_process(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], 
         _wait_healthy(url, proc, timeout_s=10)
         yield url, proc, time.monotonic() - t0
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, 5)
         log.close()
 
 
-async def test_subprocess_starts_fast_serves_and_stops_cleanly(
+async def test_subprocess_becomes_healthy_serves_and_stops_cleanly(
     sts_process: tuple[str, subprocess.Popen[bytes], float], tmp_path: Path
 ) -> None:
-    url, proc, startup_s = sts_process
-    print(f"livedub sts subprocess: healthy {startup_s * 1000:.0f} ms after spawn")
-    assert startup_s < 2.0
+    url, proc, _startup_s = sts_process  # healthy within the fixture's deadline
     worker = StsTestClient(url, stream_id="sub-1", worker_id="w")
     try:
         await worker.connect()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from livedub.media.analyze import analyze, write_plot
 from livedub.media.fixture import FixtureSpec, make_fixture
 
@@ -37,3 +39,15 @@ def test_drift_option_moves_audio_timestamps_not_sync(tmp_path: Path) -> None:
     make_fixture(tmp_path / "d.mp4", spec)
     res = analyze(tmp_path / "d.mp4")
     assert res.max_abs_offset_ms < 2 and len(res.markers) == 3  # in sync by timestamps
+
+
+def test_silences_are_found_to_the_block_and_short_pauses_ignored() -> None:
+    from livedub.media.analyze import _silences
+
+    rate = 1000
+    sig = np.full(5 * rate, 0.1, dtype=np.float32)
+    sig[1200:1500] = 0.0  # 0.3 s: shorter than SILENCE_MIN_S, not dead air
+    sig[2000:3200] = 0.0  # 1.2 s of dead air
+    found = _silences(sig, rate, start_s=10.0)
+    assert [(round(g.at_s, 3), round(g.length_ms)) for g in found] == [(12.0, 1200)]
+    assert _silences(np.zeros(0, dtype=np.float32), rate, 0.0) == []

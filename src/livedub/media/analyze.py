@@ -38,6 +38,8 @@ PAIR_WINDOW_S = 0.5
 JITTER_S = 0.0015  # audio timestamp jitter (FLV rounds to 1 ms) played as contiguous
 TONE_WINDOW_S = 0.5
 TONE_HOP_S = 0.25
+SILENCE_DBFS = -60.0  # below this peak level, a 10 ms block (ENVELOPE_WINDOW_S) is silent
+SILENCE_MIN_S = 0.5  # shortest stretch of silence reported (dead air)
 
 
 class Gap(BaseModel):
@@ -91,6 +93,8 @@ class Analysis(BaseModel):
     unmatched_beeps_s: list[float] = Field(default_factory=list)
     tone_runs: list[ToneRun] = Field(default_factory=list)
     tone_order: list[int] = Field(default_factory=list)
+    # stretches of digital silence ≥ SILENCE_MIN_S (dead air), to ENVELOPE_WINDOW_S precision
+    silences: list[Gap] = Field(default_factory=list)
     frame_counter_errors: int = 0  # frames whose counter is not previous+1
     first_frame_number: int | None = None
 
@@ -191,7 +195,25 @@ def analyze(
     if a_rate:
         result.tone_runs = _tone_runs(signal, a_rate, a_start)
         result.tone_order = [r.segment_index for r in result.tone_runs if r.segment_index is not None]
+        audio_end_s = result.audio.end_s if result.audio and result.audio.end_s is not None else a_start
+        result.silences = _silences(signal[: round((audio_end_s - a_start) * a_rate)], a_rate, a_start)
     return result
+
+
+def _silences(signal: np.ndarray, rate: int, start_s: float) -> list[Gap]:
+    """Stretches where every ENVELOPE_WINDOW_S block peaks below SILENCE_DBFS, ≥ SILENCE_MIN_S long."""
+    block = max(1, int(ENVELOPE_WINDOW_S * rate))
+    n = len(signal) // block
+    if n == 0:
+        return []
+    peaks = np.abs(signal[: n * block]).reshape(n, block).max(axis=1)
+    silent = np.concatenate(([False], peaks < 10 ** (SILENCE_DBFS / 20), [False]))
+    edges = np.flatnonzero(np.diff(silent.astype(np.int8)))
+    out = []
+    for a, b in zip(edges[::2], edges[1::2], strict=True):
+        if (b - a) * block >= SILENCE_MIN_S * rate:
+            out.append(Gap(at_s=start_s + a * block / rate, length_ms=(b - a) * block * 1000 / rate))
+    return out
 
 
 def _collect(

@@ -61,6 +61,18 @@ class _SafeObserver:
         return call
 
 
+@dataclass(frozen=True)
+class InputLoss:
+    """Where each track of the output timeline stood when a connection dropped: the silence of an
+    outage starts at `audio_end_ns`, its frozen picture at `video_end_ns`. They differ by the
+    input's audio/video interleaving at the cut (what had arrived of each), not by anything the
+    worker does."""
+
+    reason: str
+    audio_end_ns: int | None
+    video_end_ns: int | None
+
+
 @dataclass
 class PipelineStats:
     """What happened, for tests, logs and the worker's final report."""
@@ -84,6 +96,7 @@ class PipelineStats:
     # The video read, on the output timeline: first packet's pts, end (pts + duration) of the last.
     video_first_ns: int | None = None
     video_end_ns: int | None = None
+    input_losses: list[InputLoss] = field(default_factory=list)
 
     @property
     def video_read_s(self) -> float:
@@ -291,12 +304,15 @@ class MediaPipeline:
                 self._emit_video(st.item, st.pts_ns, st.dts_ns, st.duration_ns)
         if self.segmenter is None or self.drift is None:
             return
+        loss = InputLoss(ev.reason, self.segmenter.audio_end_ns, self.stats.video_end_ns)
+        self.stats.input_losses.append(loss)
         padded = self.segmenter.pad_open_segment()
         if padded:
             self.drift.advance(padded)
             self.log.info(
                 "input lost: open segment completed with silence",
-                ctx={"reason": ev.reason, "samples": padded},
+                ctx={"reason": ev.reason, "samples": padded, "audio_end_ns": loss.audio_end_ns,
+                     "video_end_ns": loss.video_end_ns},
             )
         self._resume_floor_ns = self.segmenter.audio_end_ns
         self._drain_segments()

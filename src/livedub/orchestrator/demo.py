@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from livedub.exitcodes import ExitCode
 from livedub.log import redact_url
+from livedub.subproc import terminate
 
 _log = logging.getLogger(__name__)
 
@@ -73,7 +73,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="STS backend the demo starts: dub (offline ASR -> MT -> TTS, spoken fixture; "
         "default) or echo",
     )
-    p.add_argument("--progress-interval-s", type=float, default=3.0)
+    p.add_argument("--progress-interval-s", type=float, default=3.0, help="seconds between progress lines (default 3)")
+    p.add_argument(
+        "--worker-exit-timeout-s", type=float, default=30.0,
+        help="after the output ends, longest wait for the worker's exit line with its final figures (default 30)",
+    )
     p.set_defaults(func=run_demo)
 
 
@@ -100,13 +104,7 @@ class _Procs:
 
     def stop_all(self) -> None:
         for _name, proc, log in reversed(self.items):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
+            terminate(proc, 15)
             log.close()
 
 
@@ -157,6 +155,31 @@ def _metrics(url: str, stream_id: str) -> dict[str, float]:
                     key += f":{s.labels[label]}"
             out[key] = out.get(key, 0.0) + s.value
     return out
+
+
+WORKER_EXIT_MSG = "worker exiting"  # the worker's last log line, with its final figures (runner.py)
+
+
+def _worker_final(log: Path, timeout_s: float) -> dict[str, Any] | None:
+    """The worker's own final figures: the `worker exiting` line of its JSON log, waited for up
+    to `timeout_s` (the output can end before the worker has said goodbye to the STS). Its
+    metrics endpoint is gone by then, so a scrape cannot give the last segments."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            lines = log.read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        for line in reversed(lines):
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and doc.get("msg") == WORKER_EXIT_MSG:
+                return doc
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.2)
 
 
 def _progress_line(m: dict[str, float]) -> str:
@@ -258,7 +281,8 @@ def run_demo(args: argparse.Namespace) -> int:
     # Hooks need a secret (issue 17 #2): a fresh one per run, by env only. With --media-server
     # (an external one) its hook must send ORCH_HOOK_SECRET from the demo's environment.
     hook_secret = os.environ.get("ORCH_HOOK_SECRET") or secrets.token_hex(16)
-    orch_env = {"ORCH_HOOK_SECRET": hook_secret}
+    # JSON logs: the summary reads the worker's final figures from its last line
+    orch_env = {"ORCH_HOOK_SECRET": hook_secret, "LIVEDUB_LOG_FORMAT": "json"}
     media_server: MediaServer | None = None
     try:
         dub = args.backend == "dub"
@@ -340,8 +364,17 @@ def run_demo(args: argparse.Namespace) -> int:
         write_plot(analysis, plot)
         summary = analysis.summary()
         (workdir / f"{sid}-analysis.json").write_text(json.dumps(summary, indent=2, default=str))
-        dubbed = int(m.get("worker_segments_total:dubbed", 0))
-        total = dubbed + int(m.get("worker_segments_total:original", 0))
+        final = _worker_final(logdir / "workers" / f"{sid}.log", args.worker_exit_timeout_s)
+        if final is not None:  # the worker's own count of what it output, not a scrape made before the end
+            out_by = final.get("output") or {}
+            dubbed = int(out_by.get("dubbed", 0))
+            total = dubbed + int(out_by.get("original", 0))
+            fallbacks = int(final.get("fallback", 0))
+        else:
+            _log.warning("the worker did not log its exit: figures from the last scrape (see %s)", logdir)
+            dubbed = int(m.get("worker_segments_total:dubbed", 0))
+            total = dubbed + int(m.get("worker_segments_total:original", 0))
+            fallbacks = int(sum(v for k, v in m.items() if k.startswith("worker_fallback_total:")))
         expected = int(args.duration_s // 6)
         ok = (
             dubbed >= expected
@@ -352,7 +385,7 @@ def run_demo(args: argparse.Namespace) -> int:
         _out("")
         _out("=== livedub demo summary ===")
         _out(f"fragments dubbed      : {dubbed}/{max(total, expected)}")
-        _out(f"fallbacks             : {int(sum(v for k, v in m.items() if k.startswith('worker_fallback_total:')))}")
+        _out(f"fallbacks             : {fallbacks}")
         _out(f"output                : {recording} ({analysis.codecs[0]} + {analysis.codecs[1]}, "
              f"{analysis.duration_s:.3f} s)")
         _out(f"A/V sync at markers   : max {analysis.max_abs_offset_ms:.1f} ms over {len(analysis.markers)} markers "

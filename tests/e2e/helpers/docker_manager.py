@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from livedub.subproc import terminate
 from tests.e2e import config
 
 COMPOSE_FILE = Path(__file__).resolve().parent.parent / "docker-compose.yml"
@@ -119,13 +120,7 @@ class ManagedProcess:
         """SIGTERM, then SIGKILL after `timeout_s`; also reaps the process group we created."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        terminate(self.proc, timeout_s)
         # Children (nginx, relay) live in the session we started: end any straggler of ours.
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
