@@ -819,21 +819,32 @@ SETTLE_S = 0.5
 
 
 def _latency_run(clip: Path, pub_url: str, read_url: str, read_options: dict[str, str],
-                 seconds: float) -> list[float]:  # fmt: skip
+                 seconds: float, published: Callable[[], bool] | None = None) -> list[float]:  # fmt: skip
+    """Through a server (`published` given): the reader starts once the server reports the path
+    published (a reader that asks first is answered 404 and gives up). Direct (a listening
+    reader): the reader starts first and the publisher retries its connect until it listens."""
     import hashlib
     import json
 
     listen = "listen" in str(read_options)
-    reader = subprocess.Popen(
-        [sys.executable, "-c", READER_SCRIPT, read_url, json.dumps(read_options), str(seconds + 5)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
     pub = Publisher(clip, pub_url, max_s=seconds, connect_retry_s=5 if listen else 0)
+
+    def start_reader() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", READER_SCRIPT, read_url, json.dumps(read_options), str(seconds + 5)],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+
+    reader = start_reader() if published is None else None
     try:
         pub.start()
+        if reader is None:
+            assert published is not None
+            wait_for(published, 10, f"{pub_url} published")
+            reader = start_reader()
         out, _ = reader.communicate(timeout=seconds + 20)
     finally:
-        if reader.poll() is None:
+        if reader is not None and reader.poll() is None:
             reader.kill()
             reader.wait()
         pub.stop_event.set()
@@ -882,7 +893,7 @@ def test_measure_latency_and_time_to_readable(tmp_path: Path) -> None:
     gop_s = float(os.environ.get("MEDIA_MEASURE_GOP_S", "2"))
     mclip = make_clip(tmp_path / "m.mp4", seconds=seconds + 2, gop_s=gop_s)
     rows = []
-    with MediaServer(rtsp_port=free_port(), rtmp_port=free_port(), streams=["m", "t"]) as ms:
+    with MediaServer(rtsp_port=free_port(), rtmp_port=free_port(), streams=["m", "r", "t"]) as ms:
         direct_rtsp = free_port()
         direct_rtmp = free_port()
         cases = {
@@ -891,15 +902,15 @@ def test_measure_latency_and_time_to_readable(tmp_path: Path) -> None:
                              f"rtsp://127.0.0.1:{direct_rtsp}/live/m/in",
                              {"rtsp_flags": "listen", "listen_timeout": "20"}, seconds),
                 _latency_run(mclip, ms.rtsp_url("live/m/in"), ms.rtsp_url("live/m/in"),
-                             {"rtsp_transport": "tcp"}, seconds),
+                             {"rtsp_transport": "tcp"}, seconds, lambda: "live/m/in" in ms.ready_paths),
                 _time_to_readable(mclip, ms.rtsp_url("live/t/in"), ms),
             ),
             "rtmp": (
                 _latency_run(mclip, f"rtmp://127.0.0.1:{direct_rtmp}/live/m/in",
                              f"rtmp://127.0.0.1:{direct_rtmp}/live/m/in",
                              {"listen": "1", "timeout": "20"}, seconds),
-                _latency_run(mclip, ms.rtmp_url("live/m/in"), ms.rtmp_url("live/m/in"), {},
-                             seconds),
+                _latency_run(mclip, ms.rtmp_url("live/r/in"), ms.rtmp_url("live/r/in"), {},
+                             seconds, lambda: "live/r/in" in ms.ready_paths),
                 _time_to_readable(mclip, ms.rtmp_url("live/t/in"), ms),
             ),
         }  # fmt: skip
