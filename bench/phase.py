@@ -465,6 +465,8 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
         sys_b = system_cpu_s()
         me_b = sum(me.cpu_times()[:2])
         t_b_real = time.monotonic()
+        # the STS's answers while the streams ran (the drain at stop cuts a partial last segment)
+        live_done = {st.sid: sts_processed(sts_urls[st.group.label], st.sid) for st in streams if st.group.label in sts_urls}
         rss = {p.pid: p.rss() for p in procs.items}
         alive = {st.sid: bool(st.pipeline and st.pipeline.alive()) for st in streams}
         scraper.stop.set()
@@ -504,7 +506,7 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
         probe = _read_json(probe_out)
         for g in phase.groups:
             gs = [s for s in streams if s.group is g]
-            groups_out.append(_group_result(g, gs, procs, snap_a, snap_b, window_s, rss, alive, probe, processed))
+            groups_out.append(_group_result(g, gs, procs, snap_a, snap_b, window_s, rss, alive, probe, live_done, processed))
         result["groups_result"] = groups_out
     except Exception as exc:  # noqa: BLE001 - a failed phase is reported, the run goes on
         _log.exception("phase %s failed", phase.name)
@@ -594,6 +596,7 @@ def _group_result(
     rss: dict[int, int],
     alive: dict[str, bool],
     probe: dict[str, Any],
+    live_done: dict[str, list[dict[str, Any]]],
     processed: dict[str, list[dict[str, Any]]],
 ) -> dict[str, Any]:
     n = len(gs)
@@ -643,16 +646,29 @@ def _group_result(
         for p in pipes:
             ta += turnarounds_ms(procs.logdir / f"{p.name}.log")
         out["turnaround_ms"] = _dist(ta)
-        done = [d for s in gs for d in processed.get(s.sid, [])]
-        out["sts_processing_ms"] = _dist([float(d["processing_time_ms"]) for d in done if d.get("processing_time_ms") is not None])
-        out["sts_status"] = {st: sum(1 for d in done if d.get("status") == st) for st in ("success", "partial", "failed")}
-        out["sts_with_transcript"] = sum(1 for d in done if d.get("transcript"))
+        # STS processing time of every fragment answered while the streams ran; the fragments
+        # answered after the workers were told to stop (drain: a partial last segment) apart
+        live = [d for s in gs for d in live_done.get(s.sid, [])]
+        seen = {d.get("fragment_id") for d in live}
+        drain = [d for s in gs for d in processed.get(s.sid, []) if d.get("fragment_id") not in seen]
+        out["sts_processing_ms"] = _processing(live)
+        out["sts_status"] = _statuses(live)
+        out["sts_with_transcript"] = sum(1 for d in live if d.get("transcript"))
+        out["sts_drain"] = {"processing_ms": _processing(drain), "status": _statuses(drain)}
     lat = [v for s in gs for v in (probe.get(s.sid, {}).get("latency_ms") or [])]
     out["e2e_latency_ms"] = _dist(lat)
     out["e2e_streams"] = sum(1 for s in gs if probe.get(s.sid, {}).get("latency_ms"))
     lags = [v for s in gs if (v := probe.get(s.sid, {}).get("in_open_lag_ms")) is not None]
     out["input_open_lag_ms"] = _dist(lags)
     return out
+
+
+def _processing(done: list[dict[str, Any]]) -> dict[str, Any]:
+    return _dist([float(d["processing_time_ms"]) for d in done if d.get("processing_time_ms") is not None])
+
+
+def _statuses(done: list[dict[str, Any]]) -> dict[str, int]:
+    return {st: sum(1 for d in done if d.get("status") == st) for st in ("success", "partial", "failed")}
 
 
 def _judge(gr: dict[str, Any], g: Group) -> None:

@@ -365,21 +365,27 @@ def dub_section(results: dict[str, Any]) -> list[str]:
         "sentences clear of the sync markers) through m4a workers and ONE `livedub sts --backend dub` "
         f"(faster-whisper tiny.en → Apertium → espeak-ng → sox → mix, `STS_WORKERS` = cores), D = segment + "
         f"{_f(cfg.get('dub_added_s'), 'g')} s, worker `--fragment-timeout-s {_f(cfg.get('dub_added_s'), 'g')}`. "
-        "Processing = the STS's `processing_time_ms` of every fragment (fragment:data received → "
-        "fragment:processed sent); round trip = the worker's segment cut → dubbed audio applied.",
+        "Processing = the STS's `processing_time_ms` of every fragment answered while the streams ran "
+        "(fragment:data received → fragment:processed sent); drain = the fragments answered after the "
+        "workers were stopped (SIGTERM drain: a partial last segment), apart; round trip = the worker's "
+        "segment cut → dubbed audio applied.",
         "",
         "| streams | processing p50 / p95 / max ms | round trip p50 / p95 ms | CPU-s per stream-second (worker + STS / of which STS) | "
-        "fragments dubbed / total | fallbacks | A/V max \\|offset\\| ms (markers) | load average 1 min (start → end) | keeps up |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "STS failed (live / drain) | drain processing max ms | fragments dubbed / total | fallbacks | "
+        "A/V max \\|offset\\| ms (markers) | load average 1 min (start → end) | keeps up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for p, g in groups:
         pm = g.get("sts_processing_ms") or {}
         ta = g.get("turnaround_ms") or {}
         fb = (g.get("segments") or {}).get("fallback_reasons") or {}
+        dr = g.get("sts_drain") or {}
         lines.append(
             f"| {g['n']} | {_f(pm.get('p50'), '.0f')} / {_f(pm.get('p95'), '.0f')} / {_f(pm.get('max'), '.0f')} "
             f"({pm.get('n', 0)} fragments) | {_lat(ta)} | {_f(g['cpu_ms_per_stream_s'] / 1000, '.3f')} / "
-            f"{_f(g['sts_ms_per_stream_s'] / 1000, '.3f')} | {_fragments(g)} | "
+            f"{_f(g['sts_ms_per_stream_s'] / 1000, '.3f')} | "
+            f"{(g.get('sts_status') or {}).get('failed', '–')} / {(dr.get('status') or {}).get('failed', '–')} | "
+            f"{_f((dr.get('processing_ms') or {}).get('max'), '.0f')} | {_fragments(g)} | "
             f"{', '.join(f'{k} {v}' for k, v in sorted(fb.items())) or '0'} | {_sync(g)} | {_load(p)} | {_keeps(g)} |"
         )
     lines += [""]
@@ -392,6 +398,7 @@ def dub_verdicts(results: dict[str, Any]) -> list[str]:
         pm = g.get("sts_processing_ms") or {}
         fb = (g.get("segments") or {}).get("fallback_reasons") or {}
         timeouts = sum(v for k, v in fb.items() if k in TIMEOUT_REASONS)
+        timeouts += (g.get("sts_status") or {}).get("failed", 0)  # answered TIMEOUT by the STS
         p95 = pm.get("p95")
         ok = p95 is not None and p95 <= DUB_P95_TARGET_MS and not timeouts
         label = f"{g['n']} streams" + ("" if g["n"] == DUB_TARGET_STREAMS else f" (target stated for {DUB_TARGET_STREAMS})")

@@ -17,6 +17,8 @@ def _results(p95: float, fallbacks: dict[str, int], keeps_up: bool) -> dict[str,
         "cpu_ms_per_stream_s": 205.4, "sts_ms_per_stream_s": 122.6,
         "sts_processing_ms": {"n": 9, "p50": 936.0, "p95": p95, "max": p95 + 20},
         "turnaround_ms": {"n": 9, "p50": 1233.0, "p95": 1806.0, "max": 1871.0},
+        "sts_status": {"success": 9, "partial": 0, "failed": 0},
+        "sts_drain": {"processing_ms": {"n": 2, "max": 2011.0}, "status": {"success": 0, "partial": 0, "failed": 2}},
         "segments": {"dubbed": 7, "original": sum(fallbacks.values()), "fallback_reasons": fallbacks},
         "sync": {"markers": 6, "max_abs_offset_ms": 24.0},
         "keeps_up": keeps_up, "why_not": [] if keeps_up else ["fallbacks timeout=1"],
@@ -32,7 +34,7 @@ def test_dub_section_and_verdicts() -> None:
     res = _results(1553.0, {}, True)
     table = "\n".join(dub_section(res))
     assert "### Dub group" in table
-    assert "| 2 | 936 / 1553 / 1573 (9 fragments) | 1233 / 1806 | 0.205 / 0.123 | 7 / 7 | 0 |" in table
+    assert "| 2 | 936 / 1553 / 1573 (9 fragments) | 1233 / 1806 | 0.205 / 0.123 | 0 / 2 | 2011 | 7 / 7 | 0 |" in table
     assert "1.02 → 2.55" in table
     met = dub_verdicts(res)
     assert len(met) == 2 and all("**met**" in v for v in met)
