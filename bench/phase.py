@@ -42,6 +42,7 @@ PY = sys.executable
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 SYNC_TOLERANCE_MS = 33.0
 DELAY_TOLERANCE_MS = 100.0
+STS_UP_TIMEOUT_S = 90.0
 NOT_FAILURES = {"short_tail"}  # a sub-second end tail is never dubbed, by design
 
 
@@ -56,6 +57,7 @@ class Group:
     segment_s: float = 6.0
     delay_s: float = 7.0
     extra_args: tuple[str, ...] = ()  # more `livedub worker` flags for this group
+    sts_args: tuple[str, ...] = ()  # more `livedub sts` flags for this group's STS (e.g. the dub backend)
 
     def ids(self) -> list[str]:
         return [f"{self.label}-{i}" for i in range(self.n)]
@@ -87,11 +89,41 @@ class Settings:
     spread: bool = True  # stream starts spread over one segment period (see run_phase)
 
 
-def free_port() -> int:
+class PortRange:
+    """Where `free_port` picks ports: any free port (the default), or only inside [low, high]
+    (`python -m bench.run --port-range`, on a machine where other jobs own other ranges)."""
+
+    low: int | None = None
+    high: int | None = None
+    _next: int = 0
+
+    @classmethod
+    def set(cls, low: int, high: int) -> None:
+        cls.low, cls.high, cls._next = low, high, low
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    if PortRange.low is None or PortRange.high is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            return port
+    size = PortRange.high - PortRange.low + 1
+    for _ in range(size):  # round robin: a port just handed out is not handed out again soon
+        port = PortRange._next
+        PortRange._next = PortRange.low + (port + 1 - PortRange.low) % size
+        if _bindable(port):
+            return port
+    raise RuntimeError(f"no free port in {PortRange.low}-{PortRange.high}")
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -333,7 +365,12 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
             if g.kind != "baseline":
                 st.metrics_port = free_port()
             streams.append(st)
-    result: dict[str, Any] = {"name": phase.name, "groups": [asdict(g) for g in phase.groups], "error": None}
+    result: dict[str, Any] = {
+        "name": phase.name,
+        "groups": [asdict(g) for g in phase.groups],
+        "error": None,
+        "loadavg_start": list(os.getloadavg()),
+    }
     scraper = _Scraper(streams, procs, cfg.scrape_interval_s)
     me = psutil.Process()
     probe_out = pdir / "probe.json"
@@ -346,10 +383,13 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
         for g in phase.groups:
             if g.kind == "worker":
                 port = free_port()
-                procs.spawn("sts", g.label, f"sts-{g.label}", [PY, "-m", "livedub", "--log-level", "WARNING", "sts", "--port", str(port)])
+                procs.spawn(
+                    "sts", g.label, f"sts-{g.label}",
+                    [PY, "-m", "livedub", "--log-level", "WARNING", "sts", "--port", str(port), *g.sts_args],
+                )  # fmt: skip
                 sts_urls[g.label] = f"http://127.0.0.1:{port}"
-        for url in sts_urls.values():
-            _wait(lambda u=url: _http_ok(f"{u}/health"), 30, f"echo STS {url}")
+        for url in sts_urls.values():  # the dub backend loads its engines before it serves
+            _wait(lambda u=url: _http_ok(f"{u}/health"), STS_UP_TIMEOUT_S, f"STS {url}")
         # Latency probe on a few streams of each group (it reads the input and the output). It
         # starts first, so that its input readers attach as each stream is published, before the
         # pipeline: a reader joining a path later disturbs the readers already there (see
@@ -425,6 +465,8 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
         sys_b = system_cpu_s()
         me_b = sum(me.cpu_times()[:2])
         t_b_real = time.monotonic()
+        # the STS's answers while the streams ran (the drain at stop cuts a partial last segment)
+        live_done = {st.sid: sts_processed(sts_urls[st.group.label], st.sid) for st in streams if st.group.label in sts_urls}
         rss = {p.pid: p.rss() for p in procs.items}
         alive = {st.sid: bool(st.pipeline and st.pipeline.alive()) for st in streams}
         scraper.stop.set()
@@ -457,13 +499,14 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
         # Stop in dependency order: probe (writes its result), pipelines, recorders, the rest.
         procs.stop(procs.select(role="probe"), timeout_s=10)
         procs.stop(procs.select(role="worker") + procs.select(role="baseline"), timeout_s=15)
+        processed = {st.sid: sts_processed(sts_urls[st.group.label], st.sid) for st in streams if st.group.label in sts_urls}
         procs.stop(procs.select(role="recorder"), sig=signal.SIGINT, timeout_s=10)
         procs.stop(procs.select(role="publisher") + procs.select(role="sts"), timeout_s=10)
         groups_out = []
         probe = _read_json(probe_out)
         for g in phase.groups:
             gs = [s for s in streams if s.group is g]
-            groups_out.append(_group_result(g, gs, procs, snap_a, snap_b, window_s, rss, alive, probe))
+            groups_out.append(_group_result(g, gs, procs, snap_a, snap_b, window_s, rss, alive, probe, live_done, processed))
         result["groups_result"] = groups_out
     except Exception as exc:  # noqa: BLE001 - a failed phase is reported, the run goes on
         _log.exception("phase %s failed", phase.name)
@@ -493,7 +536,20 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
             }
             _judge(gr, g)
     result["wall_s"] = round(time.monotonic() - t_phase, 1)
+    result["loadavg_end"] = list(os.getloadavg())
     return result
+
+
+def sts_processed(sts_url: str, sid: str) -> list[dict[str, Any]]:
+    """The STS's debug history of `fragment:processed` sent for a stream (processing_time_ms,
+    status, texts, stage timings); [] when it is not available."""
+    try:
+        with urllib.request.urlopen(f"{sts_url}/debug/streams/{sid}", timeout=5) as r:
+            doc = json.loads(r.read().decode())
+    except (urllib.error.URLError, OSError, ValueError):
+        return []
+    items = doc.get("processed_sent") if isinstance(doc, dict) else None
+    return [d for d in items if isinstance(d, dict)] if isinstance(items, list) else []
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -540,6 +596,8 @@ def _group_result(
     rss: dict[int, int],
     alive: dict[str, bool],
     probe: dict[str, Any],
+    live_done: dict[str, list[dict[str, Any]]],
+    processed: dict[str, list[dict[str, Any]]],
 ) -> dict[str, Any]:
     n = len(gs)
     role = "baseline" if g.kind == "baseline" else "worker"
@@ -588,12 +646,29 @@ def _group_result(
         for p in pipes:
             ta += turnarounds_ms(procs.logdir / f"{p.name}.log")
         out["turnaround_ms"] = _dist(ta)
+        # STS processing time of every fragment answered while the streams ran; the fragments
+        # answered after the workers were told to stop (drain: a partial last segment) apart
+        live = [d for s in gs for d in live_done.get(s.sid, [])]
+        seen = {d.get("fragment_id") for d in live}
+        drain = [d for s in gs for d in processed.get(s.sid, []) if d.get("fragment_id") not in seen]
+        out["sts_processing_ms"] = _processing(live)
+        out["sts_status"] = _statuses(live)
+        out["sts_with_transcript"] = sum(1 for d in live if d.get("transcript"))
+        out["sts_drain"] = {"processing_ms": _processing(drain), "status": _statuses(drain)}
     lat = [v for s in gs for v in (probe.get(s.sid, {}).get("latency_ms") or [])]
     out["e2e_latency_ms"] = _dist(lat)
     out["e2e_streams"] = sum(1 for s in gs if probe.get(s.sid, {}).get("latency_ms"))
     lags = [v for s in gs if (v := probe.get(s.sid, {}).get("in_open_lag_ms")) is not None]
     out["input_open_lag_ms"] = _dist(lags)
     return out
+
+
+def _processing(done: list[dict[str, Any]]) -> dict[str, Any]:
+    return _dist([float(d["processing_time_ms"]) for d in done if d.get("processing_time_ms") is not None])
+
+
+def _statuses(done: list[dict[str, Any]]) -> dict[str, int]:
+    return {st: sum(1 for d in done if d.get("status") == st) for st in ("success", "partial", "failed")}
 
 
 def _judge(gr: dict[str, Any], g: Group) -> None:

@@ -8,7 +8,11 @@ Phases (each with its own media server, echo STS, real-time ffmpeg publishers an
    the first N that does not keep up;
 3. low latency — short segments and D = segment + a few hundred ms;
 4. profile — py-spy on one worker of each kind;
-5. capacity — bisection between the last N that kept up and the first that did not (workers
+5. dub — N streams (default 2) of the spoken-English demo programme through workers and ONE
+   real `livedub sts --backend dub` (faster-whisper → Apertium → espeak-ng → sox → mix), with
+   D = segment + 2.5 s and the fragment timeout 2.5 s: per-fragment processing time (the STS's
+   own `processing_time_ms` of every fragment), CPU per stream-second, fallbacks, A/V sync;
+6. capacity — bisection between the last N that kept up and the first that did not (workers
    only), with the time left.
 Every figure is CPU-seconds per stream-second over a window of whole segments in steady state
 (start-up excluded). Results: var/bench/results.json; report: docs/performance.md (+ PNG plot).
@@ -18,6 +22,7 @@ A time budget (`--budget-s`) skips the optional phases that would not fit.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import platform
@@ -32,7 +37,7 @@ import av
 import psutil
 
 from bench.floors import measure as measure_floors
-from bench.phase import FFMPEG, Group, Phase, Settings, run_phase
+from bench.phase import FFMPEG, Group, Phase, PortRange, Settings, run_phase
 from bench.procs import system_cpu_s
 from bench.profile import Profiler
 from bench.report import write_report
@@ -41,8 +46,36 @@ _log = logging.getLogger("bench")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+PHASES = ("transports", "series", "low-latency", "dub", "profile")
+"""Phase families `--only` chooses from (series includes the capacity bisection)."""
+DUB_PHASE = "dub"
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _phases(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [n for n in names if n not in PHASES]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown phase(s) {', '.join(bad)}; choose from {', '.join(PHASES)}")
+    return names
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    try:
+        low, high = (int(x) for x in text.split("-", 1))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("expected LOW-HIGH, e.g. 41000-41999") from exc
+    if not 1024 <= low <= high <= 65535:
+        raise argparse.ArgumentTypeError("expected 1024 <= LOW <= HIGH <= 65535")
+    return low, high
+
+
+def dub_worker_args(added_s: float) -> tuple[str, ...]:
+    """Worker flags of the dub group: the fragment timeout = D − segment, the demo's pair."""
+    return ("--fragment-timeout-s", f"{added_s:g}", "--source-language", "en", "--target-language", "es")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,14 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lowlat-margin-s", type=float, default=0.1, help="worker --deadline-margin-s in the low-latency phase (default 0.1)")
     p.add_argument("--input-protocol", choices=("rtsp", "rtmp"), default="rtsp", help="publish and read live/<id>/in over RTSP (default; the GStreamer relay) or RTMP (nginx)")
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy profile phase")
+    p.add_argument("--dub-n", type=int, default=2, help="streams in the dub phase (default 2; 0: skip)")
+    p.add_argument("--dub-duration-s", type=float, default=36.0, help="length of the spoken programme of the dub phase (default 36)")
+    p.add_argument("--dub-added-s", type=float, default=2.5, help="dub phase: D = segment + this, and the worker's fragment timeout (default 2.5)")
+    p.add_argument("--only", type=_phases, default=None, metavar="PHASE[,PHASE]", help=f"run only these phases ({', '.join(PHASES)}); the report then goes to WORKDIR/performance.md unless --doc is given (a partial run never rewrites docs/performance.md)")
+    p.add_argument("--port-range", type=_port_range, default=None, metavar="LOW-HIGH", help="pick every port (media server, STS, worker metrics) in this range (default: any free port)")
     p.add_argument("--quiet-below", type=float, default=0.3, help="before a phase, wait until other programs use fewer cores than this (default 0.3)")
     p.add_argument("--quiet-wait-s", type=float, default=45.0, help="longest wait for that, per phase (default 45; 0: never wait)")
     p.add_argument("--quiet-total-s", type=float, default=180.0, help="longest total wait for that over the run (default 180)")
     p.add_argument("--retry-other-cores", type=float, default=0.4, help="run a failed series phase again once if other programs used more cores than this during it (default 0.4)")
     p.add_argument("--budget-s", type=float, default=780.0, help="skip phases that would end after this many seconds (default 780: `make bench` ≤ 15 min with set-up)")
     p.add_argument("--workdir", type=Path, default=ROOT / "var" / "bench", help="default var/bench")
-    p.add_argument("--doc", type=Path, default=ROOT / "docs" / "performance.md", help="report (default docs/performance.md)")
-    p.add_argument("--plot", type=Path, default=ROOT / "docs" / "performance.png", help="plot (default docs/performance.png)")
+    p.add_argument("--doc", type=Path, default=None, help="report (default docs/performance.md; with --only WORKDIR/performance.md)")
+    p.add_argument("--plot", type=Path, default=None, help="plot (default docs/performance.png; with --only WORKDIR/performance.png)")
     p.add_argument("--report-only", type=Path, default=None, metavar="RESULTS.json", help="only rewrite the report from saved results")
     return p
 
@@ -202,9 +240,44 @@ def _out(line: str) -> None:
     sys.stdout.flush()
 
 
+def run_dub(runner: Runner, cfg: Settings, args: argparse.Namespace) -> None:
+    """The dub phase: N streams of the spoken programme through one dub STS (module docstring)."""
+    from livedub.media.fixture import FixtureSpec, make_fixture
+    from livedub.orchestrator.demo import spoken_track
+
+    spec = FixtureSpec(duration_s=args.dub_duration_s, segment_s=args.segment_s)
+    fixture = args.workdir / f"fixture-speech-{args.dub_duration_s:g}s.mp4"
+    if not fixture.exists():
+        _out(f"generating the {args.dub_duration_s:g} s spoken-English programme ...")
+        make_fixture(fixture, spec, voice=spoken_track(spec))
+    seg = args.segment_s
+    group = Group(
+        DUB_PHASE, "worker", args.dub_n, "m4a", seg, seg + args.dub_added_s,
+        dub_worker_args(args.dub_added_s), ("--backend", "dub"),
+    )  # fmt: skip
+    # no latency probe: it would take CPU from the STS, and the worker's metrics say the delay
+    dub_cfg = dataclasses.replace(cfg, fixture=fixture, duration_s=args.dub_duration_s, latency_streams=0)
+    phase = Phase(DUB_PHASE, [group])
+    if runner.fits(phase, dub_cfg):
+        res = runner.run(phase, dub_cfg)
+        for g in res.get("groups_result", []):
+            pm = g.get("sts_processing_ms") or {}
+            _out(
+                f"          dub processing p50/p95/max {pm.get('p50') or 0:.0f}/{pm.get('p95') or 0:.0f}/{pm.get('max') or 0:.0f} ms"
+                f" over {pm.get('n', 0)} fragments | load average {res.get('loadavg_start')} -> {res.get('loadavg_end')}"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    partial = args.only is not None
+    if args.doc is None:
+        args.doc = args.workdir / "performance.md" if partial else ROOT / "docs" / "performance.md"
+    if args.plot is None:
+        args.plot = args.workdir / "performance.png" if partial else ROOT / "docs" / "performance.png"
+    if args.port_range is not None:
+        PortRange.set(*args.port_range)
     if args.report_only is not None:
         results = json.loads(args.report_only.read_text())
         write_report(results, args.doc, args.plot)
@@ -220,12 +293,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from livedub.media.fixture import FixtureSpec, make_fixture
 
+    def wanted(family: str) -> bool:
+        return not partial or family in args.only
+
     fixture = args.workdir / f"fixture-{args.duration_s:g}s.mp4"
-    if not fixture.exists():
+    if not fixture.exists() and any(wanted(f) for f in PHASES if f != DUB_PHASE):
         _out(f"generating the {args.duration_s:g} s 720p30 fixture ...")
         make_fixture(fixture, FixtureSpec(duration_s=args.duration_s))
-    _out("measuring codec floors ...")
-    res["floors"] = measure_floors(fixture, segment_s=args.segment_s)
+    if not partial:
+        _out("measuring codec floors ...")
+        res["floors"] = measure_floors(fixture, segment_s=args.segment_s)
     runner.save()
     cfg = Settings(
         fixture=fixture,
@@ -240,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     seg = args.segment_s
     delay = seg + args.added_delay_s
 
-    if args.compare_n > 0:
+    if args.compare_n > 0 and wanted("transports"):
         groups = [Group(t, "worker", args.compare_n, t, seg, delay) for t in ("m4a", "flac", "wav")]
         groups.append(Group("passthrough", "passthrough", args.compare_n, "m4a", seg, delay))
         groups.append(Group("baseline", "baseline", args.compare_n, segment_s=seg))
@@ -277,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                 runner.run(ph, cfg)
         return ok
 
-    for n in args.series:
+    for n in args.series if wanted("series") else []:
         ok = run_n(n)
         if ok is None:
             break
@@ -287,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             first_fail = n
             if not args.no_stop:
                 break
-    if args.lowlat_n > 0:
+    if args.lowlat_n > 0 and wanted("low-latency"):
         ls = args.lowlat_segment_s
         added = args.lowlat_added_s
         # A low-latency deployment also takes each segment's audio closer to its due time.
@@ -301,7 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         if runner.fits(phase, cfg):
             runner.run(phase, cfg)
 
-    if not args.no_profile:
+    if args.dub_n > 0 and wanted(DUB_PHASE):
+        run_dub(runner, cfg, args)
+
+    if not args.no_profile and wanted("profile"):
         groups = [
             Group("m4a", "worker", 1, "m4a", seg, delay),
             Group("flac", "worker", 1, "flac", seg, delay),
@@ -328,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         run_n(args.target_n, baseline=False)
     res["capacity"] = {"most_kept_up": last_ok, "first_not": first_fail}
 
+    res["partial"] = args.only
     res["total_wall_s"] = round(runner.elapsed(), 1)
     runner.save()
     write_report(res, args.doc, args.plot)

@@ -86,4 +86,5 @@ def test_demo_dubs_speech_with_the_dub_backend(tmp_path: Path) -> None:
         assert len(transcript.split()) >= 4 and len(translation.split()) >= 4, line
         assert transcript != translation, line
     for lang in ("en", "es"):
-        assert (tmp_path / "captions" / f"demo-it.{lang}.vtt").read_text().count(" --> ") == 2
+        # one cue per speech span: at least one per segment
+        assert (tmp_path / "captions" / f"demo-it.{lang}.vtt").read_text().count(" --> ") >= 2

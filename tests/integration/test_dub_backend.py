@@ -4,6 +4,7 @@ test process (module fixture)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import shutil
 import uuid
@@ -103,6 +104,14 @@ async def test_a_spoken_sentence_is_dubbed_in_place(backend: DubBackend) -> None
         assert result.translated_text == translator.translate(REFERENCE, "en", "es")
     finally:
         translator.close()
+    # the speech spans: where the source spoke (and the dubbed voice plays), the texts per span
+    assert result.segments, "the dub backend returns its speech spans"
+    speech_end_ms = 1000 * speech_end / RATE
+    assert abs(result.segments[0].start_ms - 1000 * SPEECH_AT_S) <= 250
+    assert abs(result.segments[-1].end_ms - speech_end_ms) <= 400
+    assert all(a.end_ms <= b.start_ms for a, b in itertools.pairwise(result.segments))
+    assert " ".join(s.text for s in result.segments) == result.transcript
+    assert " ".join(s.translated_text for s in result.segments) == result.translated_text
     timings = result.stage_timings
     assert timings is not None and timings.asr_ms and timings.tts_ms is not None
     assert result.dubbed_audio is not None and result.dubbed_audio.format == "wav"

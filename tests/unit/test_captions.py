@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from livedub.worker.captions import CaptionWriter, cue_text, vtt_time
+from livedub.protocol import SpeechSegment
+from livedub.worker.captions import CaptionWriter, Cue, cue_text, segment_cues, vtt_time
 
 S = 1_000_000_000
 
@@ -32,3 +33,29 @@ def test_cues_are_appended_live_and_original_segments_get_no_translation(tmp_pat
     assert en.read_text().count(" --> ") == 2
     assert "00:00:06.000 --> 00:00:12.000\nLate one." in en.read_text()
     assert es.read_text().count(" --> ") == 1
+
+
+def test_one_cue_per_speech_span_at_its_output_time(tmp_path: Path) -> None:
+    writer = CaptionWriter(str(tmp_path / "show"), "en", "es")
+    spans = [
+        SpeechSegment(start_ms=1_000, end_ms=2_500, text="One.", translated_text="Uno."),
+        SpeechSegment(start_ms=3_000, end_ms=9_000, text="Two.", translated_text="Dos."),
+    ]
+    writer.remember("seg-1", "One. Two.", "Uno. Dos.", spans)
+    writer.remember("seg-2", "Echo.", "Eco.", None)  # no spans (echo, older STS)
+    writer.segment_output("seg-1", 6 * S, 12 * S, dubbed=True)
+    writer.segment_output("seg-2", 12 * S, 18 * S, dubbed=True)
+    writer.close()
+    en = (tmp_path / "show.en.vtt").read_text()
+    es = (tmp_path / "show.es.vtt").read_text()
+    assert "1\n00:00:07.000 --> 00:00:08.500\nOne.\n\n" in en
+    assert "2\n00:00:09.000 --> 00:00:12.000\nTwo.\n\n" in en  # clamped to the segment end
+    assert "3\n00:00:12.000 --> 00:00:18.000\nEcho.\n\n" in en  # per-segment fallback
+    assert "1\n00:00:07.000 --> 00:00:08.500\nUno.\n\n" in es
+    assert es.count(" --> ") == 3
+
+
+def test_segment_cues_without_and_with_spans() -> None:
+    assert segment_cues(0, 6 * S, "a", "b") == [Cue(0, 6 * S, "a", "b")]
+    span = SpeechSegment(start_ms=7_000, end_ms=8_000, text="late", translated_text="tarde")
+    assert segment_cues(0, 6 * S, "a", "b", [span]) == [Cue(6 * S, 6 * S, "late", "tarde")]

@@ -12,10 +12,11 @@ import pytest
 
 from livedub.media.audio import encode_pcm
 from livedub.protocol import AudioPayload, FragmentData, StreamConfig
-from livedub.sts.dub.backend import DubBackend, Outcome
+from livedub.sts.dub.backend import DubBackend, Outcome, place_utterances
 from livedub.sts.dub.errors import StageFailure
 from livedub.sts.dub.fitter import SoxFitter
 from livedub.sts.dub.mixer import DuckingMixer, MixMode, voice_envelope
+from livedub.sts.dub.recognizer import SpeechSpan, Utterance
 from livedub.sts.dub.synthesizer import EspeakSynthesizer
 from livedub.sts.dub.translator import ApertiumTranslator
 from livedub.sts.metrics import StsMetrics
@@ -101,6 +102,27 @@ def test_espeak_synthesizes_and_a_missing_binary_is_a_tts_failure() -> None:
         EspeakSynthesizer({}).synthesize("Hola", "es")  # no voice for the language
 
 
+# --- placing utterances on the speech spans ---------------------------------------------------
+def test_utterances_take_the_vad_edges_and_never_overlap() -> None:
+    vad = [SpeechSpan(1_000, 20_000), SpeechSpan(40_000, 60_000)]
+    # whisper's own edges are loose; each utterance takes the VAD span(s) it overlaps
+    got = place_utterances(
+        [Utterance(0, 24_000, "One."), Utterance(32_000, 64_000, "Two.")], vad
+    )
+    assert got == [Utterance(1_000, 20_000, "One."), Utterance(40_000, 60_000, "Two.")]
+    # one VAD span carrying two utterances: cut at whisper's boundary
+    got = place_utterances([Utterance(0, 30_000, "A."), Utterance(30_000, 70_000, "B.")], [SpeechSpan(5_000, 60_000)])
+    assert got == [Utterance(5_000, 30_000, "A."), Utterance(30_000, 60_000, "B.")]
+    # no words dropped; no VAD overlap: whisper's times; no room left: joins the previous text
+    got = place_utterances(
+        [Utterance(0, 100, " ... "), Utterance(1_000, 20_000, "X."), Utterance(10_000, 15_000, "Y.")],
+        [SpeechSpan(1_000, 20_000)],
+    )
+    assert got == [Utterance(1_000, 20_000, "X. Y.")]
+    assert place_utterances([Utterance(100, 200, "Z.")], []) == [Utterance(100, 200, "Z.")]
+    assert place_utterances([], vad) == []
+
+
 # --- DubBackend with fake engines -------------------------------------------------------------
 class _FakeRecognizer:
     def __init__(self, text: str = "hello world") -> None:
@@ -110,9 +132,9 @@ class _FakeRecognizer:
     def languages(self) -> set[str] | None:
         return {"en"}
 
-    def transcribe(self, audio: np.ndarray, language: str) -> str:
+    def transcribe(self, audio: np.ndarray, language: str) -> list[Utterance]:
         self.calls += 1
-        return self.text
+        return [Utterance(0, audio.size, self.text)]
 
 
 class _FakeTranslator:

@@ -29,6 +29,7 @@ from livedub.protocol import (
     ProcessingError,
     ProtocolValidationError,
     ResetConfig,
+    SpeechSegment,
     StreamComplete,
     StreamConfig,
     StreamEnd,
@@ -417,6 +418,25 @@ def test_failed_processed_requires_error_and_allows_no_audio() -> None:
     assert failed.error is not None and failed.error.code is ErrorCode.TIMEOUT
     with pytest.raises(ProtocolValidationError):  # partial needs audio too
         parse_as(FragmentProcessed, {**base, "status": "partial"})
+
+
+def test_processed_speech_segments_are_optional_and_checked() -> None:
+    base = VALID[FragmentProcessed]
+    assert parse_as(FragmentProcessed, base).segments is None  # old peers omit them
+    span = {"start_ms": 1000, "end_ms": 2500, "text": "Hi.", "translated_text": "Hola."}
+    got = parse_as(FragmentProcessed, {**base, "segments": [span]})
+    assert got.segments == [SpeechSegment(**span)]
+    assert got.to_wire()["segments"] == [span]
+    for bad in (
+        {**span, "end_ms": 999},  # ends before it starts
+        {**span, "start_ms": -1},
+        {**span, "start_ms": "1000"},  # strict
+        {"end_ms": 5},
+    ):
+        with pytest.raises(ProtocolValidationError):
+            parse_as(FragmentProcessed, {**base, "segments": [bad]})
+    with pytest.raises(ProtocolValidationError):
+        parse_as(FragmentProcessed, {**base, "segments": [span] * (constants.SEGMENTS_MAX + 1)})
 
 
 def test_stream_init_defaults_follow_spec() -> None:

@@ -97,6 +97,9 @@ BACKPRESSURE_MEDIUM_DEFAULT: Final = 0.7
 BACKPRESSURE_HIGH_DEFAULT: Final = 0.9
 BACKPRESSURE_SLOW_DOWN_DELAY_MS_DEFAULT: Final = 500
 
+SEGMENTS_MAX: Final = 256
+"""Most speech segments one `fragment:processed` may carry (livedub extension)."""
+
 # --- wire enumerations -------------------------------------------------------------------------
 Severity = Literal["warning", "error", "fatal"]
 BackpressureSeverity = Literal["low", "medium", "high"]

@@ -251,6 +251,24 @@ class StageTimings(WireModel):
     tts_ms: NonNegInt | None = None
 
 
+class SpeechSegment(WireModel):
+    """One speech span of a `fragment:processed` (livedub extension, optional). `start_ms` /
+    `end_ms` are relative to the fragment start: where `text` was spoken in the original, and
+    where the dubbed voice of `translated_text` plays in the returned audio (the dub backend fits
+    the voice to exactly the span where the source spoke)."""
+
+    start_ms: NonNegInt
+    end_ms: NonNegInt
+    text: Text = ""
+    translated_text: Text = ""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end_ms < self.start_ms:
+            raise ValueError("end_ms must not be before start_ms")
+        return self
+
+
 class ProcessingError(WireModel):
     """`error` of a failed `fragment:processed`."""
 
@@ -293,6 +311,8 @@ class FragmentProcessed(WireModel):
     translated_text: str | None = None
     stage_timings: StageTimings | None = None
     error: ProcessingError | None = None
+    segments: Annotated[list[SpeechSegment], Field(max_length=c.SEGMENTS_MAX)] | None = None
+    """livedub extension: the speech spans of the fragment (captions per span); old peers omit it."""
 
     @model_validator(mode="after")
     def _status_fields(self) -> Self:

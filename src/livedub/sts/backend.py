@@ -16,6 +16,7 @@ from livedub.protocol import (
     AudioPayload,
     FragmentData,
     ProcessingError,
+    SpeechSegment,
     StageTimings,
     StreamConfig,
 )
@@ -32,6 +33,8 @@ class BackendResult:
     translated_text: str | None = None
     stage_timings: StageTimings | None = None
     error: ProcessingError | None = None
+    segments: list[SpeechSegment] | None = None
+    """Speech spans (times relative to the fragment start); None: not known."""
 
     @classmethod
     def failed(cls, error: ProcessingError) -> BackendResult:

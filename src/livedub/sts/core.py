@@ -747,6 +747,7 @@ class StsCore:
                 translated_text=result.translated_text,
                 stage_timings=result.stage_timings,
                 error=result.error,
+                segments=result.segments,
             )
         except ValueError as exc:  # a backend returned an inconsistent result
             return FragmentProcessed(

@@ -591,7 +591,7 @@ class WorkerRunner:
         r.info.release()
         self.breaker.record_success()
         if self.captions is not None:
-            self.captions.remember(segment.id, msg.transcript, msg.translated_text)
+            self.captions.remember(segment.id, msg.transcript, msg.translated_text, msg.segments)
         if segment.audio.set_dubbed(pcm):
             self.metrics.fragment_processed(r.elapsed_ms)
             self.log.info(

@@ -3,10 +3,13 @@
 Per fragment (one job in a thread pool of `StsSettings.workers`, shared by all sessions; never
 on the event loop): decode (trimmed/padded to the declared sample count) → Silero VAD (no
 speech → the original audio unchanged, `success`, empty transcript) → faster-whisper in the
-stream's source language → Apertium → espeak-ng (the target language's voice) → fit (speaking
-rate first, then time-stretch to exactly the span where the source spoke) → mix over the
-ducked original → encode in the fragment's transport format. An engine failure is answered
-`failed` with its stage and MODEL_ERROR (retryable), logged once per kind and counted.
+stream's source language (utterances with times, each placed on the VAD span where it was
+spoken: `place_utterances`) → Apertium per utterance → espeak-ng (the target language's voice)
+→ fit (speaking rate first, then time-stretch to exactly the span where the source spoke that
+utterance) → mix over the ducked original → encode in the fragment's transport format; the
+utterances and their times go back as `segments` (captions per speech span). An engine
+failure is answered `failed` with its stage and MODEL_ERROR (retryable), logged once per kind
+and counted.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 import numpy as np
@@ -30,6 +34,7 @@ from livedub.protocol import (
     ErrorCode,
     FragmentData,
     ProcessingError,
+    SpeechSegment,
     StageTimings,
     StreamConfig,
 )
@@ -41,6 +46,7 @@ from livedub.sts.dub.recognizer import (
     ASR_RATE,
     Recognizer,
     SpeechSpan,
+    Utterance,
     WhisperRecognizer,
     default_model_dir,
     detect_speech,
@@ -66,6 +72,37 @@ def clean_transcript(text: str) -> str:
     """Whisper's non-speech annotations ("[Music]", "(applause)", "♪") removed: they are not
     speech to dub (a music-only fragment then comes back original)."""
     return " ".join(_ANNOTATION.sub(" ", text).split())
+
+
+def place_utterances(utterances: list[Utterance], vad: list[SpeechSpan]) -> list[Utterance]:
+    """Each utterance on the span where its source speech is (samples of the same audio).
+
+    The VAD is more precise at the edges than whisper's timestamps: an utterance spans the VAD
+    spans it overlaps (first start → last end); where one VAD span carries two utterances, they
+    are cut at whisper's boundary. Spans never overlap and keep their order; an utterance that
+    is left no room joins the previous one's text. Utterances without words are dropped.
+    """
+    kept = [u for u in utterances if any(ch.isalnum() for ch in u.text)]
+    placed: list[Utterance] = []
+    for i, u in enumerate(kept):
+        hits = [v for v in vad if v.start < u.end and v.end > u.start]
+        if not hits:
+            start, end = u.start, u.end
+        else:
+            start, end = hits[0].start, hits[-1].end
+            if i > 0 and kept[i - 1].end > hits[0].start:  # shared with the previous one
+                start = max(start, u.start)
+            if i + 1 < len(kept) and kept[i + 1].start < hits[-1].end:  # shared with the next
+                end = min(end, u.end)
+        if placed:
+            start = max(start, placed[-1].end)
+        end = max(end, start)
+        if placed and end <= start:
+            last = placed[-1]
+            placed[-1] = Utterance(last.start, last.end, f"{last.text} {u.text}")
+            continue
+        placed.append(Utterance(start, end, u.text))
+    return placed
 
 
 class Outcome:
@@ -266,24 +303,46 @@ class DubBackend:
         spans = timer.run("vad", lambda: detect_speech(mono16))
         if not spans:
             return self._original(fragment, Outcome.NO_SPEECH, timer)
-        transcript = timer.run(
+        utterances = timer.run(
             "asr",
-            lambda: clean_transcript(self.recognizer.transcribe(mono16, config.source_language)),
+            lambda: [
+                Utterance(u.start, u.end, clean_transcript(u.text))
+                for u in self.recognizer.transcribe(mono16, config.source_language)
+            ],
         )
-        if not any(ch.isalnum() for ch in transcript):
+        placed = place_utterances(utterances, spans)
+        transcript = " ".join(u.text for u in placed)
+        if not placed:
             return self._original(fragment, Outcome.NO_WORDS, timer, transcript)
-        translated = timer.run(
-            "translation",
-            lambda: self.translator.translate(
-                transcript, config.source_language, config.target_language
-            ),
-        )
+        translations = [
+            timer.run(
+                "translation",
+                partial(
+                    self.translator.translate,
+                    u.text,
+                    config.source_language,
+                    config.target_language,
+                ),
+            )
+            for u in placed
+        ]
+        translated = " ".join(t for t in translations if t.strip())
         if not any(ch.isalnum() for ch in translated):
             return self._original(fragment, Outcome.NO_WORDS, timer, transcript)
-        start, end = self._speech_window(spans, n, rate)
-        voice = self._voice(translated, config.target_language, end - start, rate, timer)
         track = np.zeros(n, dtype=np.float32)
-        track[start:end] = voice
+        segments: list[SpeechSegment] = []
+        for u, text in zip(placed, translations, strict=True):
+            start, end = self._to_fragment(u, n, rate)
+            if any(ch.isalnum() for ch in text):
+                track[start:end] = self._voice(text, config.target_language, end - start, rate, timer)
+            segments.append(
+                SpeechSegment(
+                    start_ms=round(1000 * start / rate),
+                    end_ms=round(1000 * end / rate),
+                    text=u.text,
+                    translated_text=text,
+                )
+            )
         mixed = timer.run("mix", lambda: self.mixer.mix(_to_float(pcm), track, rate))
         data = timer.run("encode", lambda: encode_pcm(_to_int16(mixed), rate, audio.format))
         self._count(Outcome.DUBBED)
@@ -299,13 +358,14 @@ class DubBackend:
             transcript=transcript,
             translated_text=translated,
             stage_timings=timer.timings(),
+            segments=segments,
         )
 
     @staticmethod
-    def _speech_window(spans: list[SpeechSpan], n: int, rate: int) -> tuple[int, int]:
-        """Where the source spoke, in fragment samples (first speech start → last speech end)."""
-        start = min(n, round(spans[0].start * rate / ASR_RATE))
-        end = min(n, round(spans[-1].end * rate / ASR_RATE))
+    def _to_fragment(span: Utterance, n: int, rate: int) -> tuple[int, int]:
+        """A span found at ASR_RATE in fragment samples (clamped to the fragment)."""
+        start = min(n, round(span.start * rate / ASR_RATE))
+        end = min(n, round(span.end * rate / ASR_RATE))
         return start, max(end, start)
 
     def _voice(self, text: str, language: str, n_out: int, rate: int, timer: _Timer) -> np.ndarray:

@@ -29,14 +29,23 @@ class SpeechSpan:
     end: int
 
 
+@dataclass(frozen=True)
+class Utterance:
+    """One recognised segment: its text and where it was spoken, in samples of the audio."""
+
+    start: int
+    end: int
+    text: str
+
+
 class Recognizer(Protocol):
-    """16 kHz mono float32 speech -> text in `language`."""
+    """16 kHz mono float32 speech -> utterances (text with times) in `language`."""
 
     def languages(self) -> set[str] | None:
         """Source languages it can recognise (None: any)."""
         ...
 
-    def transcribe(self, audio: np.ndarray, language: str) -> str: ...
+    def transcribe(self, audio: np.ndarray, language: str) -> list[Utterance]: ...
 
 
 def default_model_dir() -> Path:
@@ -102,7 +111,7 @@ class WhisperRecognizer:
     def languages(self) -> set[str] | None:
         return None if self.multilingual else {"en"}
 
-    def transcribe(self, audio: np.ndarray, language: str) -> str:
+    def transcribe(self, audio: np.ndarray, language: str) -> list[Utterance]:
         self.load()
         try:
             segments, _info = self._model.transcribe(
@@ -110,9 +119,17 @@ class WhisperRecognizer:
                 language=language,
                 beam_size=self.beam_size,
                 condition_on_previous_text=False,
-                without_timestamps=True,
+                without_timestamps=False,
                 vad_filter=False,
             )
-            return " ".join(s.text.strip() for s in segments).strip()
+            return [
+                Utterance(
+                    min(audio.size, round(s.start * ASR_RATE)),
+                    min(audio.size, round(s.end * ASR_RATE)),
+                    s.text.strip(),
+                )
+                for s in segments
+                if s.text.strip()
+            ]
         except (RuntimeError, ValueError) as exc:
             raise StageFailure("asr", f"faster-whisper failed: {exc}") from exc
