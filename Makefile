@@ -37,8 +37,8 @@ venv: $(BIN)/livedub
 
 # Unit + integration first (2 processes), then the E2E suite (concurrent stories).
 test: setup
-	$(BIN)/pytest -p no:cacheprovider -ra -n 3 $(PYTEST_ARGS) tests/unit tests/integration
-	$(BIN)/pytest -p no:cacheprovider -ra -n $(E2E_N) $(PYTEST_ARGS) tests/e2e
+	$(BIN)/pytest -p no:cacheprovider -ra -n 3 --dist worksteal $(PYTEST_ARGS) tests/unit tests/integration
+	$(BIN)/pytest -p no:cacheprovider -ra -n $(E2E_N) --dist worksteal $(PYTEST_ARGS) tests/e2e
 
 test-unit: setup
 	$(BIN)/pytest -ra tests/unit
