@@ -37,11 +37,12 @@ from livedub.media.errors import InputUnavailable, NoAudioTrack
 from livedub.media.observer import InputState, MediaObserver, NullObserver
 from livedub.media.settings import MediaSettings
 from livedub.media.srt import SrtReader
+from livedub.media.timeline import NS_PER_S
 from livedub.media.urls import input_options_for, is_live, scheme_of, strip_file_scheme
 
 _log = logging.getLogger(__name__)
 
-NS_PER_S = 1_000_000_000
+
 PACE_TICK_S = 0.05  # real-time file reading releases packets in bursts of this length
 # While items keep coming (a live input delivers ~80 a second) the loop collects them in ticks of
 # HANDOFF_TICK_S instead of being woken by the reader thread for each one (a self-pipe write, a

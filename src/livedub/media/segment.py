@@ -19,9 +19,10 @@ from typing import Literal
 
 import numpy as np
 
+from livedub.media.timeline import NS_PER_S
+
 AudioSource = Literal["dubbed", "original", "silence"]
 
-NS_PER_S = 1_000_000_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from livedub.log import BoundLogger, bind
-
-NS_PER_S = 1_000_000_000
+from livedub.media.timeline import NS_PER_S
 
 CorrectionFn = Callable[[float, int], None]
 GapFn = Callable[[int], None]

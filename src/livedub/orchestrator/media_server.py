@@ -24,7 +24,6 @@ stream), and never listen on anything but the configured host.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import enum
 import errno
 import json
@@ -57,6 +56,7 @@ from livedub.credentials import with_credentials
 from livedub.log import bind
 from livedub.orchestrator.mediaserver import RTSP_RELAY_SCRIPT
 from livedub.protocol.constants import ID_CHARS, JSON_CONTENT_TYPE, is_valid_id
+from livedub.subproc import pdeathsig_preexec
 
 __all__ = [
     "EmbeddedMediaServer",
@@ -349,14 +349,6 @@ def check_port_free(protocol: str, host: str, port: int) -> None:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                 raise PortInUseError(protocol, host, port) from exc
             raise MediaServerError(f"cannot bind {protocol} {host}:{port}: {exc}") from exc
-
-
-def _set_pdeathsig() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _tail(path: Path, lines: int = 5) -> str:
@@ -888,7 +880,7 @@ class MediaServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_set_pdeathsig,  # noqa: PLW1509 (only prctl, no locks)
+            preexec_fn=pdeathsig_preexec(signal.SIGTERM),  # noqa: PLW1509 (only prctl, no locks)
         )
 
     def _start_relay(self) -> None:
@@ -915,7 +907,7 @@ class MediaServer:
                 stderr=stderr,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_set_pdeathsig,  # noqa: PLW1509
+                preexec_fn=pdeathsig_preexec(signal.SIGTERM),  # noqa: PLW1509
             )
         finally:
             stderr.close()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import enum
 import os
 import signal
@@ -31,6 +30,7 @@ from livedub.clock import Clock, SystemClock
 from livedub.exitcodes import ORPHAN_SIGNAL
 from livedub.log import BoundLogger, bind
 from livedub.orchestrator.settings import OrchestratorSettings, is_valid_stream_id
+from livedub.subproc import pdeathsig_preexec
 
 log = bind("livedub.orchestrator.supervisor")
 
@@ -93,28 +93,6 @@ class Launcher(Protocol):
     async def launch(self, spec: LaunchSpec) -> WorkerProcess: ...
 
 
-def _pdeathsig_preexec() -> Callable[[], None] | None:
-    """Linux: make the child receive `ORPHAN_SIGNAL` when its parent dies (no orphans after a
-    kill -9; the worker stops at once, see `livedub.exitcodes.ORPHAN_SIGNAL`)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-    sig_dfl = 0
-
-    def preexec() -> None:
-        # An "ignore" inherited from our own parent (nohup ignores SIGHUP) would survive the exec
-        # and make the orphan signal a no-op for any worker that does not handle it itself.
-        libc.signal(int(ORPHAN_SIGNAL), sig_dfl)
-        prctl(pr_set_pdeathsig, int(ORPHAN_SIGNAL), 0, 0, 0)
-
-    return preexec
-
-
 class _SubprocessWorker:
     def __init__(self, proc: asyncio.subprocess.Process, pump: asyncio.Task[None] | None) -> None:
         self._proc = proc
@@ -157,7 +135,7 @@ class SubprocessLauncher:
     """
 
     def __init__(self, *, pdeathsig: bool = True, output_sink: IO[str] | None = None) -> None:
-        self._preexec = _pdeathsig_preexec() if pdeathsig else None
+        self._preexec = pdeathsig_preexec(ORPHAN_SIGNAL) if pdeathsig else None
         self._sink = output_sink
 
     @staticmethod

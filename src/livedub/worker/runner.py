@@ -47,7 +47,7 @@ from livedub.worker.captions import CaptionWriter
 from livedub.worker.config import WorkerSettings
 from livedub.worker.metrics import HealthStatus, MetricsServer, WorkerMetrics
 from livedub.worker.reconnect import ReconnectPolicy
-from livedub.worker.sts_client import StsClient, StsConnectError, StsHandlers
+from livedub.worker.sts_client import ConnectFailure, StsClient, StsConnectError, StsHandlers
 from livedub.worker.tracker import FragmentTracker, Outcome, Resolved
 
 _log = logging.getLogger(__name__)
@@ -316,10 +316,10 @@ class WorkerRunner:
         try:
             ready = await self.client.connect(rate, channels)
         except StsConnectError as exc:
-            if exc.kind == "auth":
+            if exc.kind is ConnectFailure.AUTH:
                 self._fail(ExitCode.STS_AUTH_FAILED, "STS refused our token (AUTH_FAILED)")
                 raise asyncio.CancelledError from exc
-            if exc.kind == "config":
+            if exc.kind is ConnectFailure.CONFIG:
                 # e.g. a language pair the STS cannot dub: every segment goes out original,
                 # counted as worker_fallback_total{reason="config_refused"}; said once here
                 self._config_refused = exc.message

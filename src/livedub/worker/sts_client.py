@@ -10,6 +10,7 @@ reason and never raises. Sends are serialised (python-socketio's emit is not saf
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -22,25 +23,50 @@ from livedub.clock import Clock, SystemClock
 from livedub.log import bind
 from livedub.protocol import (
     Backpressure,
+    ErrorCode,
     ErrorEvent,
     FragmentAck,
     FragmentProcessed,
     StreamComplete,
+    StreamConfig,
+    StreamEnd,
+    StreamInit,
     StreamReady,
     constants,
 )
+from livedub.protocol.constants import EventName
 from livedub.worker.config import WorkerSettings
 
 _log = logging.getLogger(__name__)
 
 
-class StsConnectError(Exception):
-    """Connecting or initialising the session failed. `kind`: unreachable|auth|config|ready_timeout."""
+class ConnectFailure(enum.StrEnum):
+    """Why connecting or initialising the STS session failed."""
 
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(f"{kind}: {message}")
+    UNREACHABLE = "unreachable"  # no connection, or it dropped before stream:ready (retried)
+    AUTH = "auth"  # AUTH_FAILED: our token was refused (final)
+    CONFIG = "config"  # stream:init refused, e.g. INVALID_CONFIG for a language pair (final)
+    READY_TIMEOUT = "ready_timeout"  # no stream:ready in time (retried)
+
+
+class StsConnectError(Exception):
+    """Connecting or initialising the session failed, and why (`kind`)."""
+
+    def __init__(self, kind: ConnectFailure, message: str) -> None:
+        super().__init__(f"{kind.value}: {message}")
         self.kind = kind
         self.message = message
+
+
+def refusal_code(data: Any) -> str | None:
+    """The error code of a refused Socket.IO connection: the STS refuses with
+    `{"message": "...", "data": {"code": ..., ...}}` (python-socketio's ConnectionRefusedError with
+    our error payload); None when the refusal carries no code."""
+    if not isinstance(data, dict):
+        return None
+    inner = data.get("data")
+    code = inner.get("code") if isinstance(inner, dict) else data.get("code")
+    return code if isinstance(code, str) else None
 
 
 @dataclass
@@ -120,31 +146,32 @@ class StsClient:
         except (socketio.exceptions.ConnectionError, OSError, TimeoutError, ValueError) as exc:
             await self._drop(sio)
             detail = self._connect_error or str(exc)
-            if "AUTH_FAILED" in str(detail):
-                raise StsConnectError("auth", str(detail)) from exc
-            raise StsConnectError("unreachable", str(detail)) from exc
-        init = {
-            "stream_id": self.settings.stream_id,
-            "worker_id": self.settings.worker_id,
-            "config": {
-                "source_language": self.settings.source_language,
-                "target_language": self.settings.target_language,
-                "voice_profile": self.settings.voice_profile,
-                "chunk_duration_ms": int(round(self.settings.segment_s * 1000)),
-                "sample_rate_hz": audio_rate_hz,
-                "channels": audio_channels,
-                "format": self.settings.transport_format,
-            },
-            "max_inflight": self.settings.max_inflight,
-            "timeout_ms": int(round(self.settings.fragment_timeout_s * 1000)),
-        }
-        await self.emit("stream:init", init)
+            if refusal_code(self._connect_error) == ErrorCode.AUTH_FAILED.value:
+                raise StsConnectError(ConnectFailure.AUTH, str(detail)) from exc
+            raise StsConnectError(ConnectFailure.UNREACHABLE, str(detail)) from exc
+        s = self.settings
+        init = StreamInit(
+            stream_id=s.stream_id,
+            worker_id=s.worker_id,
+            config=StreamConfig(
+                source_language=s.source_language,
+                target_language=s.target_language,
+                voice_profile=s.voice_profile,
+                chunk_duration_ms=int(round(s.segment_s * 1000)),
+                sample_rate_hz=audio_rate_hz,
+                channels=audio_channels,
+                format=s.transport_format,
+            ),
+            max_inflight=s.max_inflight,
+            timeout_ms=int(round(s.fragment_timeout_s * 1000)),
+        )
+        await self.emit(EventName.STREAM_INIT, init.to_wire())
         try:
             ready = await asyncio.wait_for(self._ready_fut, self.settings.ready_timeout_s)
         except TimeoutError as exc:
             await self._drop(sio)
             raise StsConnectError(
-                "ready_timeout", f"no stream:ready within {self.settings.ready_timeout_s:g} s"
+                ConnectFailure.READY_TIMEOUT, f"no stream:ready within {self.settings.ready_timeout_s:g} s"
             ) from exc
         except StsConnectError:
             await self._drop(sio)
@@ -184,7 +211,7 @@ class StsClient:
         if self.sio is None or not self.sio.connected:
             return None
         self._complete_fut = asyncio.get_running_loop().create_future()
-        await self.emit("stream:end", {"stream_id": self.settings.stream_id, "reason": reason})
+        await self.emit(EventName.STREAM_END, StreamEnd(stream_id=self.settings.stream_id, reason=reason).to_wire())
         try:
             return await asyncio.wait_for(self._complete_fut, self.settings.end_timeout_s)
         except TimeoutError:
@@ -203,7 +230,7 @@ class StsClient:
                 return
             self.ready = None
             if self._ready_fut and not self._ready_fut.done():
-                self._ready_fut.set_exception(StsConnectError("unreachable", "disconnected before ready"))
+                self._ready_fut.set_exception(StsConnectError(ConnectFailure.UNREACHABLE, "disconnected before ready"))
             await self.handlers.on_disconnect(str(reason or "transport closed"))
 
         @sio.on("stream:ready")
@@ -246,7 +273,7 @@ class StsClient:
                 await self.handlers.on_invalid("error", _reason(exc), data)
                 return
             if self._ready_fut and not self._ready_fut.done() and err.fragment_id is None:
-                kind = "auth" if err.code.value == "AUTH_FAILED" else "config"
+                kind = ConnectFailure.AUTH if err.code is ErrorCode.AUTH_FAILED else ConnectFailure.CONFIG
                 self._ready_fut.set_exception(StsConnectError(kind, f"{err.code.value}: {err.message}"))
                 return
             await self.handlers.on_error(err)
