@@ -49,6 +49,7 @@ class SegmentAudio:
         self._original = original
         self._dubbed: np.ndarray | None = None
         self._fallback_reason: str | None = None
+        self._pending_reason: str | None = None
         self._taken = False
         self._resolved = threading.Event()
         self.deadline_wall = deadline_wall
@@ -103,16 +104,24 @@ class SegmentAudio:
         self._notify()
         return True
 
+    def waiting_for(self, reason: str) -> None:
+        """Say what this unresolved segment waits on now (e.g. `backpressure` while held for a
+        slot): if its deadline comes first, that is the reason it goes out original. Recorded
+        when the worker decides to wait, so the reason never depends on the state at output time."""
+        with self._lock:
+            self._pending_reason = reason
+
     def take(self, default_reason: str) -> tuple[np.ndarray, AudioSource, str | None]:
         """Return `(pcm, "dubbed"|"original", reason)`; afterwards `set_*` return False.
 
-        Taking twice returns the same answer (idempotent).
+        Unresolved: the reason given to `waiting_for` last, else `default_reason`. Taking twice
+        returns the same answer (idempotent).
         """
         with self._lock:
             if not self._taken:
                 self._taken = True
                 if not self._resolved.is_set():
-                    self._fallback_reason = default_reason
+                    self._fallback_reason = self._pending_reason or default_reason
                 self._resolved.set()
             if self._dubbed is not None:
                 return self._dubbed, "dubbed", None

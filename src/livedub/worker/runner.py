@@ -391,6 +391,12 @@ class WorkerRunner:
         if self._audio_params is None:
             self._audio_params = (segment.sample_rate, segment.channels)
             self._ensure_connecting(initial=True)
+        # Decided now, what it waits on if its deadline comes while it is queued: the STS asked
+        # us to hold (pause / slow_down), or there is no STS link; else a late answer ("deadline").
+        if self.gate.paused or self.gate.delay_ms:
+            segment.audio.waiting_for("backpressure")
+        elif not self.client.connected:
+            segment.audio.waiting_for("disconnect")
         self._queue.put_nowait(segment)
 
     def _drain_queue(self) -> list[Segment]:
@@ -428,6 +434,7 @@ class WorkerRunner:
         if not self.client.connected and self._sts_state == "connecting":
             # The first connection is being made: wait for that attempt, up to the segment's
             # deadline (unpaced: no deadline, so never longer than the attempt itself).
+            segment.audio.waiting_for("disconnect")
             try:
                 await asyncio.wait_for(self._first_attempt_done.wait(), timeout=max(0.0, self._remaining_s(segment)))
             except TimeoutError:
@@ -439,6 +446,7 @@ class WorkerRunner:
         data = await asyncio.to_thread(encode_pcm, segment.pcm, segment.sample_rate, self.settings.transport_format)
         self.log.info("segment ready", ctx={"fragment_id": fid, "batch": segment.batch, "bytes": len(data)})
         ready_s = self.clock.monotonic()
+        segment.audio.waiting_for("backpressure")  # a slot or the gate (pause / slow_down)
         try:
             await asyncio.wait_for(self._wait_to_send(), timeout=max(0.0, self._remaining_s(segment)))
         except TimeoutError:
@@ -474,6 +482,7 @@ class WorkerRunner:
         sent_s = self.clock.monotonic()
         held_ms = round((sent_s - ready_s) * 1000.0, 1)
         self.tracker.add(fid, Pending(segment, seq, probe, sent_s))
+        segment.audio.waiting_for("deadline")  # in flight: only a late answer can miss it now
         try:
             await self.client.emit("fragment:data", msg.to_wire())
         except (ConnectionError, OSError) as exc:
@@ -656,12 +665,9 @@ class WorkerRunner:
                 segment.id, segment.t0_ns, segment.end_ns, source == "dubbed"
             )
         if source != "dubbed" and reason != "short_tail":  # a sub-second tail is never dubbed
-            r = reason or "deadline"
-            if r == "deadline" and self.breaker.state is BreakerState.OPEN:
-                r = "circuit_open"
-            if r == "deadline" and (self.gate.paused or self.gate.delay_ms):
-                r = "backpressure"
-            self.metrics.fallback(r)
+            # the reason as decided (SegmentAudio.waiting_for / set_fallback), never re-read
+            # from the breaker or gate now, up to D seconds later
+            self.metrics.fallback(reason or "deadline")
 
     def on_av_sync_delta(self, segment: Segment, delta_ms: float) -> None:
         self.metrics.set_av_sync_delta_ms(delta_ms)
