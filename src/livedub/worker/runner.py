@@ -14,6 +14,7 @@ fragment ends in exactly one of processed / fallback (`worker_audio_fragments_to
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import signal
 from dataclasses import dataclass
@@ -105,6 +106,27 @@ def media_settings(s: WorkerSettings) -> MediaSettings:
     )
 
 
+class ConnState(enum.StrEnum):
+    """The worker's STS link, as `/health` shows it (`sts`)."""
+
+    IDLE = "idle"  # no segment yet: nothing to connect for
+    CONNECTING = "connecting"  # the first connection
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"  # dropped or failed: retrying with backoff
+    UNAVAILABLE = "unavailable"  # reconnection attempts exhausted (the worker exits)
+    CONFIG_REFUSED = "config_refused"  # stream:init refused: every segment goes out original
+    PASSTHROUGH = "passthrough"  # configured not to use an STS
+
+
+class OutputState(enum.StrEnum):
+    """The worker's output, as `/health` shows it (`output`)."""
+
+    STARTING = "starting"
+    WRITING = "writing"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
 class WorkerRunner:
     """Runs one stream: `await WorkerRunner(settings).run()` returns the process exit code."""
 
@@ -159,7 +181,7 @@ class WorkerRunner:
         self._queue: asyncio.Queue[Segment] = asyncio.Queue()
         self._seq = 0
         self._audio_params: tuple[int, int] | None = None
-        self._sts_state = "idle"
+        self._sts_state = ConnState.IDLE
         self._connected = asyncio.Event()
         self._first_attempt_done = asyncio.Event()  # the initial connect attempt ended (either way)
         self._connect_task: asyncio.Task[None] | None = None
@@ -168,8 +190,8 @@ class WorkerRunner:
         self.captions = (
             CaptionWriter(s.captions, s.source_language, s.target_language) if s.captions else None
         )
-        self._output_state = "starting"
-        self._input_state = "starting"
+        self._output_state = OutputState.STARTING
+        self._input_state: InputState | None = None  # None: no input event yet ("starting")
         self._write_errors = 0  # segment files that could not be written (dubbing continues)
         self._drain_deadline: float | None = None  # monotonic; set by the first stop signal
         self._drain_task: asyncio.Task[None] | None = None
@@ -208,7 +230,7 @@ class WorkerRunner:
         timeouts = loop.create_task(self.tracker.run_timeouts(), name="fragment-timeouts")
         try:
             code = await self.pipeline.run()
-            self._output_state = "finished" if code == 0 else "failed"
+            self._output_state = OutputState.FINISHED if code == 0 else OutputState.FAILED
             if code == ExitCode.OK and self._fatal is None and not s.passthrough:
                 if self._drain_deadline is None:
                     await self._end_stream()
@@ -282,9 +304,9 @@ class WorkerRunner:
         return {
             "status": HealthStatus.OK if self._fatal is None else HealthStatus.FAILING,
             "stream_id": self.settings.stream_id,
-            "input": self._input_state,
-            "sts": "passthrough" if self.settings.passthrough else self._sts_state,
-            "output": self._output_state,
+            "input": str(self._input_state or OutputState.STARTING),
+            "sts": str(ConnState.PASSTHROUGH if self.settings.passthrough else self._sts_state),
+            "output": str(self._output_state),
             "breaker": self.breaker.state.name.lower(),
             "inflight": self.tracker.inflight,
             "backpressure": str(self.gate.action),
@@ -323,7 +345,7 @@ class WorkerRunner:
                 # e.g. a language pair the STS cannot dub: every segment goes out original,
                 # counted as worker_fallback_total{reason="config_refused"}; said once here
                 self._config_refused = exc.message
-                self._sts_state = "config_refused"
+                self._sts_state = ConnState.CONFIG_REFUSED
                 self.log.error(
                     "STS refused our stream config: every segment goes out original",
                     ctx={"error": exc.message[:300]},
@@ -336,13 +358,13 @@ class WorkerRunner:
         self._seq = 0
         self.gate.reset()
         self.tracker.set_server_max_inflight(ready.max_inflight)
-        self._sts_state = "connected"
+        self._sts_state = ConnState.CONNECTED
         self._connected.set()
         self.metrics.set_sts_connected(True)
         return True
 
     async def _connect(self, initial: bool) -> None:
-        self._sts_state = "connecting"
+        self._sts_state = ConnState.CONNECTING
         if initial:
             try:
                 ok = await self._connect_once()
@@ -351,13 +373,13 @@ class WorkerRunner:
             if ok:
                 return
             self.log.warning("STS disconnected", ctx={"reason": "initial connection failed"})
-        self._sts_state = "reconnecting"
+        self._sts_state = ConnState.RECONNECTING
         result = await self.policy.run(self._connect_once)
         if result.success:
             if not initial:
                 self.metrics.reconnection()
             return
-        self._sts_state = "unavailable"
+        self._sts_state = ConnState.UNAVAILABLE
         self._fail(
             ExitCode.STS_UNAVAILABLE,
             "STS reconnection attempts exhausted",
@@ -369,7 +391,7 @@ class WorkerRunner:
         self.log.info("STS reconnect attempt", ctx={"attempt": attempt, "delay_s": round(delay_s, 3)})
 
     async def _on_disconnect(self, reason: str) -> None:
-        self._sts_state = "reconnecting"
+        self._sts_state = ConnState.RECONNECTING
         self._connected.clear()
         self.metrics.set_sts_connected(False)
         self.log.warning("STS disconnected", ctx={"reason": reason, "inflight": self.tracker.inflight})
@@ -431,7 +453,7 @@ class WorkerRunner:
         if self.breaker.state is BreakerState.OPEN:
             self._segment_fallback(segment, "circuit_open")
             return
-        if not self.client.connected and self._sts_state == "connecting":
+        if not self.client.connected and self._sts_state is ConnState.CONNECTING:
             # The first connection is being made: wait for that attempt, up to the segment's
             # deadline (unpaced: no deadline, so never longer than the attempt itself).
             segment.audio.waiting_for("disconnect")
@@ -674,10 +696,10 @@ class WorkerRunner:
 
     def on_output_delay(self, delay_s: float) -> None:
         self.metrics.set_output_delay_ms(delay_s * 1000.0)
-        self._output_state = "writing"
+        self._output_state = OutputState.WRITING
 
     def on_input_state(self, state: InputState, detail: str | None) -> None:
-        self._input_state = str(state)
+        self._input_state = state
         self.metrics.set_input_state(_INPUT_STATE_METRIC.get(state, "starting"))
 
     def on_write_error(self, kind: str, error: str) -> None:
