@@ -9,7 +9,7 @@ APT_PACKAGES := ffmpeg nginx-light libnginx-mod-rtmp python3-gi gir1.2-gst-rtsp-
 	espeak-ng apertium apertium-eng-spa sox curl busybox
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv test test-unit test-integration lint demo bench bench-dub soak \
+.PHONY: setup apt venv test test-unit test-integration lint demo bench bench-quick bench-dub soak \
 	e2e-up e2e-down e2e-test e2e-test-full e2e-test-p1 e2e-test-p2 e2e-test-p3 test-reliability clean
 
 setup: apt venv
@@ -55,6 +55,12 @@ demo: setup
 
 bench: setup
 	$(BIN)/python -m bench.run
+
+# Phase 1 alone (≤ 4 min): relay, passthrough, flac, wav, m4a × 2 streams; ratios to the relay and the
+# issue-16 targets on stdout, var/bench/results.json; never rewrites docs/performance.md.
+BENCH_QUICK_ARGS ?=
+bench-quick: setup
+	$(BIN)/python -m bench.run --only transports --quiet-wait-s 20 --quiet-total-s 20 --budget-s 200 $(BENCH_QUICK_ARGS)
 
 # The dub backend: per-fragment processing p50/p95 and CPU per stream-second, 2 real-time streams.
 bench-dub: setup

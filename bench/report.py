@@ -330,6 +330,69 @@ def verdicts(results: dict[str, Any]) -> list[str]:
     return out
 
 
+QUICK_CPU_TARGETS = {"passthrough": 1.2, "flac": 1.3, "wav": 1.3, "m4a": 2.0}
+"""Issue 16: CPU per stream-second of each transports group ≤ this × the relay's (same phase)."""
+QUICK_RSS_TARGET = 1.5
+"""Issue 16: RSS per stream ≤ this × the relay's."""
+RELAY_KIND = "baseline"
+
+
+def quick_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The transports phase against its own relay group (`make bench-quick`): per group CPU and
+    RSS per stream, their ratios to the relay's, the issue-16 targets and met (None = no target
+    or no relay to compare with). [] when the phase has no results."""
+    ph = _phase(results, "transports")
+    groups = (ph or {}).get("groups_result") or []
+    relay = next((g for g in groups if g.get("kind") == RELAY_KIND), None)
+    r_cpu = relay["cpu_ms_per_stream_s"] if relay else None
+    r_rss = relay["rss_mb_per_stream"] if relay else None
+    rows: list[dict[str, Any]] = []
+    for g in groups:
+        is_relay = g is relay
+        cpu, rss = g["cpu_ms_per_stream_s"], g["rss_mb_per_stream"]
+        cpu_ratio = cpu / r_cpu if r_cpu else None
+        rss_ratio = rss / r_rss if r_rss else None
+        cpu_target = None if is_relay else QUICK_CPU_TARGETS.get(g["label"])
+        rss_target = None if is_relay else QUICK_RSS_TARGET
+        rows.append({
+            "label": "relay" if is_relay else g["label"],
+            "cpu_ms_per_stream_s": cpu, "cpu_ratio": cpu_ratio, "cpu_target": cpu_target,
+            "cpu_met": None if cpu_target is None or cpu_ratio is None else cpu_ratio <= cpu_target,
+            "rss_mb_per_stream": rss, "rss_ratio": rss_ratio, "rss_target": rss_target,
+            "rss_met": None if rss_target is None or rss_ratio is None else rss_ratio <= rss_target,
+            "keeps_up": bool(g.get("keeps_up")),
+        })  # fmt: skip
+    return rows
+
+
+def _met(v: bool | None) -> str:
+    return "–" if v is None else ("met" if v else "MISSED")
+
+
+def quick_table(results: dict[str, Any]) -> str:
+    """`make bench-quick`'s stdout table (see quick_rows); a line saying why when there is none."""
+    rows = quick_rows(results)
+    if not rows:
+        ph = _phase(results, "transports")
+        return f"transports phase: no results ({(ph or {}).get('error') or 'not run'})"
+    head = ("group", "CPU ms/s", "× relay", "target", "CPU", "RSS MB", "× relay", "target", "RSS", "keeps up")
+    body = [
+        (
+            r["label"], _f(r["cpu_ms_per_stream_s"]), _f(r["cpu_ratio"], ".2f"),
+            f"≤ {r['cpu_target']:g}×" if r["cpu_target"] is not None else "–", _met(r["cpu_met"]),
+            _f(r["rss_mb_per_stream"], ".0f"), _f(r["rss_ratio"], ".2f"),
+            f"≤ {r['rss_target']:g}×" if r["rss_target"] is not None else "–", _met(r["rss_met"]),
+            "yes" if r["keeps_up"] else "NO",
+        )
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(row[i]) for row in (head, *body)) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in (head, *body)]
+    missed = sum(1 for r in rows for k in ("cpu_met", "rss_met") if r[k] is False)
+    lines.append(f"targets missed: {missed}" if missed else "all targets met")
+    return "\n".join(lines)
+
+
 def _dub_groups(results: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     ph = _phase(results, "dub")
     return [(ph, g) for g in (ph or {}).get("groups_result") or []] if ph else []
