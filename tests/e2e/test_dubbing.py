@@ -12,9 +12,10 @@ import pytest
 
 from livedub.media.fixture import FixtureSpec, make_fixture
 from livedub.orchestrator.demo import spoken_track
+from livedub.sts.testing import free_port
 from tests.e2e import config
 from tests.e2e.helpers import stream_analyzer
-from tests.e2e.helpers.docker_manager import LIVEDUB, ManagedProcess, free_port, http_ok, wait_for
+from tests.e2e.helpers.docker_manager import LIVEDUB, ManagedProcess, http_ok, wait_for
 
 pytestmark = [
     pytest.mark.e2e,

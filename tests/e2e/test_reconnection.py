@@ -8,9 +8,9 @@ import signal
 
 import pytest
 
+from livedub.sts.testing import free_port
 from tests.e2e import config
 from tests.e2e.helpers import logs, stream_analyzer
-from tests.e2e.helpers.docker_manager import free_port
 from tests.e2e.helpers.sts_control import control, sio_control
 
 pytestmark = [pytest.mark.e2e, pytest.mark.p3]

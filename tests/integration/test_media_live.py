@@ -26,6 +26,7 @@ from livedub.media import InputState, MediaPipeline, MediaSettings, NullObserver
 from livedub.media.analyze import analyze
 from livedub.media.fixture import FixtureSpec, make_fixture
 from livedub.media.publish import publish
+from livedub.sts.testing import free_port
 
 FRAME_S = 1 / 30
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -35,12 +36,6 @@ needs_nginx = pytest.mark.skipif(
     not (Path(NGINX).exists() and RTMP_MODULE.exists()),
     reason="nginx with libnginx-mod-rtmp not installed (make apt)",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> None:

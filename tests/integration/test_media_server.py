@@ -38,6 +38,7 @@ from livedub.orchestrator.media_server import (
     PortInUseError,
     Role,
 )
+from livedub.sts.testing import free_port
 from tests.integration.marks import needs_media_server
 
 _defaults = MediaServerSettings()
@@ -48,12 +49,6 @@ SAMPLE_RATE = 48000
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not cond():

@@ -34,6 +34,7 @@ from livedub.orchestrator.service import (
 )
 from livedub.orchestrator.settings import OrchestratorSettings
 from livedub.orchestrator.supervisor import PortAllocator
+from livedub.sts.testing import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 HOOK_SCRIPT = REPO / "deploy" / "mediamtx-hook.sh"
@@ -108,13 +109,6 @@ async def until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or cond}")
         await asyncio.sleep(0.02)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def alive(pid: int) -> bool:

@@ -48,6 +48,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+import psutil
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -337,6 +338,18 @@ rtmp {{
     }}
 }}
 """
+
+
+def listens_on(pid: int, host: str, port: int) -> bool:
+    """Whether process `pid` holds a TCP socket listening on `host:port` (or on every address)."""
+    try:
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+    except (psutil.Error, OSError):
+        return False
+    return any(
+        c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.laddr.ip in (host, "0.0.0.0", "::")
+        for c in conns
+    )
 
 
 def check_port_free(protocol: str, host: str, port: int) -> None:
@@ -686,12 +699,10 @@ class MediaServer:
             raise _startup_error(failure, self)
         if not self._relay_listening.is_set():
             return False
-        try:
-            with socket.create_connection((self.host, self.rtmp_port), timeout=0.2):
-                pass
-        except OSError:
-            return False
-        return True
+        # Our nginx must hold the listening socket: a connect alone can reach another process
+        # that took the port between the free-port check and nginx's bind (nginx then retries
+        # its bind for a few seconds and exits), and that is not our media server.
+        return self._nginx is not None and listens_on(self._nginx.pid, self.host, self.rtmp_port)
 
     def _mark_ready(self) -> None:
         if not self._ready:

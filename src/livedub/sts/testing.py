@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
+import random
 import socket
 import time
 import uuid
@@ -33,12 +35,42 @@ from livedub.protocol import constants as c
 Predicate = Callable[[Any], bool]
 
 
+TEST_PORT_BASE = 20_000
+"""Test ports come from 20000–31999: below the kernel's ephemeral range (32768–60999 by default,
+/proc/sys/net/ipv4/ip_local_port_range), which every outgoing TCP connection draws its local port
+from. A port picked there (bind to 0, close) can be taken by a test's own client connection before
+the server meant for it binds it; then that server's bind fails, or worse, a readiness probe
+reaches the other socket (seen: an nginx media server that never bound its RTMP port)."""
+TEST_PORT_BLOCK = 1_000
+"""Each pytest-xdist worker (`PYTEST_XDIST_WORKER=gwN`) hands out ports from its own block, so two
+workers never pick the same one; blocks repeat after 12 workers."""
+_TEST_PORT_BLOCKS = 12
+_next_port: dict[int, int] = {}
+
+
+def _port_block() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) + 1 if worker.startswith("gw") and worker[2:].isdigit() else 0
+    return TEST_PORT_BASE + (index % _TEST_PORT_BLOCKS) * TEST_PORT_BLOCK
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (bind to port 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
+    """A TCP port for a test server: from this process's block outside the ephemeral range,
+    in turn (a port is not handed out again until the block wraps), bindable right now. A process
+    of its own (a subprocess, no xdist worker) starts at a random place in block 0."""
+    block = _port_block()
+    offset = _next_port.setdefault(block, 0 if os.environ.get("PYTEST_XDIST_WORKER") else random.randrange(TEST_PORT_BLOCK))
+    for step in range(TEST_PORT_BLOCK):
+        port = block + (offset + step) % TEST_PORT_BLOCK
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _next_port[block] = offset + step + 1
         return port
+    raise OSError(f"no free port in {block}–{block + TEST_PORT_BLOCK - 1}")
 
 
 def wav_bytes(duration_ms: int = 100, sample_rate_hz: int = 48_000, channels: int = 2) -> bytes:

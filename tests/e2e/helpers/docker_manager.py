@@ -70,12 +70,6 @@ def port_open(port: int, host: str = config.HOST) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((config.HOST, 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class ManagedProcess:
     """A subprocess we started, with its log file. Stopped by PID only."""
