@@ -14,12 +14,18 @@ from pathlib import Path
 import pytest
 
 from livedub.exitcodes import ExitCode
-from livedub.sts.testing import free_port
+from livedub.sts.testing import free_port, free_port_range
 from tests.integration.marks import needs_ffmpeg, needs_media_server
 
 pytestmark = pytest.mark.timeout(180)
 
 DEMO = [sys.executable, "-m", "livedub", "demo"]
+
+
+def _metrics_ports() -> dict[str, str]:
+    """The worker's metrics port from this test's own range (tests run in parallel)."""
+    low, high = free_port_range(4)
+    return {"ORCH_WORKER_METRICS_PORT_MIN": str(low), "ORCH_WORKER_METRICS_PORT_MAX": str(high)}
 
 
 def _demo_argv(workdir: Path, ports: list[int]) -> list[str]:
@@ -34,7 +40,7 @@ def _demo_argv(workdir: Path, ports: list[int]) -> list[str]:
 @needs_media_server
 @needs_ffmpeg
 def test_demo_dubs_every_fragment_in_sync_with_a_clean_console(tmp_path: Path) -> None:
-    env = {**os.environ, "ORCH_WORKER_METRICS_PORT_MIN": "0"}  # any free port: tests run in parallel
+    env = {**os.environ, **_metrics_ports()}
     ports = [free_port() for _ in range(4)]
     done = subprocess.run(
         _demo_argv(tmp_path, ports), env=env, capture_output=True, text=True, timeout=150
@@ -72,7 +78,7 @@ def test_demo_refuses_busy_ports_at_once(tmp_path: Path) -> None:
     reason="espeak-ng / apertium / sox not installed (make setup)",
 )
 def test_demo_dubs_speech_with_the_dub_backend(tmp_path: Path) -> None:
-    env = {**os.environ, "ORCH_WORKER_METRICS_PORT_MIN": "0"}
+    env = {**os.environ, **_metrics_ports()}
     argv = _demo_argv(tmp_path, [free_port() for _ in range(4)])[:-2]  # no --backend: dub
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=150)
     console = done.stdout + done.stderr

@@ -34,7 +34,7 @@ from livedub.orchestrator.service import (
 )
 from livedub.orchestrator.settings import OrchestratorSettings
 from livedub.orchestrator.supervisor import PortAllocator
-from livedub.sts.testing import free_port
+from livedub.sts.testing import free_port, free_port_range
 
 REPO = Path(__file__).resolve().parents[2]
 HOOK_SCRIPT = REPO / "deploy" / "mediamtx-hook.sh"
@@ -161,12 +161,14 @@ def fake(tmp_path: Path) -> Any:
 
 
 def settings_for(fake: Fake, **overrides: Any) -> OrchestratorSettings:
+    low, high = free_port_range(10)  # worker metrics ports of this test's own
     values: dict[str, Any] = {
+        "worker_metrics_port_min": low,
+        "worker_metrics_port_max": high,
         "host": "127.0.0.1",
         "port": 0,
         "worker_command": f"{sys.executable} {fake.script}",
         "worker_args": f"--state-dir {fake.state}",
-        "worker_metrics_port_min": 0,
         "grace_s": 0.5,
         "backoff_initial_s": 0.05,
         "backoff_multiplier": 2.0,

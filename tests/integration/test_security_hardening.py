@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from livedub.orchestrator.media_server import MediaServer
-from livedub.sts.testing import free_port
+from livedub.sts.testing import free_port, free_port_range
 from tests.integration.marks import needs_media_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -74,7 +74,8 @@ async def test_worker_started_by_the_orchestrator_keeps_credentials_out_of_argv_
         input_base=f"rtsp://publisher:{secrets[0]}@127.0.0.1:{free_port()}",
         output_base=f"rtmp://worker:{secrets[1]}@127.0.0.1:{free_port()}",
         sts_url=f"http://127.0.0.1:{free_port()}/?token={secrets[2]}",
-        worker_metrics_port_min=0,
+        worker_metrics_port_min=(metrics_ports := free_port_range(4))[0],
+        worker_metrics_port_max=metrics_ports[1],
         log_dir=tmp_path / "workers",
         stop_timeout_s=5.0,
     )

@@ -10,7 +10,7 @@ import pytest
 
 from livedub.orchestrator.media_server import listens_on
 from livedub.sts import testing
-from livedub.sts.testing import TEST_PORT_BASE, TEST_PORT_BLOCK, free_port
+from livedub.sts.testing import TEST_PORT_BASE, TEST_PORT_BLOCK, free_port, free_port_range
 
 
 def _ephemeral_low() -> int:
@@ -56,3 +56,10 @@ def test_listens_on_is_about_the_process_holding_the_socket() -> None:
         assert listens_on(os.getpid(), "127.0.0.1", port)
         assert not listens_on(os.getpid(), "127.0.0.1", port + 1 if port < 65535 else port - 1)
     assert not listens_on(os.getpid(), "127.0.0.1", port)
+
+
+def test_a_range_is_consecutive_inside_one_block_and_not_handed_out_again() -> None:
+    low, high = free_port_range(10)
+    assert high - low == 9 and TEST_PORT_BASE <= low < _ephemeral_low()
+    assert (low - TEST_PORT_BASE) // TEST_PORT_BLOCK == (high - TEST_PORT_BASE) // TEST_PORT_BLOCK
+    assert not low <= free_port() <= high

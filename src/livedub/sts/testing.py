@@ -73,6 +73,21 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise OSError(f"no free port in {block}–{block + TEST_PORT_BLOCK - 1}")
 
 
+def free_port_range(n: int, host: str = "127.0.0.1") -> tuple[int, int]:
+    """`n` consecutive ports (first, last) for a server that picks its own among them later (e.g.
+    the orchestrator's worker metrics ports), from the same block as `free_port`, each bindable
+    now. Never the ephemeral range: a port picked there by binding 0 can be a client's by the time
+    the worker binds it."""
+    for _ in range(TEST_PORT_BLOCK):
+        first = free_port(host)
+        if first % TEST_PORT_BLOCK + n > TEST_PORT_BLOCK:
+            continue  # would leave the block
+        rest = [free_port(host) for _ in range(n - 1)]
+        if rest == list(range(first + 1, first + n)):
+            return first, first + n - 1
+    raise OSError(f"no {n} consecutive free ports")
+
+
 def wav_bytes(duration_ms: int = 100, sample_rate_hz: int = 48_000, channels: int = 2) -> bytes:
     """A silent PCM s16le WAV file of exactly `duration_ms` (rounded to whole samples)."""
     frames = duration_ms * sample_rate_hz // 1000
