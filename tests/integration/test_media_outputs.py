@@ -58,9 +58,9 @@ def fx12(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A UDP port for an SRT listener, from this test process's own block (not the ephemeral range,
+    where another test's SRT caller, or a second bind(0), could be given the same port)."""
+    return free_port(kind=socket.SOCK_DGRAM)
 
 
 def wait_udp_bound(port: int, timeout_s: float = 10.0) -> None:

@@ -63,3 +63,11 @@ def test_a_range_is_consecutive_inside_one_block_and_not_handed_out_again() -> N
     assert high - low == 9 and TEST_PORT_BASE <= low < _ephemeral_low()
     assert (low - TEST_PORT_BASE) // TEST_PORT_BLOCK == (high - TEST_PORT_BASE) // TEST_PORT_BLOCK
     assert not low <= free_port() <= high
+
+
+def test_udp_ports_come_from_the_same_block() -> None:
+    tcp = free_port()
+    udp = free_port(kind=socket.SOCK_DGRAM)
+    assert udp != tcp and TEST_PORT_BASE <= udp < _ephemeral_low()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", udp))

@@ -54,15 +54,16 @@ def _port_block() -> int:
     return TEST_PORT_BASE + (index % _TEST_PORT_BLOCKS) * TEST_PORT_BLOCK
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port for a test server: from this process's block outside the ephemeral range,
-    in turn (a port is not handed out again until the block wraps), bindable right now. A process
-    of its own (a subprocess, no xdist worker) starts at a random place in block 0."""
+def free_port(host: str = "127.0.0.1", kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
+    """A port for a test server (TCP, or UDP with `kind=socket.SOCK_DGRAM`, e.g. an SRT
+    listener): from this process's block outside the ephemeral range, in turn (a port is not
+    handed out again until the block wraps, whatever its kind), bindable right now. A process of
+    its own (a subprocess, no xdist worker) starts at a random place in block 0."""
     block = _port_block()
     offset = _next_port.setdefault(block, 0 if os.environ.get("PYTEST_XDIST_WORKER") else random.randrange(TEST_PORT_BLOCK))
     for step in range(TEST_PORT_BLOCK):
         port = block + (offset + step) % TEST_PORT_BLOCK
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        with socket.socket(socket.AF_INET, kind) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
             try:
                 sock.bind((host, port))
