@@ -35,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.procs import Proc, ProcSet, system_cpu_s
 from livedub.media.record import record_argv
 from livedub.orchestrator.media_server import MediaServer, Role
+from livedub.sts.debug import processed_sent
 
 _log = logging.getLogger("bench")
 
@@ -541,15 +542,8 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
 
 
 def sts_processed(sts_url: str, sid: str) -> list[dict[str, Any]]:
-    """The STS's debug history of `fragment:processed` sent for a stream (processing_time_ms,
-    status, texts, stage timings); [] when it is not available."""
-    try:
-        with urllib.request.urlopen(f"{sts_url}/debug/streams/{sid}", timeout=5) as r:
-            doc = json.loads(r.read().decode())
-    except (urllib.error.URLError, OSError, ValueError):
-        return []
-    items = doc.get("processed_sent") if isinstance(doc, dict) else None
-    return [d for d in items if isinstance(d, dict)] if isinstance(items, list) else []
+    """The STS's debug history of `fragment:processed` sent for a stream; [] when not available."""
+    return processed_sent(sts_url, sid, timeout_s=5) or []
 
 
 def _read_json(path: Path) -> dict[str, Any]:

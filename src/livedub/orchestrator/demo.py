@@ -34,6 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from livedub.exitcodes import ExitCode
 from livedub.log import redact_url
+from livedub.sts.debug import processed_sent
 from livedub.subproc import terminate
 
 _log = logging.getLogger(__name__)
@@ -233,13 +234,11 @@ def spoken_track(spec: Any) -> Any:
 
 def _segment_lines(sts_url: str, stream_id: str) -> list[str]:
     """Per segment: transcript, translation, stage timings, from the STS's debug history."""
-    try:
-        with urllib.request.urlopen(f"{sts_url}/debug/streams/{stream_id}", timeout=2) as r:
-            doc = json.loads(r.read().decode())
-    except (urllib.error.URLError, OSError, ValueError):
+    history = processed_sent(sts_url, stream_id, timeout_s=2)
+    if history is None:
         return ["per segment           : (the STS debug history is not available)"]
     lines = []
-    for item in doc.get("processed_sent", []):
+    for item in history:
         t = item.get("stage_timings") or {}
         lines.append(
             f"segment {item.get('sequence_number'):>3} {item.get('status'):<8}: "

@@ -28,6 +28,7 @@ from livedub.protocol import CLIENT_EVENTS, ControlAck, EventName
 from livedub.protocol import constants as c
 from livedub.sts.backend import Backend, EchoBackend
 from livedub.sts.core import ConnectionRefused, StsCore
+from livedub.sts.debug import DEBUG_STREAMS_PATH
 from livedub.sts.metrics import StsMetrics
 from livedub.sts.settings import BackendKind, StsSettings
 
@@ -130,8 +131,8 @@ class StsServer:
         self.app.router.add_get("/health", self._health)
         self.app.router.add_get("/metrics", self._metrics)
         self.app.router.add_post("/control/{name}", self._control)
-        self.app.router.add_get("/debug/streams", self._debug_streams)
-        self.app.router.add_get("/debug/streams/{stream_id}", self._debug_stream)
+        self.app.router.add_get(DEBUG_STREAMS_PATH, self._debug_streams)
+        self.app.router.add_get(DEBUG_STREAMS_PATH + "/{stream_id}", self._debug_stream)
         self._register_handlers()
         self._runner: web.AppRunner | None = None
         self.port: int | None = None

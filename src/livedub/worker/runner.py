@@ -53,6 +53,8 @@ from livedub.worker.tracker import FragmentTracker, Outcome, Resolved
 
 _log = logging.getLogger(__name__)
 
+INPUT_NOT_STARTED = "starting"  # /health `input` and its metric before the input's first state
+
 _INPUT_STATE_METRIC = {
     InputState.CONNECTING: "connecting",
     InputState.READING: "receiving",
@@ -191,7 +193,7 @@ class WorkerRunner:
             CaptionWriter(s.captions, s.source_language, s.target_language) if s.captions else None
         )
         self._output_state = OutputState.STARTING
-        self._input_state: InputState | None = None  # None: no input event yet ("starting")
+        self._input_state: InputState | None = None  # None: no input event yet (INPUT_NOT_STARTED)
         self._write_errors = 0  # segment files that could not be written (dubbing continues)
         self._drain_deadline: float | None = None  # monotonic; set by the first stop signal
         self._drain_task: asyncio.Task[None] | None = None
@@ -304,7 +306,7 @@ class WorkerRunner:
         return {
             "status": HealthStatus.OK if self._fatal is None else HealthStatus.FAILING,
             "stream_id": self.settings.stream_id,
-            "input": str(self._input_state or OutputState.STARTING),
+            "input": str(self._input_state or INPUT_NOT_STARTED),
             "sts": str(ConnState.PASSTHROUGH if self.settings.passthrough else self._sts_state),
             "output": str(self._output_state),
             "breaker": self.breaker.state.name.lower(),
@@ -700,7 +702,7 @@ class WorkerRunner:
 
     def on_input_state(self, state: InputState, detail: str | None) -> None:
         self._input_state = state
-        self.metrics.set_input_state(_INPUT_STATE_METRIC.get(state, "starting"))
+        self.metrics.set_input_state(_INPUT_STATE_METRIC.get(state, INPUT_NOT_STARTED))
 
     def on_write_error(self, kind: str, error: str) -> None:
         self._write_errors += 1

@@ -74,6 +74,11 @@ def clean_transcript(text: str) -> str:
     return " ".join(_ANNOTATION.sub(" ", text).split())
 
 
+def has_words(text: str) -> bool:
+    """Whether `text` has anything to say (a letter or a digit), not only punctuation or space."""
+    return any(ch.isalnum() for ch in text)
+
+
 def place_utterances(utterances: list[Utterance], vad: list[SpeechSpan]) -> list[Utterance]:
     """Each utterance on the span where its source speech is (samples of the same audio).
 
@@ -82,7 +87,7 @@ def place_utterances(utterances: list[Utterance], vad: list[SpeechSpan]) -> list
     are cut at whisper's boundary. Spans never overlap and keep their order; an utterance that
     is left no room joins the previous one's text. Utterances without words are dropped.
     """
-    kept = [u for u in utterances if any(ch.isalnum() for ch in u.text)]
+    kept = [u for u in utterances if has_words(u.text)]
     placed: list[Utterance] = []
     for i, u in enumerate(kept):
         hits = [v for v in vad if v.start < u.end and v.end > u.start]
@@ -327,13 +332,13 @@ class DubBackend:
             for u in placed
         ]
         translated = " ".join(t for t in translations if t.strip())
-        if not any(ch.isalnum() for ch in translated):
+        if not has_words(translated):
             return self._original(fragment, Outcome.NO_WORDS, timer, transcript)
         track = np.zeros(n, dtype=np.float32)
         segments: list[SpeechSegment] = []
         for u, text in zip(placed, translations, strict=True):
             start, end = self._to_fragment(u, n, rate)
-            if any(ch.isalnum() for ch in text):
+            if has_words(text):
                 track[start:end] = self._voice(text, config.target_language, end - start, rate, timer)
             segments.append(
                 SpeechSegment(
