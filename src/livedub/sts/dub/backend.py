@@ -33,12 +33,13 @@ from livedub.protocol import (
     AudioPayload,
     ErrorCode,
     FragmentData,
+    LanguagesInfo,
     ProcessingError,
     SpeechSegment,
     StageTimings,
     StreamConfig,
 )
-from livedub.sts.backend import BackendResult
+from livedub.sts.backend import BackendResult, pairs_info
 from livedub.sts.dub.errors import StageFailure
 from livedub.sts.dub.fitter import Fitter, SoxFitter, pad_or_trim
 from livedub.sts.dub.mixer import DuckingMixer, Mixer
@@ -195,6 +196,10 @@ class DubBackend:
             for src, tgt in self.translator.pairs()
             if (asr is None or src in asr) and self.synthesizer.voice_for(tgt) is not None
         ]
+
+    def languages(self) -> LanguagesInfo:
+        """`GET /v1/languages`: exactly the pairs `check_config` accepts."""
+        return pairs_info(self.name, self.supported_pairs())
 
     async def check_config(self, config: StreamConfig) -> str | None:
         loop = asyncio.get_running_loop()
