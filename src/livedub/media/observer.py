@@ -57,6 +57,10 @@ class MediaObserver(Protocol):
     def on_late_segment(self, segment: Segment) -> None:
         """A segment reached the output after its deadline (input too slow for the delay)."""
 
+    def on_mirror_state(self, state: str, detail: str | None) -> None:
+        """The mirror output (`mirror_output_url`) changed state (`output.MirrorState`):
+        waiting, writing, failed (with why; retried at a later keyframe), finished."""
+
 
 class NullObserver:
     """Observer that ignores everything (the default)."""
@@ -86,4 +90,7 @@ class NullObserver:
         pass
 
     def on_late_segment(self, segment: Segment) -> None:
+        pass
+
+    def on_mirror_state(self, state: str, detail: str | None) -> None:
         pass

@@ -12,12 +12,20 @@ fake times, a fake encoder and a fake sink:
 
 `MediaOutput` runs an `OutputCore` in its own thread against a real libav muxer. A failure to
 open or write raises/records `OutputFailed`. Nothing here ever waits for the worker or STS.
+
+`MirrorOutput` (`MediaSettings.mirror_output_url`) publishes the very same packets (codec-copied
+video, the one encoder's AAC) to a second URL from its own thread and bounded queue: it never
+blocks, slows or fails the main output. A mirror that cannot connect, fails or stalls is closed
+and opened again at a later video keyframe (retries 2, 4 … 30 s apart). Issue 18: a stream's
+first language publishes `live/<id>/out` and mirrors it to `live/<id>/<lang>`.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
+import queue
 import socket
 import threading
 from collections import deque
@@ -52,6 +60,11 @@ AAC_FRAME = 1024
 OUTPUT_TICK_S = 0.02
 # The encoder emits a packet for samples [p, p+1024) only after about two more frames went in.
 ENCODER_LOOKAHEAD_SAMPLES = 3 * AAC_FRAME
+# A mirror's queue: ≈ 25 s of 30 fps video + 48 kHz AAC. A mirror this far behind is stalled: it
+# is dropped and reopened at a later keyframe, never waited for.
+MIRROR_QUEUE_ITEMS = 2048
+MIRROR_RETRY_FIRST_S = 2.0
+MIRROR_RETRY_MAX_S = 30.0
 
 
 def deadline_wall(
@@ -458,6 +471,282 @@ class _MuxSink:
         self.container.mux(p)
 
 
+@dataclass
+class _Opened:
+    """A created (not yet connected) output container and its streams."""
+
+    container: Any
+    fmt: str
+    srt: SrtWriter | None
+    vstream: Any | None
+    astream: Any
+
+
+def _create_output(
+    url: str, s: MediaSettings, video_template: VideoTemplate | None, sample_rate: int, channels: int
+) -> _Opened:
+    """Create the container and its streams (no I/O yet: libav connects in the header)."""
+    srt: SrtWriter | None = None
+    try:
+        fmt, opts = (s.output_format, {}) if s.output_format else output_format_for(url)
+        if is_live(url):
+            # OutputCore already writes the packets interleaved by timestamp, each at its
+            # time; libav's own interleaving queue would only hold packets back until the
+            # other stream has a later one (the last audio frames: until the output closes).
+            opts = {"max_interleave_delta": "1", **opts}
+        opts = {**opts, **s.output_options}
+        if scheme_of(url) == "srt":
+            # libsrt via ctypes (PyAV's libav has no srt protocol): libav muxes MPEG-TS into
+            # the writer in writes of at most one SRT payload, flushed after every packet.
+            srt = SrtWriter(url, timeout_s=s.open_timeout_s)
+            container = av.open(
+                srt, "w", format=fmt, options={"flush_packets": "1", **opts},
+                buffer_size=SRT_PAYLOAD,
+            )  # fmt: skip
+        else:
+            container = av.open(strip_file_scheme(url), "w", format=fmt, options=opts)
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise OutputFailed(f"cannot open output {redact_url(url)}: {redact_url(exc)}") from exc
+    try:
+        vstream = None
+        if video_template is not None:
+            vstream = container.add_stream_from_template(video_template.stream)
+        astream = container.add_stream("aac", rate=sample_rate, layout=layout_for(channels))
+        astream.bit_rate = s.output_audio_bitrate
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        container.close()
+        raise OutputFailed(f"cannot create output streams for {redact_url(url)}: {redact_url(exc)}") from exc
+    return _Opened(container, fmt, srt, vstream, astream)
+
+
+def _connect_output(url: str, opened: _Opened, timeout_s: float) -> None:
+    """Write the header: this opens the file or connects to the server."""
+    endpoint = tcp_endpoint(url)
+    if endpoint is not None:
+        # libav holds the GIL while it connects and writes the header: check reachability
+        # first, with a timeout, so a black-holed server cannot freeze the whole process.
+        try:
+            socket.create_connection(endpoint, timeout=timeout_s).close()
+        except OSError as exc:
+            raise OutputFailed(f"cannot reach output {redact_url(url)}: {redact_url(exc)}") from exc
+    if opened.srt is not None:
+        try:
+            opened.srt.connect()  # now, not at the first packet: the header may write nothing
+        except (OSError, ValueError) as exc:
+            raise OutputFailed(f"cannot reach output {redact_url(url)}: {redact_url(exc)}") from exc
+    try:
+        opened.container.start_encoding()
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise OutputFailed(f"cannot start output {redact_url(url)}: {redact_url(exc)}") from exc
+
+
+class MirrorState(enum.StrEnum):
+    """A mirror output's state (worker `/health` `mirror`)."""
+
+    OFF = "off"  # no mirror configured
+    WAITING = "waiting"  # not connected: waiting for a keyframe (or a retry time)
+    WRITING = "writing"
+    FAILED = "failed"  # the last attempt failed; retried at a later keyframe
+    FINISHED = "finished"
+
+
+MirrorStateFn = Callable[[MirrorState, str | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _AudioCopy:
+    """An encoded audio packet copied before the main output's muxer consumes it."""
+
+    pts_ns: int
+    data: bytes
+    pts: int | None
+    dts: int | None
+    duration: int
+    time_base: Fraction
+    first_audio_ns: int | None
+
+
+_END = object()
+
+
+class MirrorOutput:
+    """The same packets as an output, published to a second URL (see the module docstring).
+
+    `video()` / `audio()` are called from the output thread and never block; `end()` lets the
+    mirror write what it has queued and close; `join()` waits (bounded) for that."""
+
+    def __init__(
+        self,
+        url: str,
+        settings: MediaSettings,
+        *,
+        video_template: VideoTemplate | None,
+        sample_rate: int,
+        channels: int,
+        on_state: MirrorStateFn | None = None,
+        clock: Clock | None = None,
+        max_items: int = MIRROR_QUEUE_ITEMS,
+    ) -> None:
+        self.url = url
+        self.settings = settings
+        self.video_template = video_template
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.on_state = on_state
+        self.clock = clock or SystemClock()
+        self.log = bind(_log, stream_id=settings.stream_id, mirror=redact_url(url))
+        self._queue: queue.Queue[object] = queue.Queue(max_items)
+        self._stalled = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._opened: _Opened | None = None
+        self._sink: _MuxSink | None = None
+        self._retry_at = 0.0
+        self._retry_s = MIRROR_RETRY_FIRST_S
+        self.state = MirrorState.WAITING
+        self.failures = 0
+        self.video_written = 0
+        self.audio_written = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="media-mirror", daemon=True)
+        self._thread.start()
+
+    # -- from the output thread (never blocking) ----------------------------------------------
+    def video(self, pkt: VideoPacket) -> None:
+        self._put(pkt)
+
+    def audio(self, pkt: EncodedAudio, first_audio_ns: int | None) -> None:
+        p = pkt.packet
+        self._put(
+            _AudioCopy(pkt.pts_ns, bytes(p), p.pts, p.dts, int(p.duration or 0), p.time_base, first_audio_ns)
+        )
+
+    def _put(self, item: object) -> None:
+        if self._stalled.is_set():
+            return
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self._stalled.set()  # the thread drops the queue and reopens at a later keyframe
+
+    def end(self) -> None:
+        while True:
+            try:
+                self._queue.put(_END, timeout=0.1)
+                return
+            except queue.Full:
+                self._discard()
+
+    def join(self, timeout_s: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    # -- thread --------------------------------------------------------------------------------
+    def _set_state(self, state: MirrorState, detail: str | None = None) -> None:
+        if state == self.state and detail is None:
+            return
+        self.state = state
+        if self.on_state is not None:
+            try:
+                self.on_state(state, detail)
+            except Exception:  # noqa: BLE001
+                self.log.exception("mirror state callback failed")
+
+    def _discard(self) -> None:
+        with self._queue.mutex:
+            self._queue.queue.clear()
+            self._queue.not_full.notify_all()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if self._stalled.is_set():
+                    self._discard()
+                    self._stalled.clear()
+                    self._fail("stalled: more than its queue behind the output")
+                    if item is not _END:
+                        continue
+                if item is _END:
+                    break
+                if self._opened is None and not self._open_at(item):
+                    continue
+                try:
+                    self._write(item)
+                except (av.FFmpegError, OSError, ValueError) as exc:
+                    self._fail(f"write failed: {redact_url(exc)}")
+        except Exception as exc:  # noqa: BLE001 - a bug must not reach the main output
+            self.log.exception("mirror thread crashed")
+            self._set_state(MirrorState.FAILED, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._close()
+            if self.state != MirrorState.FAILED:
+                self._set_state(MirrorState.FINISHED)
+
+    def _open_at(self, item: object) -> bool:
+        """Connect when `item` can start an output: a video keyframe (or any audio when there
+        is no video), once the retry time has come. Returns whether the mirror is open."""
+        has_video = self.video_template is not None
+        if has_video and not (isinstance(item, VideoPacket) and item.keyframe):
+            return False
+        if self.clock.monotonic() < self._retry_at:
+            return False
+        try:
+            opened = _create_output(self.url, self.settings, self.video_template, self.sample_rate, self.channels)
+        except OutputFailed as exc:
+            self._fail(str(exc))
+            return False
+        try:
+            _connect_output(self.url, opened, self.settings.open_timeout_s)
+        except OutputFailed as exc:
+            self._opened = opened
+            self._fail(str(exc))
+            return False
+        self._opened = opened
+        self._sink = _MuxSink(opened.container, opened.vstream, opened.astream, keep_priming=opened.fmt in ("mp4", "mov"))
+        self._retry_s = MIRROR_RETRY_FIRST_S
+        self.log.info("mirror output opened", ctx={"format": opened.fmt})
+        self._set_state(MirrorState.WRITING)
+        return True
+
+    def _write(self, item: object) -> None:
+        sink = self._sink
+        assert sink is not None
+        if isinstance(item, VideoPacket):
+            sink.write_video(item)
+            self.video_written += 1
+            return
+        assert isinstance(item, _AudioCopy)
+        if item.first_audio_ns is not None and sink.first_audio_ns is None:
+            sink.set_first_audio(item.first_audio_ns)
+        p = av.Packet(item.data)
+        p.pts, p.dts, p.duration, p.time_base = item.pts, item.dts, item.duration, item.time_base
+        sink.write_audio(EncodedAudio(item.pts_ns, p))
+        self.audio_written += 1
+
+    def _fail(self, why: str) -> None:
+        self.failures += 1
+        self._close()
+        self._retry_at = self.clock.monotonic() + self._retry_s
+        self.log.warning(
+            "mirror output failed: the main output goes on; retrying at a later keyframe",
+            ctx={"error": why[:300], "retry_in_s": self._retry_s, "failures": self.failures},
+        )
+        self._retry_s = min(self._retry_s * 2, MIRROR_RETRY_MAX_S)
+        self._set_state(MirrorState.FAILED, why[:300])
+
+    def _close(self) -> None:
+        opened, self._opened, self._sink = self._opened, None, None
+        if opened is None:
+            return
+        closers = [opened.container.close] + ([opened.srt.close] if opened.srt is not None else [])
+        for close in closers:
+            try:
+                close()
+            except (av.FFmpegError, OSError, ValueError) as exc:
+                self.log.warning("mirror output close failed", ctx={"error": redact_url(exc)})
+
+
 class _LazyTarget:
     """Encoder + sink over a container that exists at once but is connected (header written)
     only on its first write (see `MediaOutput.open`): taking and encoding audio early does not
@@ -466,11 +755,16 @@ class _LazyTarget:
     lookahead_samples = ENCODER_LOOKAHEAD_SAMPLES
 
     def __init__(
-        self, encoder: StreamAudioEncoder, sink: _MuxSink, connect: Callable[[], None]
+        self,
+        encoder: StreamAudioEncoder,
+        sink: _MuxSink,
+        connect: Callable[[], None],
+        mirror: MirrorOutput | None = None,
     ) -> None:
         self._encoder = encoder
         self._sink = sink
         self._connect = connect
+        self.mirror = mirror
         self.connected = False
 
     def ensure_connected(self) -> None:
@@ -487,9 +781,13 @@ class _LazyTarget:
     def write_video(self, pkt: VideoPacket) -> None:
         self.ensure_connected()
         self._sink.write_video(pkt)
+        if self.mirror is not None:
+            self.mirror.video(pkt)
 
     def write_audio(self, pkt: EncodedAudio) -> None:
         self.ensure_connected()
+        if self.mirror is not None:  # copied first: the main muxer consumes the packet
+            self.mirror.audio(pkt, self._sink.first_audio_ns)
         self._sink.write_audio(pkt)
 
 
@@ -510,9 +808,11 @@ class MediaOutput:
         on_taken: TakenFn | None = None,
         on_delay: DelayFn | None = None,
         on_done: Callable[[], None] | None = None,
+        on_mirror: MirrorStateFn | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.settings = settings
+        self.on_mirror = on_mirror
         self.url = settings.output_url
         self.video_template = video_template
         self.sample_rate = sample_rate
@@ -525,6 +825,8 @@ class MediaOutput:
         self.container: Any = None
         self.core: OutputCore | None = None
         self._target: _LazyTarget | None = None
+        self.mirror: MirrorOutput | None = None
+        self._opened: _Opened | None = None
         self._srt: SrtWriter | None = None
         self._format = ""
         self.error: OutputFailed | None = None
@@ -549,7 +851,12 @@ class MediaOutput:
         s = self.settings
         lazy = s.paced and is_live(self.url)
         encoder, sink = self._prepare()
-        target = _LazyTarget(encoder, sink, self._connect)
+        if s.mirror_output_url:
+            self.mirror = MirrorOutput(
+                s.mirror_output_url, s, video_template=self.video_template, sample_rate=self.sample_rate,
+                channels=self.channels, on_state=self.on_mirror, clock=self.clock,
+            )  # fmt: skip
+        target = _LazyTarget(encoder, sink, self._connect, self.mirror)
         if not lazy:
             try:
                 target.ensure_connected()
@@ -575,73 +882,32 @@ class MediaOutput:
 
     def _prepare(self) -> tuple[StreamAudioEncoder, _MuxSink]:
         """Create the container and its streams (no I/O yet: libav connects in the header)."""
-        s = self.settings
-        try:
-            fmt, opts = (s.output_format, {}) if s.output_format else output_format_for(self.url)
-            if is_live(self.url):
-                # OutputCore already writes the packets interleaved by timestamp, each at its
-                # time; libav's own interleaving queue would only hold packets back until the
-                # other stream has a later one (the last audio frames: until the output closes).
-                opts = {"max_interleave_delta": "1", **opts}
-            opts = {**opts, **s.output_options}
-            if scheme_of(self.url) == "srt":
-                # libsrt via ctypes (PyAV's libav has no srt protocol): libav muxes MPEG-TS into
-                # the writer in writes of at most one SRT payload, flushed after every packet.
-                self._srt = SrtWriter(self.url, timeout_s=s.open_timeout_s)
-                container = av.open(
-                    self._srt, "w", format=fmt, options={"flush_packets": "1", **opts},
-                    buffer_size=SRT_PAYLOAD,
-                )  # fmt: skip
-            else:
-                container = av.open(strip_file_scheme(self.url), "w", format=fmt, options=opts)
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            raise OutputFailed(f"cannot open output {redact_url(self.url)}: {redact_url(exc)}") from exc
-        try:
-            vstream = None
-            if self.video_template is not None:
-                vstream = container.add_stream_from_template(self.video_template.stream)
-            astream = container.add_stream("aac", rate=self.sample_rate, layout=layout_for(self.channels))
-            astream.bit_rate = s.output_audio_bitrate
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            container.close()
-            raise OutputFailed(f"cannot create output streams for {redact_url(self.url)}: {redact_url(exc)}") from exc
-        self.container = container
-        self._format = fmt
+        opened = _create_output(self.url, self.settings, self.video_template, self.sample_rate, self.channels)
+        self.container, self._srt, self._format = opened.container, opened.srt, opened.fmt
+        fmt = opened.fmt
         # RTSP: libav's RTP AAC packetiser sends a frame only when the next one arrives and drops
         # the one it holds when the output closes, and a relay that depayloads and parses (the
         # embedded one: GStreamer) holds one more until the stream ends, then may lose it as the
         # publisher goes. Two frames of silence after the end carry the last real one out (the
         # reader may get up to one frame, 21 ms, of that silence).
         pad = 2 * AAC_FRAME if fmt == "rtsp" else 0
-        encoder = StreamAudioEncoder(astream, self.sample_rate, self.channels, end_pad_samples=pad)
-        sink = _MuxSink(container, vstream, astream, keep_priming=fmt in ("mp4", "mov"))
+        encoder = StreamAudioEncoder(opened.astream, self.sample_rate, self.channels, end_pad_samples=pad)
+        sink = _MuxSink(opened.container, opened.vstream, opened.astream, keep_priming=fmt in ("mp4", "mov"))
         encoder.on_first_sample = sink.set_first_audio
+        self._opened = opened
         return encoder, sink
 
     def _connect(self) -> None:
         """Write the header: this opens the file or connects to the server."""
         s = self.settings
-        endpoint = tcp_endpoint(self.url)
-        if endpoint is not None:
-            # libav holds the GIL while it connects and writes the header: check reachability
-            # first, with a timeout, so a black-holed server cannot freeze the whole process.
-            try:
-                socket.create_connection(endpoint, timeout=s.open_timeout_s).close()
-            except OSError as exc:
-                raise OutputFailed(f"cannot reach output {redact_url(self.url)}: {redact_url(exc)}") from exc
-        if self._srt is not None:
-            try:
-                self._srt.connect()  # now, not at the first packet: the header may write nothing
-            except (OSError, ValueError) as exc:
-                raise OutputFailed(f"cannot reach output {redact_url(self.url)}: {redact_url(exc)}") from exc
-        try:
-            self.container.start_encoding()
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            raise OutputFailed(f"cannot start output {redact_url(self.url)}: {redact_url(exc)}") from exc
+        assert self._opened is not None
+        _connect_output(self.url, self._opened, s.open_timeout_s)
         self.log.info(
             "output opened",
             ctx={"url": redact_url(self.url), "format": self._format, "paced": s.paced, "delay_s": s.effective_output_delay_s},
         )
+        if self.mirror is not None:
+            self.mirror.start()
 
     def start(self) -> None:
         if self.core is None:
@@ -776,6 +1042,9 @@ class MediaOutput:
             self._cond.wait_for(lambda: self._abort, timeout=self.settings.output_linger_s)
 
     def _close(self) -> None:
+        if self.mirror is not None:
+            self.mirror.end()  # after the main output's last packet (and linger)
+            self.mirror.join(self.settings.output_linger_s + self.settings.open_timeout_s)
         if self.container is None:
             return
         closers = [self.container.close] + ([self._srt.close] if self._srt is not None else [])

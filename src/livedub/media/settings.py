@@ -24,6 +24,9 @@ class MediaSettings(BaseModel):
 
     input_url: str = Field("", description="rtsp:// (TCP), rtmp://, srt:// or a file path")
     output_url: str = Field("", description="rtmp:// (flv), rtsp://, srt:// (mpegts) or a file")
+    mirror_output_url: str = Field(
+        "", description="also publish the output's packets here (own thread; never blocks the output)"
+    )
     stream_id: str = Field("stream", description=f"{ID_CHARS}; used in paths and logs")
 
     segment_s: float = Field(6.0, ge=1.0, le=60.0, description="fragment length in seconds")

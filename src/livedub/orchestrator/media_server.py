@@ -55,6 +55,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from livedub.clock import Clock, SystemClock
 from livedub.credentials import with_credentials
 from livedub.log import bind
+from livedub.orchestrator.languages import LANGUAGE_CODE
 from livedub.orchestrator.mediaserver import RTSP_RELAY_SCRIPT
 from livedub.protocol.constants import ID_CHARS, JSON_CONTENT_TYPE, is_valid_id
 from livedub.subproc import pdeathsig_preexec
@@ -72,8 +73,9 @@ __all__ = [
 
 _log = bind(logging.getLogger(__name__), component="media-server")
 
-#: A media path served here: `live/<id>/in` or `live/<id>/out`.
-PATH_RE = re.compile(rf"live/({ID_CHARS})/(in|out)")
+#: A media path served here: `live/<id>/in`, `live/<id>/out`, or a language's `live/<id>/<lang>`
+#: (issue 18; published by the workers, like `out`).
+PATH_RE = re.compile(rf"live/({ID_CHARS})/(in|out|{LANGUAGE_CODE})")
 
 ENV_PREFIX = "MEDIA_"
 RELAY_AUTH_ENV = "LIVEDUB_RELAY_AUTH"  # rtsp_relay.AUTH_ENV (the relay cannot import livedub)
@@ -599,7 +601,7 @@ class MediaServer:
     def _url(self, base: str, path: str, role: Role | None) -> str:
         path = path.lstrip("/")
         if role is None:  # the role a path is published by: its publisher's credentials
-            role = Role.WORKER if path.endswith("/out") else Role.PUBLISHER
+            role = Role.PUBLISHER if path.endswith("/in") else Role.WORKER  # out, <lang>: workers
         url = f"{base}/{path}"
         creds = self._credentials.get(role)
         if creds is None:
@@ -900,7 +902,7 @@ class MediaServer:
         env[RELAY_AUTH_ENV] = self._relay_access_env()  # secrets by environment, never argv
         argv = [
             s.gst_python, "-I", str(RTSP_RELAY_SCRIPT),
-            "--host", s.host, "--port", str(s.rtsp_port), "--id-pattern", ID_CHARS,
+            "--host", s.host, "--port", str(s.rtsp_port), "--id-pattern", ID_CHARS, "--language-pattern", LANGUAGE_CODE,
             "--reader-wait-s", str(s.rtsp_reader_wait_s),
             "--ts-shift-ms", str(s.rtsp_ts_shift_ms),
             "--gop-cache" if s.rtsp_gop_cache else "--no-gop-cache",

@@ -32,6 +32,12 @@ class WorkerSettings(BaseSettings):
     worker_id: str = Field(default_factory=_default_worker_id, description="worker id sent as X-Worker-ID")
     input_url: str = Field("", description="input URL: rtsp://, rtmp://, srt:// (needs libsrt) or a file path")
     output_url: str = Field("", description="output URL: rtmp://, rtsp://, srt:// (needs libsrt) or a file (mp4/flv/ts/mkv)")
+    mirror_output_url: str = Field(
+        "",
+        description="also publish the output to this URL (same packets, own thread: its failures never "
+        "touch the output; retried at a later keyframe). The orchestrator sets it for a stream's first "
+        "language: live/<id>/out mirrored to live/<id>/<lang>",
+    )
     sts_url: str = Field("http://127.0.0.1:8080", description="STS Socket.IO server URL")
     sts_auth_token: str | None = Field(None, description="token for the STS `auth` payload (never logged)")
     passthrough: bool = Field(False, description="no STS: output the original audio (media path test)")
@@ -52,6 +58,11 @@ class WorkerSettings(BaseSettings):
         None,
         description="write WebVTT captions live to PREFIX.<source_language>.vtt and "
         "PREFIX.<target_language>.vtt (output timeline)",
+    )
+    captions_source: bool = Field(
+        True,
+        description="with --captions, also write the transcript PREFIX.<source_language>.vtt (off: only "
+        "the translation; the orchestrator turns it off for a stream's other languages, one transcript per stream)",
     )
 
     # Timing (spec defaults)

@@ -77,6 +77,7 @@ METRIC_NAMES = (
     "worker_late_results_total",
     "worker_rejected_results_total",
     "worker_sts_connected",
+    "worker_mirror_output_failures_total",
 )
 
 HealthFn = Callable[[], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
@@ -196,6 +197,13 @@ class WorkerMetrics:
             sid,
             registry=r,
         )
+        self._mirror_failures = Counter(
+            "worker_mirror_output_failures_total",
+            "Failures (count) of the mirror output (live/<id>/<lang> of a stream's first "
+            "language); the main output goes on.",
+            sid,
+            registry=r,
+        )
         # Create every known child now, so each series is exported as 0 from the start.
         for status in FRAGMENT_STATUSES:
             self._fragments.labels(stream_id, status)
@@ -209,7 +217,7 @@ class WorkerMetrics:
             self._rejected.labels(stream_id, reason)
         for metric in (
             self._inflight, self._av_sync, self._breaker, self._reconnections, self._rtt,
-            self._output_delay, self._late, self._connected,
+            self._output_delay, self._late, self._connected, self._mirror_failures,
         ):  # fmt: skip
             metric.labels(stream_id)
         self._input_state.labels(stream_id).state(self._input_states[0])
@@ -266,6 +274,9 @@ class WorkerMetrics:
     def segment_output(self, source: str) -> None:
         """One segment written, with `source` "dubbed" or "original"."""
         self._segments.labels(self.stream_id, source).inc()
+
+    def mirror_failure(self) -> None:
+        self._mirror_failures.labels(self.stream_id).inc()
 
     def set_av_sync_delta_ms(self, delta_ms: float) -> None:
         self._av_sync.labels(self.stream_id).set(delta_ms)

@@ -28,6 +28,7 @@ from livedub.log import bind, redact_url
 from livedub.media.audio import decode_fragment, encode_pcm
 from livedub.media.errors import DubbedAudioRejected
 from livedub.media.observer import InputState
+from livedub.media.output import MirrorState
 from livedub.media.pipeline import MediaPipeline
 from livedub.media.segment import Segment
 from livedub.media.settings import MediaSettings
@@ -90,6 +91,7 @@ def media_settings(s: WorkerSettings) -> MediaSettings:
     return MediaSettings(
         input_url=s.input_url,
         output_url=s.output_url,
+        mirror_output_url=s.mirror_output_url,
         stream_id=s.stream_id,
         segment_s=s.segment_s,
         paced=s.paced,
@@ -190,11 +192,14 @@ class WorkerRunner:
         self._fatal: ExitCode | None = None
         self._config_refused: str | None = None
         self.captions = (
-            CaptionWriter(s.captions, s.source_language, s.target_language) if s.captions else None
+            CaptionWriter(s.captions, s.source_language, s.target_language, source=s.captions_source)
+            if s.captions
+            else None
         )
         self._output_state = OutputState.STARTING
         self._input_state: InputState | None = None  # None: no input event yet (INPUT_NOT_STARTED)
         self._write_errors = 0  # segment files that could not be written (dubbing continues)
+        self._mirror_state = MirrorState.WAITING if s.mirror_output_url else MirrorState.OFF
         self._drain_deadline: float | None = None  # monotonic; set by the first stop signal
         self._drain_task: asyncio.Task[None] | None = None
 
@@ -222,6 +227,8 @@ class WorkerRunner:
             ctx={
                 "input": redact_url(s.input_url),
                 "output": redact_url(s.output_url),
+                "mirror": redact_url(s.mirror_output_url) or None,
+                "target_language": s.target_language,
                 "sts_url": redact_url(s.sts_url),
                 "passthrough": s.passthrough,
                 "segment_s": s.segment_s,
@@ -314,6 +321,7 @@ class WorkerRunner:
             "backpressure": str(self.gate.action),
             "segment_files": "off" if not self.settings.segment_dir else (HealthStatus.FAILING if self._write_errors else HealthStatus.OK),
             "segment_file_errors": self._write_errors,
+            "mirror": str(self._mirror_state),
         }
 
     def _summary(self) -> dict[str, Any]:
@@ -707,6 +715,11 @@ class WorkerRunner:
     def on_write_error(self, kind: str, error: str) -> None:
         self._write_errors += 1
         self.log.warning("write error (dubbing continues)", ctx={"kind": kind, "error": error[:200]})
+
+    def on_mirror_state(self, state: str, detail: str | None) -> None:
+        self._mirror_state = MirrorState(state)
+        if self._mirror_state == MirrorState.FAILED:
+            self.metrics.mirror_failure()
 
     def on_drift_correction(self, deviation_ms: float, samples: int) -> None:
         pass  # logged by the media path

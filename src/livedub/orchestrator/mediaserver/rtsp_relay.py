@@ -77,10 +77,12 @@ gi.require_version("GstSdp", "1.0")
 from gi.repository import GLib, Gst, GstRtsp, GstRtspServer, GstSdp  # noqa: E402
 
 
-def path_re(id_pattern: str) -> re.Pattern[str]:
-    """A served path, `live/<id>/in|out` (use with `fullmatch`); `id_pattern` is livedub's one
-    definition of an id (`livedub.protocol.constants.ID_CHARS`), passed by the parent."""
-    return re.compile(rf"/?(live/{id_pattern}/(?:in|out))/?")
+def path_re(id_pattern: str, language_pattern: str = "(?!)") -> re.Pattern[str]:
+    """A served path, `live/<id>/in|out|<lang>` (use with `fullmatch`); `id_pattern` is
+    livedub's one definition of an id (`livedub.protocol.constants.ID_CHARS`) and
+    `language_pattern` of a language (`livedub.orchestrator.languages.LANGUAGE_CODE`), both
+    passed by the parent. A language path is published by the workers, like `out`."""
+    return re.compile(rf"/?(live/{id_pattern}/(?:in|out|{language_pattern}))/?")
 
 
 PATH_RE: re.Pattern[str] = re.compile(r"(?!)")
@@ -120,7 +122,7 @@ class Access:
         return user_ok and pass_ok
 
     def may_publish(self, path: str, creds: tuple[str, str] | None) -> bool:
-        want = self.publish["out" if path.endswith("/out") else "in"]
+        want = self.publish["in" if path.endswith("/in") else "out"]  # out and <lang>: workers
         return want is None or self._match(want, creds)
 
     def may_read(self, creds: tuple[str, str] | None) -> bool:
@@ -873,6 +875,26 @@ class RelayAuth(GstRtspServer.RTSPAuth):
         ctx.client.send_message(ctx.session, resp)
 
 
+NGINX_NOTIFY_FIELDS = frozenset(
+    {"app", "flashver", "swfurl", "tcurl", "pageurl", "addr", "clientid", "call", "name", "type", "args"}
+)
+"""The fields nginx-rtmp's notify adds itself; every other field is the publish URL's query."""
+
+
+def publish_query(form: dict[str, list[str]]) -> str:
+    """The publisher's query string (`?lang=es,ca`) from an nginx-rtmp notify form: nginx-rtmp
+    sends each query parameter as a form field of its own, next to its own fields. The
+    credentials (`user`, `pass`: this server's to check) are not passed on to the hook."""
+    return urllib.parse.urlencode(
+        [
+            (k, v)
+            for k, values in form.items()
+            if k not in NGINX_NOTIFY_FIELDS and k not in ("user", "pass")
+            for v in values
+        ]
+    )
+
+
 class NotifyHandler(BaseHTTPRequestHandler):
     """nginx-rtmp `on_publish` / `on_publish_done` (form POST) → ready / not-ready events.
 
@@ -921,7 +943,7 @@ class NotifyHandler(BaseHTTPRequestHandler):
                 path=m.group(1),
                 source_type="rtmpConn",
                 source_id=fields.get("clientid", ""),
-                query=fields.get("args", "") or "",
+                query=fields.get("args", "") or publish_query(form),
             )
             code = 200
         self.send_response(code)
@@ -982,6 +1004,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8554)
     p.add_argument("--id-pattern", required=True, help="regex of a stream id (unanchored)")
     p.add_argument(
+        "--language-pattern", default="(?!)", help="regex of a language path name (unanchored)"
+    )
+    p.add_argument(
         "--reader-wait-s",
         type=float,
         default=5.0,
@@ -1029,7 +1054,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     global PATH_RE, ACCESS
-    PATH_RE = path_re(args.id_pattern)
+    PATH_RE = path_re(args.id_pattern, args.language_pattern)
     ACCESS = Access.from_env()
     faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     Gst.init(None)
