@@ -19,6 +19,8 @@ import os
 import signal
 import threading
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +89,40 @@ def in_sync(a: Analysis, seconds: float) -> None:
     assert a.frame_counter_errors == 0, a.summary()
 
 
-async def test_two_languages_from_the_query_both_dubbed_in_sync_and_supervised_apart(
-    sts: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@dataclass
+class Stack:
+    """The media server, the orchestrator's service (its workers real) and one publisher."""
+
+    ms: MediaServer
+    service: OrchestratorService
+    http: aiohttp.ClientSession
+    base: str
+    captions: Path
+    logs: Path
+
+    async def get(self, path: str) -> Any:
+        async with self.http.get(self.base + path) as resp:
+            return await resp.json() if resp.status == 200 else None
+
+    async def metrics(self) -> str:
+        async with self.http.get(self.base + "/metrics") as resp:
+            return await resp.text()
+
+    def url(self, name: str) -> str:
+        return self.ms.rtmp_url(f"live/{STREAM}/{name}", Role.ANONYMOUS)
+
+    def published(self, *names: str) -> bool:
+        live = {item["name"] for item in self.ms.paths_list()["items"]}
+        return all(f"live/{STREAM}/{n}" in live for n in names)
+
+
+@asynccontextmanager
+async def stack(
+    sts: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, rtmp_query: str | None, **orch: Any
+) -> AsyncIterator[Stack]:
+    """Everything running, the publisher publishing: by RTMP with `rtmp_query` appended (the
+    query travels in nginx-rtmp's publish notification; the embedded RTSP relay cannot take a
+    query on a publish URL: libav appends its track paths after it), else by RTSP."""
     src = tmp_path / "fx.mp4"
     # Long enough for the whole test without looping: a loop restarts the frame counter, which
     # the analysis would count as a discontinuity.
@@ -108,9 +141,10 @@ async def test_two_languages_from_the_query_both_dubbed_in_sync_and_supervised_a
     monkeypatch.setenv("ORCH_HOOK_SECRET", SECRET)
     for name in [n for n in os.environ if n.startswith("ORCH_LANG")]:
         monkeypatch.delenv(name)
+    rtmp = rtmp_query is not None
     settings = OrchestratorSettings(
         port=orch_port,
-        input_base=f"rtmp://127.0.0.1:{ms.rtmp_port}",
+        input_base=f"rtmp://127.0.0.1:{ms.rtmp_port}" if rtmp else f"rtsp://127.0.0.1:{ms.rtsp_port}",
         output_base=f"rtmp://127.0.0.1:{ms.rtmp_port}",
         output_user=worker.user,
         sts_url=sts.url,
@@ -120,43 +154,43 @@ async def test_two_languages_from_the_query_both_dubbed_in_sync_and_supervised_a
         backoff_initial_s=0.5,
         stop_timeout_s=20,
         log_dir=tmp_path / "logs",
+        **orch,
     )
     service = OrchestratorService(settings)
     stop_publishing = threading.Event()
+    target = ms.rtmp_url(f"live/{STREAM}/in") + f"&{rtmp_query}" if rtmp else ms.rtsp_url(f"live/{STREAM}/in")
     publisher = threading.Thread(
-        # RTMP: the query travels in nginx-rtmp's publish notification (the embedded RTSP relay
-        # cannot take a query on a publish URL: libav appends its track paths after it)
-        target=publish, args=(str(src), ms.rtmp_url(f"live/{STREAM}/in") + "&lang=es,ca&lang=fr"),
-        kwargs={"stop": stop_publishing}, daemon=True,
-    )  # fmt: skip
+        target=publish, args=(str(src), target), kwargs={"stop": stop_publishing}, daemon=True
+    )
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
-    base = f"http://127.0.0.1:{orch_port}"
-
-    async def get(path: str) -> Any:
-        async with http.get(base + path) as resp:
-            return await resp.json() if resp.status == 200 else None
-
-    async def metrics() -> str:
-        async with http.get(base + "/metrics") as resp:
-            return await resp.text()
-
-    def url(name: str) -> str:
-        return ms.rtmp_url(f"live/{STREAM}/{name}", Role.ANONYMOUS)
-
     try:
         await asyncio.to_thread(ms.start)
         await ms.wait_ready_async(10)
         await service.start()
-        publisher.start()  # the hook plans es, ca (fr refused) and starts two workers
+        publisher.start()  # the hook plans the languages and starts one worker each
+        yield Stack(ms, service, http, f"http://127.0.0.1:{orch_port}", captions, tmp_path / "logs")
+    finally:
+        stop_publishing.set()
+        await service.stop()
+        await http.close()
+        publisher.join(10) if publisher.is_alive() else None
+        await asyncio.to_thread(ms.stop)
 
-        async def both_dubbing() -> bool:
-            text = await metrics()
-            return all(
-                metric_sum(text, "worker_segments_total", stream_id=STREAM, language=lang, source="dubbed") >= 2
-                for lang in ("es", "ca")
-            )
 
-        await until(both_dubbing, 90, "both languages dubbed")
+async def dubbing(st: Stack, *languages: str, segments: int = 2) -> bool:
+    text = await st.metrics()
+    return all(
+        metric_sum(text, "worker_segments_total", stream_id=STREAM, language=lang, source="dubbed") >= segments
+        for lang in languages
+    )
+
+
+async def test_two_languages_from_the_query_both_dubbed_in_sync_and_supervised_apart(
+    sts: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with stack(sts, tmp_path, monkeypatch, rtmp_query="lang=es,ca&lang=fr") as st:
+        get, metrics, url, published, captions = st.get, st.metrics, st.url, st.published, st.captions
+        await until(lambda: dubbing(st, "es", "ca"), 90, "both languages dubbed")
         rows = {r["language"]: r for r in (await get("/v1/streams"))["streams"]}
         assert set(rows) == {"es", "ca"}, rows
         assert rows["es"]["outputs"] == [f"live/{STREAM}/out", f"live/{STREAM}/es"]
@@ -171,10 +205,6 @@ async def test_two_languages_from_the_query_both_dubbed_in_sync_and_supervised_a
             assert metric_sum(text, "orchestrator_worker_scrape_up", stream_id=STREAM, language=lang) == 1
 
         # Every output readable and in sync: the first language's mirror, its alias, the other one.
-        def published(*names: str) -> bool:
-            live = {item["name"] for item in ms.paths_list()["items"]}
-            return all(f"live/{STREAM}/{n}" in live for n in names)
-
         # the mirror starts at the first keyframe after `out` connected (its lead: 3 s)
         await until(lambda: published("out", "es", "ca"), 20, "out, es and ca published")
         watched = {name: watch(url(name), 8.0) for name in ("es", "out", "ca")}
@@ -222,15 +252,54 @@ async def test_two_languages_from_the_query_both_dubbed_in_sync_and_supervised_a
         text = await metrics()
         assert metric_sum(text, "orchestrator_worker_restarts_total") == 1
         assert metric_sum(text, "worker_segments_total", stream_id=STREAM, language="ca", source="dubbed") >= 1
-        logs = {p.name for p in (tmp_path / "logs").iterdir()}
+        logs = {p.name for p in st.logs.iterdir()}
         assert logs == {f"{STREAM}.es.log", f"{STREAM}.ca.log"}, logs
         ca_log = (tmp_path / "logs" / f"{STREAM}.ca.log").read_text()
         assert ca_log.count("worker starting") == 2
         assert (tmp_path / "logs" / f"{STREAM}.es.log").read_text().count("worker starting") == 1
         assert "mirror output opened" in (tmp_path / "logs" / f"{STREAM}.es.log").read_text()
-    finally:
-        stop_publishing.set()
-        await service.stop()
-        await http.close()
-        publisher.join(10) if publisher.is_alive() else None
-        await asyncio.to_thread(ms.stop)
+
+
+class EsOnlyUnreportedEcho(EchoBackend):
+    """An STS that cannot say what it dubs (no GET /v1/languages: 404) and dubs only en->es."""
+
+    async def check_config(self, config: StreamConfig) -> str | None:
+        return None if config.target_language == "es" else f"{config.target_language} not dubbed here"
+
+    languages = None  # type: ignore[assignment]  # not a ReportsLanguages backend
+
+
+async def test_configured_languages_one_refused_by_the_sts_never_touches_the_other(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ORCH_LANGUAGES=ca,es, RTSP publish, an STS that cannot tell its pairs: both workers start;
+    ca's stream:init is refused (INVALID_CONFIG), so ca goes out original (config_refused) and
+    is still published as live/<id>/out + live/<id>/ca, while es is dubbed untouched."""
+    async with run_sts(StsSettings(port=0, close_delay_s=0.2), backend=EsOnlyUnreportedEcho()) as sts:
+        async with stack(sts, tmp_path, monkeypatch, rtmp_query=None, languages="ca,es") as st:
+            await until(lambda: dubbing(st, "es"), 90, "es dubbed")
+
+            async def ca_original() -> bool:
+                text = await st.metrics()
+                return metric_sum(
+                    text, "worker_fallback_total", stream_id=STREAM, language="ca", reason="config_refused"
+                ) >= 2
+
+            await until(ca_original, 30, "ca out original (config_refused)")
+            text = await st.metrics()
+            assert metric_sum(text, "worker_fallback_total", stream_id=STREAM, language="es") == 0
+            assert metric_sum(text, "worker_segments_total", stream_id=STREAM, language="ca", source="dubbed") == 0
+            assert metric_sum(text, "orchestrator_languages_refused_total") == 0  # nothing known to refuse
+            rows = {r["language"]: r for r in (await st.get("/v1/streams"))["streams"]}
+            assert rows["ca"]["outputs"] == [f"live/{STREAM}/out", f"live/{STREAM}/ca"]  # the first
+            assert all(r["state"] == "running" and r["restarts"] == 0 for r in rows.values()), rows
+            await until(lambda: st.published("out", "ca", "es"), 20, "out, ca and es published")
+            watched = {name: watch(st.url(name), 6.0) for name in ("out", "es")}
+            for name, (thread, found) in watched.items():
+                await asyncio.to_thread(thread.join, 40)
+                assert found, f"{name}: nothing analysed"
+                in_sync(found[0], 6.0)
+            health = (await st.get(f"/v1/streams/{STREAM}/ca"))["metrics_port"]
+            async with st.http.get(f"http://127.0.0.1:{health}/health") as resp:
+                doc = await resp.json()
+            assert doc["sts"] == "config_refused" and doc["mirror"] == "writing", doc

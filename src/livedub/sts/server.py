@@ -188,7 +188,7 @@ class StsServer:
         backend = self.core.backend
         if not self.ready:
             return web.json_response({"status": "starting"}, status=503)
-        if not isinstance(backend, ReportsLanguages):
+        if not isinstance(backend, ReportsLanguages) or not callable(backend.languages):
             return web.json_response({"error": "not_reported", "backend": backend.name}, status=404)
         info = await asyncio.to_thread(backend.languages)  # the dub backend lists mode files
         return web.json_response(info.to_wire())
