@@ -198,6 +198,8 @@ class Reconciler:
             info = self._sup.get(sid)
             if info is not None and info.state in _ENDED_STATES and path.source_id and info.source_id == path.source_id:
                 continue  # this publish already ran to its end here
+            if info is not None and self._sup.operator_stopped(sid) and info.source_id == path.source_id:
+                continue  # the operator stopped this publish's worker (the console)
             try:
                 result = self._sup.on_ready(sid, source_type=path.source_type, source_id=path.source_id)
             except CapacityError:

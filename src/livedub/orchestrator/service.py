@@ -8,6 +8,8 @@ Endpoints (docs/operations.md):
 - `GET /health`: 200 while serving, 503 while shutting down.
 - `GET /metrics`: the orchestrator's own metrics and every live worker's, each worker series
   labelled `stream_id`, one HELP/TYPE per family.
+- `GET /` (the live console), `/v1/console[/events]`, `POST /v1/streams/{id}/actions/{action}`
+  and the operator-token auth over the API: `console.py`.
 
 A hook request is checked in this order, and starts nothing unless it passes everything: shared
 secret (`X-Hook-Secret`, constant-time compare), body size, strict JSON (no duplicate keys), the
@@ -37,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from livedub.clock import Clock, SystemClock
 from livedub.exitcodes import ExitCode
 from livedub.log import bind
+from livedub.orchestrator.console import Console
 from livedub.orchestrator.reconcile import LivePath, ReconcileCollector, Reconciler
 from livedub.orchestrator.settings import OrchestratorSettings
 from livedub.orchestrator.supervisor import (
@@ -232,6 +235,7 @@ class OrchestratorService:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._http: aiohttp.ClientSession | None = None
+        self.console = Console(settings, self.supervisor, lambda: self._http)
         self._started_mono = self.clock.monotonic()
         self._stopping = False
         self.port: int | None = None
@@ -246,6 +250,7 @@ class OrchestratorService:
         app.router.add_get(STREAMS_ROUTE + "/{stream_id}", self._stream)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
+        self.console.add_routes(app)  # GET /, its data and actions; the operator-token middleware
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
@@ -272,6 +277,7 @@ class OrchestratorService:
                     "ORCH_HOOK_SECRET unset: every hook is refused (403)",
                     ctx={"host": self.settings.host},
                 )
+        self.console.log_auth_mode()
         self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
@@ -296,6 +302,7 @@ class OrchestratorService:
     async def stop(self) -> None:
         """Refuse new hooks, stop every worker, then close the HTTP API."""
         self._stopping = True
+        self.console.close()
         if self._reconcile_task is not None:
             self._reconcile_task.cancel()
             await asyncio.gather(self._reconcile_task, return_exceptions=True)

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import enum
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -38,7 +39,10 @@ _KEPT_FINISHED = 256  # finished streams kept for GET /v1/streams
 _ENDED_SOURCES_KEPT = 1024  # (stream_id, source_id) pairs whose not-ready was seen
 _OUTPUT_DRAIN_S = 1.0  # how long to keep reading a dead worker's pipe
 _CHUNK_BYTES = 65536
-_WITHHELD_ENV = frozenset({"ORCH_HOOK_SECRET"})  # never handed to a worker
+_WITHHELD_ENV = frozenset({"ORCH_HOOK_SECRET", "ORCH_API_TOKEN"})  # never handed to a worker
+#: How a worker gets its console controls (WorkerSettings' env names; worker/control.py).
+WORKER_ENV_ORIGINAL_ONLY = "WORKER_ORIGINAL_ONLY"
+WORKER_ENV_CONTROL_TOKEN = "WORKER_CONTROL_TOKEN"
 
 
 class StreamState(enum.StrEnum):
@@ -58,6 +62,18 @@ class CapacityError(Exception):
 
 class ShuttingDown(Exception):
     """The supervisor is stopping; it starts nothing any more."""
+
+
+class UnknownStream(KeyError):
+    """No stream with that id is known."""
+
+
+@dataclass(frozen=True)
+class ControlTarget:
+    """Where and how to reach a live worker's control route (worker/control.py)."""
+
+    port: int
+    token: str  # the worker's WORKER_CONTROL_TOKEN: never logged
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -265,6 +281,7 @@ class StreamInfo:
     grace_remaining_s: float | None
     source_type: str | None
     source_id: str | None
+    original_only: bool = False  # the operator's original-only switch (kept across restarts)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -281,6 +298,7 @@ class StreamInfo:
             ),
             "source_type": self.source_type,
             "source_id": self.source_id,
+            "original_only": self.original_only,
         }
 
 
@@ -302,6 +320,10 @@ class _Stream:
         self.source_type: str | None = None
         self.source_id: str | None = None
         self.query: str | None = None
+        self.original_only = False  # the operator's switch: applied to every process of the stream
+        self.control_token: str | None = None  # of the current process
+        self.restart_requested = False  # the operator asked for a new process
+        self.operator_stopped = False  # stopped by the operator; cleared by the next start
 
     @property
     def active(self) -> bool:
@@ -420,6 +442,71 @@ class Supervisor:
         rec.grace_task = asyncio.create_task(self._grace(rec), name=f"grace-{stream_id}")
         slog.info("not-ready: stopping after grace", ctx={"grace_s": self._s.grace_s})
         return EventResult(stream_id, "grace_started", self._public_state(rec))
+
+    # --- operator actions (the console) ---------------------------------------------------
+
+    def _known(self, stream_id: str) -> _Stream:
+        rec = self._streams.get(stream_id)
+        if rec is None:
+            raise UnknownStream(stream_id)
+        return rec
+
+    def operator_stop(self, stream_id: str) -> EventResult:
+        """Stop the stream's worker now (SIGTERM: it drains). A later ready starts it again; the
+        reconcile pass leaves a stopped stream alone while the same publisher is live."""
+        rec = self._known(stream_id)
+        if not rec.active or not rec.wanted:
+            return EventResult(stream_id, "not_running", self._public_state(rec))
+        self._cancel_grace(rec)
+        rec.wanted = False
+        rec.operator_stopped = True
+        rec.stop_event.set()
+        log.info("operator: stopping worker", ctx={"stream_id": stream_id})
+        return EventResult(stream_id, "stopping", self._public_state(rec))
+
+    def operator_restart(self, stream_id: str) -> EventResult:
+        """A new worker process for the stream: the running one is stopped (it drains) and a new
+        one started at once, not counted as a crash; a stream in backoff restarts now; a stopped,
+        done or failed one starts again (like a ready)."""
+        rec = self._known(stream_id)
+        if self._closing:
+            raise ShuttingDown()
+        if rec.active and rec.wanted:
+            rec.restart_requested = True
+            rec.stop_event.set()
+            log.info("operator: restarting worker", ctx={"stream_id": stream_id})
+            return EventResult(stream_id, "restarting", self._public_state(rec))
+        result = self.on_ready(stream_id, source_type=rec.source_type, query=rec.query)
+        return EventResult(stream_id, result.action, result.state)
+
+    def set_original_only(self, stream_id: str, enabled: bool) -> ControlTarget | None:
+        """Record the stream's original-only switch (every later process starts with it); returns
+        where to tell the live worker now, or None if no worker process is alive."""
+        rec = self._known(stream_id)
+        if rec.original_only != enabled:
+            rec.original_only = enabled
+            log.info(
+                "operator: original-only switched",
+                ctx={"stream_id": stream_id, "original_only": str(enabled).lower()},
+            )
+        return self.control_target(stream_id)
+
+    def operator_stopped(self, stream_id: str) -> bool:
+        """The operator stopped the stream and nothing started it since (reconcile leaves it)."""
+        rec = self._streams.get(stream_id)
+        return rec is not None and rec.operator_stopped
+
+    def control_target(self, stream_id: str) -> ControlTarget | None:
+        rec = self._streams.get(stream_id)
+        if (
+            rec is None
+            or rec.proc is None
+            or rec.proc.returncode is not None
+            or not rec.metrics_port
+            or rec.control_token is None
+        ):
+            return None
+        return ControlTarget(rec.metrics_port, rec.control_token)
 
     # --- queries --------------------------------------------------------------------------
 
@@ -551,6 +638,7 @@ class Supervisor:
             ),
             source_type=rec.source_type,
             source_id=rec.source_id,
+            original_only=rec.original_only,
         )
 
     def _stopping(self, rec: _Stream) -> bool:
@@ -617,10 +705,15 @@ class Supervisor:
             rec.metrics_port = port
             argv = self._s.worker_argv(rec.stream_id, port)
             log_path = self._s.log_dir / f"{rec.stream_id}.log" if self._s.log_dir else None
+            rec.restart_requested = rec.operator_stopped = False
+            rec.control_token = secrets.token_urlsafe(32)  # a new one per process
+            env = {
+                **self._s.worker_env(rec.stream_id),
+                WORKER_ENV_ORIGINAL_ONLY: "true" if rec.original_only else "false",
+                WORKER_ENV_CONTROL_TOKEN: rec.control_token,
+            }
             try:
-                spec = LaunchSpec(
-                    rec.stream_id, argv, log_path, self._s.worker_env(rec.stream_id)
-                )
+                spec = LaunchSpec(rec.stream_id, argv, log_path, env)
                 proc = await self._launcher.launch(spec)
             except (OSError, ValueError) as exc:
                 slog.error("worker could not be started", ctx={"error": str(exc), "argv0": argv[0]})
@@ -653,7 +746,7 @@ class Supervisor:
                 stop_task.cancel()
                 if exit_task.done():
                     return exit_task.result(), False
-                if self._stopping(rec):
+                if self._stopping(rec) or rec.restart_requested:
                     break
                 rec.stop_event.clear()  # set, then undone by a ready: keep running
             rec.state = StreamState.STOPPING

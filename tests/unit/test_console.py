@@ -1,0 +1,265 @@
+"""The console's rules without real workers: operator actions in the supervisor (hand-driven clock,
+fake processes), the operator-token auth over the HTTP API (aiohttp test client on a test port),
+the worker's control route and the row figures. The browser test is tests/integration/test_console.py."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+
+from livedub.orchestrator.console import CONSOLE_HEADER, SESSION_COOKIE, worker_figures
+from livedub.orchestrator.service import OrchestratorService
+from livedub.orchestrator.settings import OrchestratorSettings
+from livedub.orchestrator.supervisor import StreamState, Supervisor
+from livedub.sts.testing import free_port
+from livedub.worker.control import CONTROL_ROUTE, ORIGINAL_ONLY_REASON, WorkerControl
+from livedub.worker.metrics import WorkerMetrics, metrics_app
+from tests.unit.test_orchestrator_supervisor import (
+    FakeLauncher,
+    FakePorts,
+    ManualClock,
+    eventually,
+    make,
+    settle,
+    state,
+)
+
+TOKEN = "operator-token-0123456789abcdef"
+
+# --- operator actions in the supervisor -------------------------------------------------------------
+
+
+async def test_restart_starts_a_new_process_at_once_and_is_not_a_crash() -> None:
+    sup, _, launcher, _ = make()
+    sup.on_ready("abc", source_id="s1")
+    await eventually(lambda: state(sup, "abc") == StreamState.RUNNING)
+    (first,) = launcher.procs
+    assert sup.operator_restart("abc").action == "restarting"
+    await eventually(lambda: len(launcher.procs) == 2)
+    assert first.signals == [signal.SIGTERM]  # it drains, as on any stop
+    second = launcher.procs[1]
+    await eventually(lambda: state(sup, "abc") == StreamState.RUNNING)
+    info = sup.get("abc")
+    assert info is not None and info.pid == second.pid and info.restarts == 0
+    assert second.spec.env["WORKER_CONTROL_TOKEN"] != first.spec.env["WORKER_CONTROL_TOKEN"]
+    await sup.shutdown()
+
+
+async def test_stop_holds_the_stream_until_restart_or_a_new_ready() -> None:
+    sup, _, launcher, _ = make()
+    sup.on_ready("abc", source_id="s1")
+    await eventually(lambda: state(sup, "abc") == StreamState.RUNNING)
+    assert sup.operator_stop("abc").action == "stopping"
+    await eventually(lambda: state(sup, "abc") == StreamState.STOPPED)
+    assert sup.operator_stopped("abc")  # reconcile leaves it alone
+    assert sup.operator_stop("abc").action == "not_running"
+    assert sup.operator_restart("abc").action == "started"
+    await eventually(lambda: state(sup, "abc") == StreamState.RUNNING)
+    assert len(launcher.procs) == 2 and not sup.operator_stopped("abc")
+    await sup.shutdown()
+
+
+async def test_original_only_is_kept_for_every_later_process() -> None:
+    sup, clock, launcher, ports = make()
+    sup.on_ready("abc")
+    await eventually(lambda: state(sup, "abc") == StreamState.RUNNING)
+    target = sup.set_original_only("abc", True)
+    assert target is not None
+    assert target.token == launcher.procs[0].spec.env["WORKER_CONTROL_TOKEN"]
+    assert target.port in ports.used
+    info = sup.get("abc")
+    assert info is not None and info.original_only and info.as_json()["original_only"] is True
+    launcher.procs[0].exit(1)  # a crash: the restarted worker starts in original-only mode
+    await eventually(lambda: state(sup, "abc") == StreamState.BACKOFF)
+    await clock.advance(1.0)
+    await eventually(lambda: len(launcher.procs) == 2)
+    assert launcher.procs[1].spec.env["WORKER_ORIGINAL_ONLY"] == "true"
+    await sup.shutdown()
+
+
+async def test_actions_on_an_unknown_stream_raise() -> None:
+    sup, *_ = make()
+    for call in (sup.operator_stop, sup.operator_restart):
+        with pytest.raises(KeyError):
+            call("nope")
+    with pytest.raises(KeyError):
+        sup.set_original_only("nope", True)
+
+
+# --- auth over the HTTP API ------------------------------------------------------------------------
+
+
+def _service(**overrides: Any) -> tuple[OrchestratorService, FakeLauncher]:
+    settings = OrchestratorSettings(worker_command="fake-worker", **overrides)
+    launcher = FakeLauncher()
+    sup = Supervisor(settings, clock=ManualClock(), launcher=launcher, ports=FakePorts())  # type: ignore[arg-type]
+    return OrchestratorService(settings, supervisor=sup), launcher
+
+
+@pytest.fixture
+async def client_for() -> AsyncIterator[Any]:
+    clients: list[TestClient[web.Request, web.Application]] = []
+
+    async def start(**overrides: Any) -> tuple[TestClient[web.Request, web.Application], OrchestratorService]:
+        service, _ = _service(**overrides)
+        client = TestClient(TestServer(service.make_app(), host="127.0.0.1", port=free_port()))
+        await client.start_server()
+        clients.append(client)
+        return client, service
+
+    yield start
+    for client in clients:
+        await client.close()
+
+
+async def test_with_a_token_everything_but_probes_needs_it(client_for: Any, caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG)
+    client, service = await client_for(api_token=SecretStr(TOKEN))
+    service.supervisor.on_ready("abc")
+    for path in ("/health", "/metrics", "/login", "/console/console.js", "/console/console.css"):
+        assert (await client.get(path)).status == 200, path
+    page = await client.get("/", allow_redirects=False)
+    assert page.status == 303 and page.headers["Location"] == "/login"
+    for path in ("/v1/streams", "/v1/streams/abc", "/v1/console"):
+        assert (await client.get(path)).status == 401, path
+        bearer = await client.get(path, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert bearer.status == 200, path
+    wrong = await client.get("/v1/streams", headers={"Authorization": "Bearer nope"})
+    assert wrong.status == 401
+    action = "/v1/streams/abc/actions/original_only"
+    assert (await client.post(action)).status == 401
+    ok = await client.post(action, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert ok.status == 200 and (await ok.json())["original_only"] is True
+    assert TOKEN not in caplog.text  # never logged
+    await service.supervisor.shutdown()
+
+
+async def test_sign_in_sets_a_strict_httponly_cookie_that_is_not_the_token(client_for: Any) -> None:
+    client, service = await client_for(api_token=SecretStr(TOKEN))
+    service.supervisor.on_ready("abc")
+    refused = await client.post("/login", data={"token": "wrong"}, allow_redirects=False)
+    assert refused.status == 401 and SESSION_COOKIE not in refused.cookies
+    signed = await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
+    assert signed.status == 303 and signed.headers["Location"] == "/"
+    cookie = signed.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKEN not in cookie
+    page = await client.get("/")  # the client keeps the cookie
+    assert page.status == 200 and "livedub" in await page.text()
+    assert (await client.get("/v1/console")).status == 200
+    action = "/v1/streams/abc/actions/stop"
+    assert (await client.post(action)).status == 403  # a browser session must send the header
+    ok = await client.post(action, headers={CONSOLE_HEADER: "1"})
+    assert ok.status == 200 and (await ok.json())["result"] == "stopping"
+    out = await client.post("/logout", allow_redirects=False)
+    assert out.status == 303
+    assert (await client.get("/v1/console")).status == 401
+    await service.supervisor.shutdown()
+
+
+async def test_without_a_token_reads_are_open_and_actions_closed(client_for: Any) -> None:
+    client, service = await client_for()
+    service.supervisor.on_ready("abc")
+    assert (await client.get("/")).status == 200
+    doc = await (await client.get("/v1/console")).json()
+    assert doc["auth"] == "closed" and doc["actions_allowed"] is False
+    assert [r["stream_id"] for r in doc["streams"]] == ["abc"]
+    for action in ("stop", "restart", "original_only", "dubbed"):
+        assert (await client.post(f"/v1/streams/abc/actions/{action}")).status == 403
+    await service.supervisor.shutdown()
+
+
+async def test_the_explicit_opt_out_opens_actions(client_for: Any) -> None:
+    client, service = await client_for(insecure_open_api=True)
+    service.supervisor.on_ready("abc")
+    assert (await client.post("/v1/streams/abc/actions/original_only")).status == 200
+    assert (await client.post("/v1/streams/nope/actions/stop")).status == 404
+    assert (await client.post("/v1/streams/abc/actions/explode")).status == 404
+    await settle()
+    await service.supervisor.shutdown()
+
+
+def test_api_token_is_env_only_and_empty_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    from livedub.orchestrator.serve_cli import ENV_ONLY_FIELDS
+
+    assert "api_token" in ENV_ONLY_FIELDS
+    monkeypatch.setenv("ORCH_API_TOKEN", "  ")
+    assert OrchestratorSettings().api_token is None
+    monkeypatch.setenv("ORCH_API_TOKEN", TOKEN)
+    assert OrchestratorSettings().api_token == SecretStr(TOKEN)
+    with pytest.raises(ValueError):
+        OrchestratorSettings(console_hls_base="http://user:pw@mediamtx:8888")
+
+
+# --- the worker's control route --------------------------------------------------------------------
+
+
+class _Audio:
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def set_fallback(self, reason: str) -> bool:
+        self.reason = reason
+        return True
+
+
+class _Seg:
+    def __init__(self) -> None:
+        self.audio = _Audio()
+
+
+async def test_worker_control_route_needs_its_token_and_sends_queued_segments_original() -> None:
+    queued = [_Seg(), _Seg()]
+    control = WorkerControl("abc", token=SecretStr(TOKEN), take_queued=lambda: queued)  # type: ignore[arg-type,return-value]
+    app = metrics_app(WorkerMetrics("abc"), lambda: control.health(), control.add_routes)
+    async with TestClient(TestServer(app, host="127.0.0.1", port=free_port())) as client:
+        assert (await client.post(CONTROL_ROUTE, json={"enabled": True})).status == 401
+        bad = {"Authorization": "Bearer nope"}
+        assert (await client.post(CONTROL_ROUTE, json={"enabled": True}, headers=bad)).status == 401
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert (await client.post(CONTROL_ROUTE, json={"enabled": "yes"}, headers=auth)).status == 400
+        on = await client.post(CONTROL_ROUTE, json={"enabled": True}, headers=auth)
+        assert on.status == 200 and (await on.json()) == {"original_only": True}
+        assert [s.audio.reason for s in queued] == [ORIGINAL_ONLY_REASON] * 2
+        health = await (await client.get("/health")).json()
+        assert health["original_only"] is True
+        off = await client.post(CONTROL_ROUTE, json={"enabled": False}, headers=auth)
+        assert (await off.json()) == {"original_only": False}
+
+
+async def test_worker_without_a_control_token_has_no_control_route() -> None:
+    control = WorkerControl("abc", token=None)
+    app = metrics_app(WorkerMetrics("abc"), control.health, control.add_routes)
+    async with TestClient(TestServer(app, host="127.0.0.1", port=free_port())) as client:
+        assert (await client.post(CONTROL_ROUTE, json={"enabled": True})).status in (404, 405)
+
+
+def test_last_lines_are_kept_trimmed_and_blank_ones_ignored() -> None:
+    control = WorkerControl("abc", token=None)
+    control.note_lines(" Hello there. ", "Hola.")
+    control.note_lines("", "  ")
+    control.note_lines("x" * 2000, None)
+    assert control.last_translation == "Hola."
+    assert control.last_transcript == "x" * 500
+
+
+def test_row_figures_from_a_worker_metrics_page() -> None:
+    metrics = WorkerMetrics("abc")
+    metrics.segment_output("dubbed")
+    metrics.segment_output("original")
+    metrics.fallback(ORIGINAL_ONLY_REASON)
+    metrics.set_breaker_state(2)
+    metrics.set_inflight(2)
+    metrics.set_output_delay_ms(14500.0)
+    metrics.set_av_sync_delta_ms(-1.25)
+    figures = worker_figures(metrics.render().decode())
+    assert figures["segments"] == {"dubbed": 1, "original": 1}
+    assert figures["fallback_reasons"] == {ORIGINAL_ONLY_REASON: 1}  # zero reasons left out
+    assert (figures["breaker"], figures["inflight"]) == ("open", 2)
+    assert (figures["output_delay_ms"], figures["av_sync_delta_ms"]) == (14500.0, -1.25)
