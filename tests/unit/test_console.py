@@ -185,6 +185,16 @@ async def test_the_explicit_opt_out_opens_actions(client_for: Any) -> None:
     await service.supervisor.shutdown()
 
 
+def test_workers_never_inherit_the_operator_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    from livedub.orchestrator.supervisor import SubprocessLauncher
+
+    monkeypatch.setenv("ORCH_API_TOKEN", TOKEN)
+    monkeypatch.setenv("ORCH_HOOK_SECRET", "hook")
+    env = SubprocessLauncher._env({"WORKER_CONTROL_TOKEN": "per-process"})
+    assert "ORCH_API_TOKEN" not in env and "ORCH_HOOK_SECRET" not in env
+    assert env["WORKER_CONTROL_TOKEN"] == "per-process"
+
+
 def test_api_token_is_env_only_and_empty_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     from livedub.orchestrator.serve_cli import ENV_ONLY_FIELDS
 

@@ -71,6 +71,7 @@ _PUBLIC_PATHS = frozenset(
 _PUBLIC_PREFIXES = ("/v1/mediamtx/",)
 _BREAKER_NAMES = {0: "closed", 1: "half-open", 2: "open"}
 _NO_STORE = {"Cache-Control": "no-store"}
+_HEAL_INTERVAL_S = 10.0  # a worker that reports the wrong mode is told again at most this often
 
 
 class ConsoleAction(enum.StrEnum):
@@ -240,6 +241,7 @@ class Console:
         self.auth = ConsoleAuth(settings)
         self._http = http
         self._stop = asyncio.Event()
+        self._healed_at: dict[str, float] = {}  # stream id → monotonic time of the last retry
 
     def add_routes(self, app: web.Application) -> None:
         app.middlewares.append(self.auth.middleware)
@@ -320,10 +322,16 @@ class Console:
 
     async def _heal_mode(self, stream_id: str, wanted: bool, health: dict[str, Any]) -> None:
         """A worker that missed the switch (it was starting) is told again."""
-        if "original_only" in health and bool(health["original_only"]) != wanted:
-            target = self.supervisor.control_target(stream_id)
-            if target is not None:
-                await self._tell(stream_id, target, wanted)
+        if "original_only" not in health or bool(health["original_only"]) == wanted:
+            return
+        now = time.monotonic()
+        if now - self._healed_at.get(stream_id, -_HEAL_INTERVAL_S) < _HEAL_INTERVAL_S:
+            return  # several pages refreshing, or a worker without the route: not every second
+        self._healed_at[stream_id] = now
+        target = self.supervisor.control_target(stream_id)
+        if target is not None:
+            log.info("worker reports another mode: told again", ctx={"stream_id": stream_id})
+            await self._tell(stream_id, target, wanted)
 
     async def rows(self) -> dict[str, Any]:
         infos = [info.as_json() for info in self.supervisor.streams()]
