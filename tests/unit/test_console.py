@@ -152,6 +152,8 @@ async def test_sign_in_sets_a_strict_httponly_cookie_that_is_not_the_token(clien
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and TOKEN not in cookie
     page = await client.get("/")  # the client keeps the cookie
     assert page.status == 200 and "livedub" in await page.text()
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]  # no clickjacking
+    assert page.headers["X-Frame-Options"] == "DENY"
     assert (await client.get("/v1/console")).status == 200
     action = "/v1/streams/abc/actions/stop"
     assert (await client.post(action)).status == 403  # a browser session must send the header

@@ -71,6 +71,14 @@ _PUBLIC_PATHS = frozenset(
 _PUBLIC_PREFIXES = ("/v1/mediamtx/",)
 _BREAKER_NAMES = {0: "closed", 1: "half-open", 2: "open"}
 _NO_STORE = {"Cache-Control": "no-store"}
+#: The HTML pages: only this origin's script and style, never inside a frame (no clickjacking of
+#: the action buttons), never cached.
+_PAGE_HEADERS = {
+    **_NO_STORE,
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; form-action 'self'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
 _HEAL_INTERVAL_S = 10.0  # a worker that reports the wrong mode is told again at most this often
 
 
@@ -197,7 +205,7 @@ def _refused(status: int, error: str, message: str) -> web.Response:
 def _login_page(message: str, status: int = 200) -> web.Response:
     # `message` is one of this module's fixed strings, never request data
     html = _static("login.html").replace("{{message}}", message)
-    return web.Response(text=html, content_type="text/html", status=status, headers=_NO_STORE)
+    return web.Response(text=html, content_type="text/html", status=status, headers=_PAGE_HEADERS)
 
 
 
@@ -269,7 +277,7 @@ class Console:
 
     async def _page(self, request: web.Request) -> web.Response:
         return web.Response(
-            text=_static("index.html"), content_type="text/html", headers=_NO_STORE
+            text=_static("index.html"), content_type="text/html", headers=_PAGE_HEADERS
         )
 
     async def _asset(self, request: web.Request) -> web.Response:
