@@ -250,6 +250,7 @@ class Console:
         self._http = http
         self._stop = asyncio.Event()
         self._healed_at: dict[str, float] = {}  # stream id → monotonic time of the last retry
+        self._languages: dict[str, str] = {}  # stream id → target language its worker reported
 
     def add_routes(self, app: web.Application) -> None:
         app.middlewares.append(self.auth.middleware)
@@ -325,7 +326,11 @@ class Console:
                 if isinstance(doc, dict):
                     row["worker"] = doc
                     await self._heal_mode(sid, bool(info_json.get("original_only")), doc)
-        row.setdefault("language", (row["worker"] or {}).get("target_language"))
+        reported = (row["worker"] or {}).get("target_language")
+        if isinstance(reported, str):
+            self._languages[sid] = reported
+        if not row.get("language"):  # a per-language worker's own field wins when StreamInfo has it
+            row["language"] = self._languages.get(sid)  # else the worker's (last) target language
         return row
 
     async def _heal_mode(self, stream_id: str, wanted: bool, health: dict[str, Any]) -> None:
@@ -343,6 +348,10 @@ class Console:
 
     async def rows(self) -> dict[str, Any]:
         infos = [info.as_json() for info in self.supervisor.streams()]
+        known = {str(info["stream_id"]) for info in infos}
+        for cache in (self._languages, self._healed_at):
+            for sid in set(cache) - known:  # streams the supervisor no longer keeps
+                del cache[sid]
         rows = await asyncio.gather(*(self._row(info) for info in infos))
         return {
             "streams": list(rows),
