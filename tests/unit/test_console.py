@@ -275,3 +275,28 @@ def test_row_figures_from_a_worker_metrics_page() -> None:
     assert figures["fallback_reasons"] == {ORIGINAL_ONLY_REASON: 1}  # zero reasons left out
     assert (figures["breaker"], figures["inflight"]) == ("open", 2)
     assert (figures["output_delay_ms"], figures["av_sync_delta_ms"]) == (14500.0, -1.25)
+
+
+async def test_reconcile_leaves_a_stream_the_operator_stopped_until_a_new_publish() -> None:
+    from livedub.orchestrator.reconcile import LivePath
+    from livedub.orchestrator.service import INPUT_PATH_RE
+    from tests.unit.test_orchestrator_reconcile import FakeApi
+
+    sup, clock, launcher, _ = make(media_api_url="http://mtx:9997")
+    rec = FakeApi(sup._s, sup, clock=clock, input_path_re=INPUT_PATH_RE, manages=lambda s: True)
+    rec.live = [LivePath("a", "rtspSession", "1")]
+    assert await rec.reconcile_once(http=object()) == 1  # type: ignore[arg-type]
+    await eventually(lambda: state(sup, "a") == StreamState.RUNNING)
+    sup.operator_stop("a")
+    await eventually(lambda: state(sup, "a") == StreamState.STOPPED)
+    assert await rec.reconcile_once(http=object()) == 0  # type: ignore[arg-type]
+    rec.live = [LivePath("a", "rtspSession", "2")]  # a new publish
+    assert await rec.reconcile_once(http=object()) == 1  # type: ignore[arg-type]
+    await eventually(lambda: len(launcher.procs) == 2)
+    await sup.shutdown()
+
+
+def test_a_control_target_never_shows_its_token() -> None:
+    from livedub.orchestrator.supervisor import ControlTarget
+
+    assert TOKEN not in repr(ControlTarget(9100, TOKEN))

@@ -73,7 +73,7 @@ class ControlTarget:
     """Where and how to reach a live worker's control route (worker/control.py)."""
 
     port: int
-    token: str  # the worker's WORKER_CONTROL_TOKEN: never logged
+    token: str = field(repr=False)  # the worker's WORKER_CONTROL_TOKEN: never logged
 
 
 # --- processes -------------------------------------------------------------------------------
