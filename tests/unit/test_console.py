@@ -99,19 +99,33 @@ async def test_actions_on_an_unknown_stream_raise() -> None:
 def _service(**overrides: Any) -> tuple[OrchestratorService, FakeLauncher]:
     settings = OrchestratorSettings(worker_command="fake-worker", **overrides)
     launcher = FakeLauncher()
-    sup = Supervisor(settings, clock=ManualClock(), launcher=launcher, ports=FakePorts())  # type: ignore[arg-type]
+    ports = FakePorts()
+    ports.next = free_port() - 1  # the fake worker's "metrics port": a free one of this test's block
+    sup = Supervisor(settings, clock=ManualClock(), launcher=launcher, ports=ports)  # type: ignore[arg-type]
     return OrchestratorService(settings, supervisor=sup), launcher
 
 
 @pytest.fixture
 async def client_for() -> AsyncIterator[Any]:
+    """Starts the orchestrator's app, and stream `abc` whose fake worker serves the real control
+    route (WorkerControl) on its port with the token the supervisor gave it."""
     clients: list[TestClient[web.Request, web.Application]] = []
 
     async def start(**overrides: Any) -> tuple[TestClient[web.Request, web.Application], OrchestratorService]:
-        service, _ = _service(**overrides)
+        service, launcher = _service(**overrides)
         client = TestClient(TestServer(service.make_app(), host="127.0.0.1", port=free_port()))
         await client.start_server()
         clients.append(client)
+        service.supervisor.on_ready("abc")
+        await eventually(lambda: len(launcher.procs) == 1)
+        spec = launcher.procs[0].spec
+        control = WorkerControl("abc", token=SecretStr(spec.env["WORKER_CONTROL_TOKEN"]))
+        port = int(spec.argv[spec.argv.index("--metrics-port") + 1])
+        app = metrics_app(WorkerMetrics("abc"), control.health, control.add_routes)
+        worker = TestClient(TestServer(app, host="127.0.0.1", port=port))
+        await worker.start_server()
+        clients.append(worker)
+        service.worker_control = control  # type: ignore[attr-defined]  # for the assertions
         return client, service
 
     yield start
@@ -122,7 +136,6 @@ async def client_for() -> AsyncIterator[Any]:
 async def test_with_a_token_everything_but_probes_needs_it(client_for: Any, caplog: Any) -> None:
     caplog.set_level(logging.DEBUG)
     client, service = await client_for(api_token=SecretStr(TOKEN))
-    service.supervisor.on_ready("abc")
     for path in ("/health", "/metrics", "/login", "/console/console.js", "/console/console.css"):
         assert (await client.get(path)).status == 200, path
     page = await client.get("/", allow_redirects=False)
@@ -136,14 +149,19 @@ async def test_with_a_token_everything_but_probes_needs_it(client_for: Any, capl
     action = "/v1/streams/abc/actions/original_only"
     assert (await client.post(action)).status == 401
     ok = await client.post(action, headers={"Authorization": f"Bearer {TOKEN}"})
-    assert ok.status == 200 and (await ok.json())["original_only"] is True
+    doc = await ok.json()
+    assert ok.status == 200 and doc["original_only"] is True and doc["result"] == "applied"
+    assert service.worker_control.original_only  # the worker took it
+    rows = await (await client.get("/v1/console", headers={"Authorization": f"Bearer {TOKEN}"})).json()
+    (row,) = rows["streams"]
+    assert row["worker"]["original_only"] is True and row["original_only"] is True
+    assert row["links"] == {"output": "rtmp://127.0.0.1:1935/live/abc/out"}
     assert TOKEN not in caplog.text  # never logged
     await service.supervisor.shutdown()
 
 
 async def test_sign_in_sets_a_strict_httponly_cookie_that_is_not_the_token(client_for: Any) -> None:
     client, service = await client_for(api_token=SecretStr(TOKEN))
-    service.supervisor.on_ready("abc")
     refused = await client.post("/login", data={"token": "wrong"}, allow_redirects=False)
     assert refused.status == 401 and SESSION_COOKIE not in refused.cookies
     signed = await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
@@ -167,7 +185,6 @@ async def test_sign_in_sets_a_strict_httponly_cookie_that_is_not_the_token(clien
 
 async def test_without_a_token_reads_are_open_and_actions_closed(client_for: Any) -> None:
     client, service = await client_for()
-    service.supervisor.on_ready("abc")
     assert (await client.get("/")).status == 200
     doc = await (await client.get("/v1/console")).json()
     assert doc["auth"] == "closed" and doc["actions_allowed"] is False
@@ -179,7 +196,6 @@ async def test_without_a_token_reads_are_open_and_actions_closed(client_for: Any
 
 async def test_the_explicit_opt_out_opens_actions(client_for: Any) -> None:
     client, service = await client_for(insecure_open_api=True)
-    service.supervisor.on_ready("abc")
     assert (await client.post("/v1/streams/abc/actions/original_only")).status == 200
     assert (await client.post("/v1/streams/nope/actions/stop")).status == 404
     assert (await client.post("/v1/streams/abc/actions/explode")).status == 404

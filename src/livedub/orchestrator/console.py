@@ -79,6 +79,7 @@ _PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
 }
+_TELL_FOR_S = 5.0  # an action retries this long: a worker just started binds its port within ~1 s
 _HEAL_INTERVAL_S = 10.0  # a worker that reports the wrong mode is told again at most this often
 
 
@@ -397,12 +398,22 @@ class Console:
             ) as resp:
                 doc = await resp.json() if resp.status == 200 else None
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            log.warning("worker control failed", ctx={"stream_id": stream_id, "error": str(exc)[:200]})
+            log.debug("worker control failed", ctx={"stream_id": stream_id, "error": str(exc)[:200]})
             return False
-        applied = isinstance(doc, dict) and doc.get("original_only") is enabled
-        if not applied:
-            log.warning("worker control refused", ctx={"stream_id": stream_id})
-        return applied
+        return isinstance(doc, dict) and doc.get("original_only") is enabled
+
+    async def _tell_live_worker(self, stream_id: str, enabled: bool) -> bool | None:
+        """Switch the stream's live worker, retrying while it starts; None: no live worker (the
+        next one starts in the stream's mode)."""
+        deadline = time.monotonic() + _TELL_FOR_S
+        while (target := self.supervisor.control_target(stream_id)) is not None:
+            if await self._tell(stream_id, target, enabled):
+                return True
+            if time.monotonic() >= deadline:
+                log.warning("worker did not take the switch", ctx={"stream_id": stream_id, "tried_s": _TELL_FOR_S})
+                return False
+            await asyncio.sleep(0.25)
+        return None
 
     async def _action(self, request: web.Request) -> web.Response:
         sid = request.match_info["stream_id"]
@@ -419,9 +430,8 @@ class Console:
                 result = self.supervisor.operator_restart(sid)
             else:
                 enabled = action is ConsoleAction.ORIGINAL_ONLY
-                target = self.supervisor.set_original_only(sid, enabled)
-                # no live worker: the next one starts in this mode
-                applied = await self._tell(sid, target, enabled) if target is not None else None
+                self.supervisor.set_original_only(sid, enabled)
+                applied = await self._tell_live_worker(sid, enabled)
                 result = None
         except UnknownStream:
             return _refused(404, "not_found", "no such stream")
