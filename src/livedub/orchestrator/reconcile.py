@@ -207,6 +207,12 @@ class Reconciler:
                 # the media API gives no query: the configured languages (a hook refused for
                 # capacity kept the ones it planned, query included)
                 languages = tuple((await self._plan(sid, None, path.source_id)).workers)
+            stopped = self._sup.operator_stopped_languages(sid, path.source_id)
+            if stopped:  # the operator stopped these workers of this publish (the console)
+                kept = tuple(lang for lang in (languages or (None,)) if lang not in stopped)
+                if not kept:
+                    continue
+                languages = kept
             try:
                 result = self._sup.on_ready(
                     sid, source_type=path.source_type, source_id=path.source_id, languages=languages

@@ -8,6 +8,8 @@ Endpoints (docs/operations.md):
 - `GET /health`: 200 while serving, 503 while shutting down.
 - `GET /metrics`: the orchestrator's own metrics and every live worker's, each worker series
   labelled `stream_id` (and `language` for a language's worker), one HELP/TYPE per family.
+- `GET /` (the live console), `/v1/console[/events]`, `POST /v1/streams/{id}/actions/{action}`
+  and the operator-token auth over the API: `console.py`.
 
 A ready hook's languages are planned here (`orchestrator.languages`: query, overrides, default
 list, the STS service's pairs) before the supervisor starts one worker per language.
@@ -41,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from livedub.clock import Clock, SystemClock
 from livedub.exitcodes import ExitCode
 from livedub.log import bind
+from livedub.orchestrator.console import Console
 from livedub.orchestrator.languages import (
     LanguagePlan,
     StsLanguages,
@@ -264,6 +267,7 @@ class OrchestratorService:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._http: aiohttp.ClientSession | None = None
+        self.console = Console(settings, self.supervisor, lambda: self._http)
         self._started_mono = self.clock.monotonic()
         self._stopping = False
         self.port: int | None = None
@@ -279,6 +283,7 @@ class OrchestratorService:
         app.router.add_get(STREAMS_ROUTE + "/{stream_id}/{language}", self._stream_language)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
+        self.console.add_routes(app)  # GET /, its data and actions; the operator-token middleware
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
@@ -305,6 +310,7 @@ class OrchestratorService:
                     "ORCH_HOOK_SECRET unset: every hook is refused (403)",
                     ctx={"host": self.settings.host},
                 )
+        self.console.log_auth_mode()
         self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
@@ -329,6 +335,7 @@ class OrchestratorService:
     async def stop(self) -> None:
         """Refuse new hooks, stop every worker, then close the HTTP API."""
         self._stopping = True
+        self.console.close()
         if self._reconcile_task is not None:
             self._reconcile_task.cancel()
             await asyncio.gather(self._reconcile_task, return_exceptions=True)

@@ -60,6 +60,30 @@ class OrchestratorSettings(BaseSettings):
         description="with no hook_secret, accept hooks without authentication (tests and "
         "local experiments only; never on a shared network)",
     )
+    api_token: SecretStr | None = Field(
+        None,
+        description="operator API token (env only): `Authorization: Bearer <token>` on the API, or "
+        "the console's sign-in form; when set, the console, /v1/streams and every action need it. "
+        "Unset or empty: actions (stop, restart, original only) are refused, unless insecure_open_api",
+    )
+    insecure_open_api: bool = Field(
+        False,
+        description="with no api_token, allow the console's actions without authentication (local "
+        "experiments only; never on a shared network)",
+    )
+    console_refresh_s: float = Field(
+        1.0, ge=0.2, le=60, description="how often the console's event stream sends the rows"
+    )
+    console_play_base: str = Field(
+        "",
+        description="base URL of the output links the console shows, e.g. rtmp://media.example:1935 "
+        "(empty: output_base, without credentials)",
+    )
+    console_hls_base: str = Field(
+        "",
+        description="base URL of the media server's HLS, e.g. http://mediamtx:8888 (MediaMTX): the "
+        "console links <base>/live/<id>/out/ as a preview (empty: no HLS link)",
+    )
     max_body_bytes: int = Field(
         65536, ge=1024, le=16 * 1024 * 1024, description="largest hook request body accepted"
     )
@@ -199,7 +223,7 @@ class OrchestratorSettings(BaseSettings):
         "(no drain: a restarted orchestrator's new worker takes the output path over)",
     )
 
-    @field_validator("hook_secret", "input_pass", "output_pass", mode="before")
+    @field_validator("hook_secret", "api_token", "input_pass", "output_pass", mode="before")
     @classmethod
     def _empty_secret_is_unset(cls, value: object) -> object:
         """`ORCH_HOOK_SECRET=''` (compose's `${ORCH_HOOK_SECRET:-}`) is no secret, not an empty one."""
@@ -243,6 +267,16 @@ class OrchestratorSettings(BaseSettings):
             re.compile(value)
         except re.error as exc:
             raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
+
+    @field_validator("console_play_base", "console_hls_base")
+    @classmethod
+    def _link_base(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and "://" not in value:
+            raise ValueError("must be a URL with a scheme, e.g. http://mediamtx:8888")
+        if "@" in value.split("://", 1)[-1].split("/", 1)[0]:
+            raise ValueError("must not carry credentials: the console shows it to every operator")
         return value
 
     @field_validator("media_api_url")
@@ -363,6 +397,15 @@ class OrchestratorSettings(BaseSettings):
             if not primary:
                 argv.append("--no-captions-source")
         return argv
+
+    def play_url(self, media_path: str) -> str:
+        """A media path (`live/<id>/out`, `live/<id>/<lang>`) as the console links it: never with
+        the workers' credentials."""
+        return f"{self.console_play_base or self.output_base}/{media_path}"
+
+    def hls_url(self, media_path: str) -> str | None:
+        """The media server's HLS page of a media path (MediaMTX serves one per path), if configured."""
+        return f"{self.console_hls_base}/{media_path}/" if self.console_hls_base else None
 
     def worker_env(
         self, stream_id: str, language: str | None = None, primary: bool = True

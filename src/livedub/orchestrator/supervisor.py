@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import enum
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -43,8 +44,11 @@ _KEPT_FINISHED = 256  # finished streams kept for GET /v1/streams
 _ENDED_SOURCES_KEPT = 1024  # (stream_id, source_id) pairs whose not-ready was seen
 _OUTPUT_DRAIN_S = 1.0  # how long to keep reading a dead worker's pipe
 _CHUNK_BYTES = 65536
-_WITHHELD_ENV = frozenset({"ORCH_HOOK_SECRET"})  # never handed to a worker
-_PRIMARY = object()  # `Supervisor.get`: the stream's first language
+PRIMARY = object()  # `Supervisor.get`: the stream's first language
+_WITHHELD_ENV = frozenset({"ORCH_HOOK_SECRET", "ORCH_API_TOKEN"})  # never handed to a worker
+#: How a worker gets its console controls (WorkerSettings' env names; worker/control.py).
+WORKER_ENV_ORIGINAL_ONLY = "WORKER_ORIGINAL_ONLY"
+WORKER_ENV_CONTROL_TOKEN = "WORKER_CONTROL_TOKEN"
 
 
 class StreamState(enum.StrEnum):
@@ -64,6 +68,18 @@ class CapacityError(Exception):
 
 class ShuttingDown(Exception):
     """The supervisor is stopping; it starts nothing any more."""
+
+
+class UnknownStream(KeyError):
+    """No stream with that id is known."""
+
+
+@dataclass(frozen=True)
+class ControlTarget:
+    """Where and how to reach a live worker's control route (worker/control.py)."""
+
+    port: int
+    token: str = field(repr=False)  # the worker's WORKER_CONTROL_TOKEN: never logged
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -283,6 +299,7 @@ class StreamInfo:
     source_id: str | None
     language: str | None = None  # None: the worker's own target language (nothing configured)
     outputs: tuple[str, ...] = ()  # media paths it publishes
+    original_only: bool = False  # the operator's original-only switch (kept across restarts)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -301,6 +318,7 @@ class StreamInfo:
             "source_id": self.source_id,
             "language": self.language,
             "outputs": list(self.outputs),
+            "original_only": self.original_only,
         }
 
 
@@ -326,6 +344,10 @@ class _Stream:
         self.source_type: str | None = None
         self.source_id: str | None = None
         self.query: str | None = None
+        self.original_only = False  # the operator's switch: applied to every process of the stream
+        self.control_token: str | None = None  # of the current process
+        self.restart_requested = False  # the operator asked for a new process
+        self.operator_stopped = False  # stopped by the operator; cleared by the next start
 
     @property
     def active(self) -> bool:
@@ -425,7 +447,10 @@ class Supervisor:
             return EventResult(
                 stream_id, action, self._public_state(first) if first else None, self._languages_of(stream_id)
             )
-        for key in [k for k in self._streams if k[0] == stream_id and k[1] not in wanted]:
+        for key in [
+            k for k, r in self._streams.items()
+            if k[0] == stream_id and k[1] not in wanted and not r.operator_stopped
+        ]:
             del self._streams[key]  # finished records of languages this publish does not have
         for i, lang in enumerate(wanted):
             rec = self._start(stream_id, lang, source_type, source_id, query)
@@ -504,16 +529,105 @@ class Supervisor:
             stream_id, actions[0], self._public_state(first), self._languages_of(stream_id)
         )
 
+    # --- operator actions (the console) ---------------------------------------------------
+    # Each addresses one worker: (stream, language); without a language, the stream's first one
+    # (the worker that publishes `live/<id>/out`), as `get` does.
+
+    def _known(self, stream_id: str, language: str | None | object = PRIMARY) -> _Stream:
+        if language is PRIMARY:
+            rec = self._primary(stream_id)
+        else:
+            rec = self._streams.get((stream_id, language))  # type: ignore[arg-type]
+        if rec is None:
+            raise UnknownStream(stream_id)
+        return rec
+
+    def operator_stop(self, stream_id: str, language: str | None | object = PRIMARY) -> EventResult:
+        """Stop the worker now (SIGTERM: it drains). A later ready starts it again; the reconcile
+        pass leaves a stopped worker alone while the same publisher is live."""
+        rec = self._known(stream_id, language)
+        if not rec.active or not rec.wanted:
+            return EventResult(stream_id, "not_running", self._public_state(rec))
+        self._cancel_grace(rec)
+        rec.wanted = False
+        rec.operator_stopped = True
+        rec.stop_event.set()
+        log.info("operator: stopping worker", ctx=self._ctx(rec))
+        return EventResult(stream_id, "stopping", self._public_state(rec))
+
+    def operator_restart(self, stream_id: str, language: str | None | object = PRIMARY) -> EventResult:
+        """A new worker process: the running one is stopped (it drains) and a new one started at
+        once, not counted as a crash; a worker in backoff restarts now; a stopped, done or failed
+        one starts again (like a ready, in its own language and role)."""
+        rec = self._known(stream_id, language)
+        if self._closing:
+            raise ShuttingDown()
+        if rec.active and rec.wanted:
+            rec.restart_requested = True
+            rec.stop_event.set()
+            log.info("operator: restarting worker", ctx=self._ctx(rec))
+            return EventResult(stream_id, "restarting", self._public_state(rec))
+        if rec.active:  # stopping: the lifecycle loop starts it again once the old process is gone
+            action = self._reactivate(rec, rec.source_type, rec.source_id, rec.query)
+            return EventResult(stream_id, action, self._public_state(rec))
+        if self._active_count() + 1 > self._s.max_streams:
+            raise CapacityError(f"{self._s.max_streams} workers already active")
+        self._start(rec.stream_id, rec.language, rec.source_type, rec.source_id, rec.query)
+        log.info("operator: starting worker", ctx=self._ctx(rec))
+        return EventResult(stream_id, "started", StreamState.STARTING)
+
+    def set_original_only(
+        self, stream_id: str, enabled: bool, language: str | None | object = PRIMARY
+    ) -> ControlTarget | None:
+        """Record the worker's original-only switch (every later process starts with it); returns
+        where to tell the live worker now, or None if no worker process is alive."""
+        rec = self._known(stream_id, language)
+        if rec.original_only != enabled:
+            rec.original_only = enabled
+            log.info(
+                "operator: original-only switched",
+                ctx={**self._ctx(rec), "original_only": str(enabled).lower()},
+            )
+        return self._control_target(rec)
+
+    def operator_stopped_languages(self, stream_id: str, source_id: str | None) -> set[str | None]:
+        """The languages of `stream_id` whose worker the operator stopped while this publisher
+        (`source_id`) was live and nothing started since (reconcile leaves them)."""
+        return {
+            r.language
+            for r in self._records(stream_id)
+            if r.operator_stopped and not r.active and r.source_id == source_id
+        }
+
+    def control_target(
+        self, stream_id: str, language: str | None | object = PRIMARY
+    ) -> ControlTarget | None:
+        try:
+            return self._control_target(self._known(stream_id, language))
+        except UnknownStream:
+            return None
+
+    @staticmethod
+    def _control_target(rec: _Stream) -> ControlTarget | None:
+        if (
+            rec.proc is None
+            or rec.proc.returncode is not None
+            or not rec.metrics_port
+            or rec.control_token is None
+        ):
+            return None
+        return ControlTarget(rec.metrics_port, rec.control_token)
+
     # --- queries --------------------------------------------------------------------------
 
     def streams(self) -> list[StreamInfo]:
         """One row per worker: (stream, language)."""
         return [self._info(rec) for rec in self._streams.values()]
 
-    def get(self, stream_id: str, language: str | None | object = _PRIMARY) -> StreamInfo | None:
+    def get(self, stream_id: str, language: str | None | object = PRIMARY) -> StreamInfo | None:
         """The worker of (stream, language); without a language, the stream's first one (the
         worker that publishes `live/<id>/out`)."""
-        if language is _PRIMARY:
+        if language is PRIMARY:
             rec = self._primary(stream_id)
         else:
             rec = self._streams.get((stream_id, language))  # type: ignore[arg-type]
@@ -658,6 +772,7 @@ class Supervisor:
             source_id=rec.source_id,
             language=rec.language,
             outputs=tuple(self._s.output_paths(rec.stream_id, rec.language, rec.primary)),
+            original_only=rec.original_only,
         )
 
     @staticmethod
@@ -733,14 +848,15 @@ class Supervisor:
             argv = self._s.worker_argv(rec.stream_id, port, rec.language, rec.primary)
             name = rec.stream_id if rec.language is None else f"{rec.stream_id}.{rec.language}"
             log_path = self._s.log_dir / f"{name}.log" if self._s.log_dir else None
+            rec.restart_requested = rec.operator_stopped = False
+            rec.control_token = secrets.token_urlsafe(32)  # a new one per process
+            env = {
+                **self._s.worker_env(rec.stream_id, rec.language, rec.primary),
+                WORKER_ENV_ORIGINAL_ONLY: "true" if rec.original_only else "false",
+                WORKER_ENV_CONTROL_TOKEN: rec.control_token,
+            }
             try:
-                spec = LaunchSpec(
-                    rec.stream_id,
-                    argv,
-                    log_path,
-                    self._s.worker_env(rec.stream_id, rec.language, rec.primary),
-                    rec.language,
-                )
+                spec = LaunchSpec(rec.stream_id, argv, log_path, env, rec.language)
                 proc = await self._launcher.launch(spec)
             except (OSError, ValueError) as exc:
                 slog.error("worker could not be started", ctx={"error": str(exc), "argv0": argv[0]})
@@ -773,7 +889,7 @@ class Supervisor:
                 stop_task.cancel()
                 if exit_task.done():
                     return exit_task.result(), False
-                if self._stopping(rec):
+                if self._stopping(rec) or rec.restart_requested:
                     break
                 rec.stop_event.clear()  # set, then undone by a ready: keep running
             rec.state = StreamState.STOPPING

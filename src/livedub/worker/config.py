@@ -11,7 +11,7 @@ import re
 import socket
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from livedub.protocol.constants import ID_CHARS, is_valid_id
@@ -41,6 +41,16 @@ class WorkerSettings(BaseSettings):
     sts_url: str = Field("http://127.0.0.1:8080", description="STS Socket.IO server URL")
     sts_auth_token: str | None = Field(None, description="token for the STS `auth` payload (never logged)")
     passthrough: bool = Field(False, description="no STS: output the original audio (media path test)")
+    original_only: bool = Field(
+        False,
+        description="start in original-only mode: nothing is sent to the STS, every segment goes out "
+        "with its original audio (switched live by the orchestrator's console)",
+    )
+    control_token: SecretStr | None = Field(
+        None,
+        description="env only: bearer token of POST /control/original-only on the metrics port "
+        "(the orchestrator generates one per worker); unset: no control route",
+    )
 
     # Metrics / health
     metrics_host: str = Field("127.0.0.1", description="bind address of /metrics and /health")

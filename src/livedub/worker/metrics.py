@@ -44,6 +44,7 @@ FALLBACK_REASONS = (
     "invalid_audio",  # undecodable audio, bad base64, wrong format
     "duration_mismatch",  # dubbed duration outside ±10 %
     "invalid_message",  # schema-invalid fragment:processed
+    "original_only",  # the operator switched the stream to original only (worker/control.py)
 )
 # Why a received result was not used (besides being late).
 REJECTED_REASONS = (
@@ -309,11 +310,16 @@ HEALTH_HTTP_STATUS: dict[str, int] = {HealthStatus.OK: 200, HealthStatus.FAILING
 """HTTP status of `/health` per document `status` (anything else: 200)."""
 
 
-def metrics_app(metrics: WorkerMetrics, health_fn: HealthFn) -> web.Application:
+def metrics_app(
+    metrics: WorkerMetrics,
+    health_fn: HealthFn,
+    add_routes: Callable[[web.Application], None] | None = None,
+) -> web.Application:
     """An aiohttp app serving `GET /metrics` (exposition text) and `GET /health` (the JSON object
     `health_fn()` returns; it may be sync or async). `/health` answers 200, 503 when the
     document's `status` is `failing` (so Kubernetes / compose health checks act on it), or 500
-    with {"status": "error"} if `health_fn` raises."""
+    with {"status": "error"} if `health_fn` raises. `add_routes` may add more (the worker's
+    control route)."""
     log = bind(__name__, stream_id=metrics.stream_id)
 
     async def get_metrics(_request: web.Request) -> web.Response:
@@ -333,6 +339,8 @@ def metrics_app(metrics: WorkerMetrics, health_fn: HealthFn) -> web.Application:
     app = web.Application()
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/health", get_health)
+    if add_routes is not None:
+        add_routes(app)
     return app
 
 
@@ -346,8 +354,9 @@ class MetricsServer:
         *,
         host: str = "0.0.0.0",
         port: int = 8000,
+        add_routes: Callable[[web.Application], None] | None = None,
     ) -> None:
-        self._app = metrics_app(metrics, health_fn)
+        self._app = metrics_app(metrics, health_fn, add_routes)
         self._host = host
         self._requested_port = port
         self._runner: web.AppRunner | None = None

@@ -47,6 +47,7 @@ from livedub.worker.backpressure import BackpressureGate
 from livedub.worker.breaker import BreakerState, CircuitBreaker
 from livedub.worker.captions import CaptionWriter
 from livedub.worker.config import WorkerSettings
+from livedub.worker.control import ORIGINAL_ONLY_REASON, WorkerControl
 from livedub.worker.metrics import HealthStatus, MetricsServer, WorkerMetrics
 from livedub.worker.reconnect import ReconnectPolicy
 from livedub.worker.sts_client import ConnectFailure, StsClient, StsConnectError, StsHandlers
@@ -202,13 +203,18 @@ class WorkerRunner:
         self._mirror_state = MirrorState.WAITING if s.mirror_output_url else MirrorState.OFF
         self._drain_deadline: float | None = None  # monotonic; set by the first stop signal
         self._drain_task: asyncio.Task[None] | None = None
+        self.control = WorkerControl(  # the console's original-only switch (worker/control.py)
+            s.stream_id, token=s.control_token, original_only=s.original_only, take_queued=self._drain_queue
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> int:
         s = self.settings
         server: MetricsServer | None = None
         if s.metrics_port:
-            server = MetricsServer(self.metrics, self.health, host=s.metrics_host, port=s.metrics_port)
+            server = MetricsServer(
+                self.metrics, self.health, host=s.metrics_host, port=s.metrics_port, add_routes=self.control.add_routes
+            )
             try:
                 await server.start()
             except OSError as exc:  # port in use / not bindable: a settings problem, not a crash
@@ -322,6 +328,8 @@ class WorkerRunner:
             "segment_files": "off" if not self.settings.segment_dir else (HealthStatus.FAILING if self._write_errors else HealthStatus.OK),
             "segment_file_errors": self._write_errors,
             "mirror": str(self._mirror_state),
+            "target_language": self.settings.target_language,
+            **self.control.health(),
         }
 
     def _summary(self) -> dict[str, Any]:
@@ -419,6 +427,9 @@ class WorkerRunner:
             return
         if self._config_refused is not None:
             segment.audio.set_fallback("config_refused")
+            return
+        if self.control.original_only:
+            segment.audio.set_fallback(ORIGINAL_ONLY_REASON)
             return
         if self._audio_params is None:
             self._audio_params = (segment.sample_rate, segment.channels)
@@ -631,6 +642,7 @@ class WorkerRunner:
             return
         r.info.release()
         self.breaker.record_success()
+        self.control.note_lines(msg.transcript, msg.translated_text)
         if self.captions is not None:
             self.captions.remember(segment.id, msg.transcript, msg.translated_text, msg.segments)
         if segment.audio.set_dubbed(pcm):
