@@ -127,6 +127,16 @@ class SegmentAudio:
                 return self._dubbed, "dubbed", None
             return self._original, "original", self._fallback_reason
 
+    @property
+    def outcome(self) -> tuple[AudioSource, str | None] | None:
+        """`("dubbed", None)` or `("original", reason)` once resolved (or taken); None before."""
+        with self._lock:
+            if not self._resolved.is_set():
+                return None
+            if self._dubbed is not None:
+                return "dubbed", None
+            return "original", self._fallback_reason
+
     def wait_resolved(self, timeout_s: float | None) -> bool:
         """Block up to `timeout_s` until resolved (used by the unpaced output only)."""
         return self._resolved.wait(timeout_s)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import re
 import socket
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from livedub.media.settings import MediaSettings
 from livedub.protocol.constants import ID_CHARS, is_valid_id
 
 
@@ -118,3 +120,26 @@ class WorkerSettings(BaseSettings):
         """How long a stop signal may drain before the output is cut (see `drain_timeout_s`)."""
         assert self.drain_timeout_s is not None
         return self.drain_timeout_s
+
+    @property
+    def media(self) -> MediaSettings:
+        """The media knobs of this worker."""
+        return MediaSettings(
+            input_url=self.input_url,
+            output_url=self.output_url,
+            stream_id=self.stream_id,
+            segment_s=self.segment_s,
+            paced=self.paced,
+            sts_timeout_s=self.fragment_timeout_s,
+            output_delay_s=self.delay_s,
+            read_timeout_s=self.read_timeout_s,
+            anchor_settle_s=self.anchor_settle_s,
+            deadline_margin_s=self.deadline_margin_s,
+            transport_format=self.transport_format,
+            segment_dir=Path(self.segment_dir) if self.segment_dir else None,
+            segment_retention=self.segment_retention,
+            # Unpaced (file → file): the output waits for each segment to be resolved. The worker
+            # resolves every segment (dubbed, or a fallback at the latest when its fragment times
+            # out), so this bound only guards against a bug: queue wait + send + timeout of one fragment.
+            unpaced_wait_s=0.0 if self.passthrough else (self.max_inflight + 2) * (self.fragment_timeout_s + 1.0),
+        )
