@@ -19,7 +19,7 @@ from typing import Any
 import socketio
 from pydantic import ValidationError
 
-from livedub.clock import Clock, SystemClock
+from livedub.clock import Clock, SystemClock, wait_within
 from livedub.log import bind
 from livedub.protocol import (
     Backpressure,
@@ -117,6 +117,27 @@ class StsClient:
     # -- connection ------------------------------------------------------------------------------
     async def connect(self, audio_rate_hz: int, audio_channels: int) -> StreamReady:
         """Connect, send stream:init with the true audio parameters, wait for stream:ready."""
+        sio = await self._open()
+        await self.emit(EventName.STREAM_INIT, self._init(audio_rate_hz, audio_channels).to_wire())
+        assert self._ready_fut is not None
+        try:
+            if not await wait_within(self.clock, self._ready_fut, self.settings.ready_timeout_s):
+                raise StsConnectError(
+                    ConnectFailure.READY_TIMEOUT, f"no stream:ready within {self.settings.ready_timeout_s:g} s"
+                )
+        except StsConnectError:
+            await self._drop(sio)
+            raise
+        ready = self._ready_fut.result()
+        self.ready = ready
+        self.log.info(
+            "STS session ready",
+            ctx={"session_id": ready.session_id, "granted_max_inflight": ready.max_inflight},
+        )
+        return ready
+
+    async def _open(self) -> socketio.AsyncClient:
+        """A new Socket.IO connection with our headers and token (the old one closed first)."""
         await self.close()
         self._closing = False
         self.ready = None
@@ -131,8 +152,7 @@ class StsClient:
         sio.on_garbage = lambda reason: self.handlers.on_invalid("packet", reason, None)
         self.sio = sio
         self._register(sio)
-        loop = asyncio.get_running_loop()
-        self._ready_fut = loop.create_future()
+        self._ready_fut = asyncio.get_running_loop().create_future()
         headers = {"X-Stream-ID": self.settings.stream_id, "X-Worker-ID": self.settings.worker_id}
         auth = {"token": self.settings.sts_auth_token} if self.settings.sts_auth_token else None
         try:
@@ -149,8 +169,11 @@ class StsClient:
             if refusal_code(self._connect_error) == ErrorCode.AUTH_FAILED.value:
                 raise StsConnectError(ConnectFailure.AUTH, str(detail)) from exc
             raise StsConnectError(ConnectFailure.UNREACHABLE, str(detail)) from exc
+        return sio
+
+    def _init(self, audio_rate_hz: int, audio_channels: int) -> StreamInit:
         s = self.settings
-        init = StreamInit(
+        return StreamInit(
             stream_id=s.stream_id,
             worker_id=s.worker_id,
             config=StreamConfig(
@@ -165,23 +188,6 @@ class StsClient:
             max_inflight=s.max_inflight,
             timeout_ms=int(round(s.fragment_timeout_s * 1000)),
         )
-        await self.emit(EventName.STREAM_INIT, init.to_wire())
-        try:
-            ready = await asyncio.wait_for(self._ready_fut, self.settings.ready_timeout_s)
-        except TimeoutError as exc:
-            await self._drop(sio)
-            raise StsConnectError(
-                ConnectFailure.READY_TIMEOUT, f"no stream:ready within {self.settings.ready_timeout_s:g} s"
-            ) from exc
-        except StsConnectError:
-            await self._drop(sio)
-            raise
-        self.ready = ready
-        self.log.info(
-            "STS session ready",
-            ctx={"session_id": ready.session_id, "granted_max_inflight": ready.max_inflight},
-        )
-        return ready
 
     async def close(self) -> None:
         """Close deliberately (no on_disconnect callback)."""
@@ -212,11 +218,10 @@ class StsClient:
             return None
         self._complete_fut = asyncio.get_running_loop().create_future()
         await self.emit(EventName.STREAM_END, StreamEnd(stream_id=self.settings.stream_id, reason=reason).to_wire())
-        try:
-            return await asyncio.wait_for(self._complete_fut, self.settings.end_timeout_s)
-        except TimeoutError:
-            self.log.warning("no stream:complete within end timeout", ctx={"timeout_s": self.settings.end_timeout_s})
-            return None
+        if await wait_within(self.clock, self._complete_fut, self.settings.end_timeout_s):
+            return self._complete_fut.result()
+        self.log.warning("no stream:complete within end timeout", ctx={"timeout_s": self.settings.end_timeout_s})
+        return None
 
     # -- receiving -------------------------------------------------------------------------------
     def _register(self, sio: socketio.AsyncClient) -> None:
