@@ -78,7 +78,8 @@ async def wait_within(clock: Clock, aw: Awaitable[T], timeout_s: float) -> bool:
     try:
         await task
     except asyncio.CancelledError:
-        if task.cancelled():
-            return False
+        current = asyncio.current_task()
+        if task.cancelled() and not (current is not None and current.cancelling()):
+            return False  # we cancelled it at the timeout (not a cancellation of our caller)
         raise
     return True

@@ -205,3 +205,14 @@ async def test_passthrough_never_connects() -> None:
     out = await run_session(2, sts, clock, passthrough=True)
     assert out.reasons == [F.PASSTHROUGH] * 2 and sts.connect_times == []
     assert ECHO.silent is False
+
+
+async def test_a_bug_while_sending_falls_back_and_dub_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_encoder(*_a: object, **_k: object) -> bytes:
+        raise RuntimeError("encoder bug")
+
+    monkeypatch.setattr("livedub.worker.session.encode_pcm", broken_encoder)
+    clock = VirtualClock()
+    out = await run_session(2, FakeSts(clock), clock)
+    assert out.reasons == [F.SEND_ERROR] * 2
+    assert out.resolutions == [Resolution.fallback(F.SEND_ERROR)] * 2
