@@ -32,6 +32,7 @@ from livedub.protocol import (
     AudioPayload,
     Backpressure,
     ErrorCode,
+    ErrorEvent,
     FragmentData,
     FragmentProcessed,
     ProcessingError,
@@ -41,7 +42,7 @@ from livedub.protocol.constants import EventName
 from livedub.worker.config import WorkerSettings
 from livedub.worker.outcomes import OutcomeRecorder, Resolution
 from livedub.worker.session import DubbingSession
-from livedub.worker.sts_client import ConnectFailure, StsConnectError, StsHandlers
+from livedub.worker.sts_client import ConnectFailure, StsConnectError, StsHandlers, deliver
 from livedub.worker.tracker import TrackerStats
 
 STREAM_ID = "harness"
@@ -111,6 +112,10 @@ class Reply:
     retryable: bool | None = None  # None: the code's own
     silent: bool = False  # never answers
     length: float = 1.0  # dubbed length / fragment length (outside 0.9–1.1: duration_mismatch)
+    copies: int = 1  # the same answer sent this many times
+    stream_id: str = ""  # answer as another stream ("": the fragment's)
+    garbage: bool = False  # a schema-invalid fragment:processed naming the fragment
+    as_error_event: bool = False  # an `error` event naming the fragment instead of a failed result
 
 
 ECHO = Reply()
@@ -188,7 +193,19 @@ class FakeSts:
         if not self.connected or session != self.session or self.handlers is None:
             return
         self.outstanding -= 1
-        await self.handlers.on_processed(answer(msg, reply))
+        if reply.garbage:
+            return await self.push(EventName.FRAGMENT_PROCESSED, {"fragment_id": msg.fragment_id, "status": "success"})
+        if reply.as_error_event:
+            err = ErrorEvent.from_code(reply.error or ErrorCode.MODEL_ERROR, "scripted error",
+                                       stream_id=STREAM_ID, fragment_id=msg.fragment_id)  # fmt: skip
+            return await self.push(EventName.ERROR, err.to_wire())
+        for _ in range(reply.copies):
+            await self.push(EventName.FRAGMENT_PROCESSED, answer(msg, reply).to_wire())
+
+    async def push(self, event: str, payload: Any) -> None:
+        """Send the worker any event, validated on its side as the real client does (`deliver`)."""
+        assert self.handlers is not None
+        await deliver(self.handlers, event, payload)
 
     async def end_stream(self, reason: str = "end_of_input") -> None:
         return None
@@ -213,7 +230,8 @@ class FakeSts:
 
 def answer(msg: FragmentData, reply: Reply) -> FragmentProcessed:
     """The `fragment:processed` for `msg`: success (the audio echoed, or resized) or failed."""
-    base = {"fragment_id": msg.fragment_id, "stream_id": msg.stream_id, "sequence_number": msg.sequence_number,
+    base = {"fragment_id": msg.fragment_id, "stream_id": reply.stream_id or msg.stream_id,
+            "sequence_number": msg.sequence_number,
             "processing_time_ms": int(reply.latency_s * 1000)}  # fmt: skip
     if reply.error is not None:
         err = ProcessingError.from_code(reply.error, "scripted failure", retryable=reply.retryable)

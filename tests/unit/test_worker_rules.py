@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from livedub.exitcodes import ExitCode
-from livedub.protocol import ErrorCode
+from livedub.protocol import ErrorCode, ErrorEvent
 from livedub.worker.breaker import BreakerState
 from livedub.worker.link import ConnState
 from livedub.worker.outcomes import FallbackReason, Resolution
@@ -216,3 +216,62 @@ async def test_a_bug_while_sending_falls_back_and_dub_never_raises(monkeypatch: 
     out = await run_session(2, FakeSts(clock), clock)
     assert out.reasons == [F.SEND_ERROR] * 2
     assert out.resolutions == [Resolution.fallback(F.SEND_ERROR)] * 2
+
+
+async def test_a_schema_invalid_answer_falls_back_at_once() -> None:
+    clock = VirtualClock()
+    out = await run_session(1, FakeSts(clock, reply=Reply(garbage=True)), clock, fragment_timeout_s=8.0)
+    assert out.reasons == [F.INVALID_MESSAGE]
+    assert out.metric("worker_rejected_results_total", reason="invalid_message") == 1
+    assert out.metric("worker_fallback_total", reason="timeout") == 0, "not left to time out"
+
+
+async def test_an_error_event_naming_the_fragment_is_an_sts_error() -> None:
+    clock = VirtualClock()
+    out = await run_session(1, FakeSts(clock, reply=Reply(as_error_event=True)), clock)
+    assert out.reasons == [F.STS_ERROR]
+    assert out.session.breaker.consecutive_failures == 1, "MODEL_ERROR is retryable"
+
+
+async def test_a_result_for_another_stream_is_never_used() -> None:
+    clock = VirtualClock()
+    out = await run_session(1, FakeSts(clock, reply=Reply(stream_id="other")), clock, fragment_timeout_s=2.0)
+    assert out.reasons == [F.TIMEOUT]
+    assert out.metric("worker_rejected_results_total", reason="invalid_message") == 1
+
+
+async def test_a_result_sent_twice_is_applied_once_and_counted_late() -> None:
+    clock = VirtualClock()
+    out = await run_session(2, FakeSts(clock, reply=Reply(copies=2)), clock)
+    assert out.sources == ["dubbed"] * 2
+    assert out.metric("worker_late_results_total") == 2
+    assert out.stats.processed == 2
+    assert [a["status"] for a in out.sts.acks] == ["applied", "received"] * 2
+
+
+async def test_results_for_unknown_fragments_are_rejected() -> None:
+    clock = VirtualClock()
+    sts = FakeSts(clock)
+    stray = {"fragment_id": "4b1f5c52-3d2e-4c8a-9f61-7d5c2b8e9a10", "stream_id": "harness", "sequence_number": 0,
+             "status": "failed", "processing_time_ms": 1,
+             "error": {"code": "MODEL_ERROR", "message": "x", "retryable": True}}  # fmt: skip
+    out = await run_session(2, sts, clock, events=[(0.2, lambda: sts.push("fragment:processed", stray))])
+    assert out.sources == ["dubbed"] * 2
+    assert out.metric("worker_rejected_results_total", reason="unknown_fragment") == 1
+    assert out.session.breaker.consecutive_failures == 0
+
+
+async def test_sequence_numbers_restart_at_0_after_a_reconnect() -> None:
+    clock = VirtualClock()
+    sts = FakeSts(clock)
+    await run_session(8, sts, clock, events=[(2.7, sts.drop)])
+    seqs = [m.sequence_number for _, m in sts.received]
+    assert seqs[:3] == [0, 1, 2] and seqs[3] == 0, seqs
+
+
+async def test_an_auth_failed_error_event_exits_14() -> None:
+    clock = VirtualClock()
+    sts = FakeSts(clock)
+    err = ErrorEvent.from_code(ErrorCode.AUTH_FAILED, "token revoked").to_wire()
+    out = await run_session(2, sts, clock, events=[(0.2, lambda: sts.push("error", err))])
+    assert out.fatal == [ExitCode.STS_AUTH_FAILED]

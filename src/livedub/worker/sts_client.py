@@ -14,10 +14,10 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import socketio
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from livedub.clock import Clock, SystemClock, wait_within
 from livedub.log import bind
@@ -240,42 +240,23 @@ class StsClient:
 
         @sio.on("stream:ready")
         async def _ready(data: Any = None) -> None:
-            try:
-                ready = StreamReady.model_validate(data)
-            except ValidationError as exc:
-                await self.handlers.on_invalid("stream:ready", _reason(exc), data)
-                return
-            if self._ready_fut and not self._ready_fut.done():
+            ready = await parse_event(self.handlers, EventName.STREAM_READY, StreamReady, data)
+            if ready is not None and self._ready_fut and not self._ready_fut.done():
                 self._ready_fut.set_result(ready)
 
         @sio.on("stream:complete")
         async def _complete(data: Any = None) -> None:
-            try:
-                done = StreamComplete.model_validate(data)
-            except ValidationError as exc:
-                await self.handlers.on_invalid("stream:complete", _reason(exc), data)
-                return
-            if self._complete_fut and not self._complete_fut.done():
+            done = await parse_event(self.handlers, EventName.STREAM_COMPLETE, StreamComplete, data)
+            if done is not None and self._complete_fut and not self._complete_fut.done():
                 self._complete_fut.set_result(done)
 
-        @sio.on("fragment:ack")
-        async def _ack(data: Any = None) -> None:
-            await self._dispatch("fragment:ack", FragmentAck, data, self.handlers.on_ack)
-
-        @sio.on("fragment:processed")
-        async def _processed(data: Any = None) -> None:
-            await self._dispatch("fragment:processed", FragmentProcessed, data, self.handlers.on_processed)
-
-        @sio.on("backpressure")
-        async def _bp(data: Any = None) -> None:
-            await self._dispatch("backpressure", Backpressure, data, self.handlers.on_backpressure)
+        for event in (EventName.FRAGMENT_ACK, EventName.FRAGMENT_PROCESSED, EventName.BACKPRESSURE):
+            sio.on(str(event))(self._route(event))
 
         @sio.on("error")
         async def _error(data: Any = None) -> None:
-            try:
-                err = ErrorEvent.model_validate(data)
-            except ValidationError as exc:
-                await self.handlers.on_invalid("error", _reason(exc), data)
+            err = await parse_event(self.handlers, EventName.ERROR, ErrorEvent, data)
+            if err is None:
                 return
             if self._ready_fut and not self._ready_fut.done() and err.fragment_id is None:
                 kind = ConnectFailure.AUTH if err.code is ErrorCode.AUTH_FAILED else ConnectFailure.CONFIG
@@ -283,16 +264,41 @@ class StsClient:
                 return
             await self.handlers.on_error(err)
 
-    async def _dispatch(self, event: str, model: Any, data: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
-        try:
-            msg = model.model_validate(data)
-        except ValidationError as exc:
-            await self.handlers.on_invalid(event, _reason(exc), data)
-            return
-        except Exception as exc:  # noqa: BLE001 - a hostile payload must never kill the client
-            await self.handlers.on_invalid(event, f"unparseable: {exc}", data)
-            return
-        await handler(msg)
+    def _route(self, event: EventName) -> Callable[[Any], Awaitable[None]]:
+        async def handler(data: Any = None) -> None:
+            await deliver(self.handlers, event, data)
+
+        return handler
+
+
+M = TypeVar("M", bound=BaseModel)
+
+# Received events handed to a handler once valid: event → (model, the handler in StsHandlers).
+ROUTES: dict[str, tuple[type[BaseModel], Callable[[StsHandlers], Callable[[Any], Awaitable[None]]]]] = {
+    EventName.FRAGMENT_ACK: (FragmentAck, lambda h: h.on_ack),
+    EventName.FRAGMENT_PROCESSED: (FragmentProcessed, lambda h: h.on_processed),
+    EventName.BACKPRESSURE: (Backpressure, lambda h: h.on_backpressure),
+    EventName.ERROR: (ErrorEvent, lambda h: h.on_error),
+}
+
+
+async def parse_event(handlers: StsHandlers, event: str, model: type[M], data: Any) -> M | None:
+    """`data` as `model`; None (and `on_invalid` told why) when it is not one. Never raises."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        await handlers.on_invalid(event, _reason(exc), data)
+    except Exception as exc:  # noqa: BLE001 - a hostile payload must never kill the client
+        await handlers.on_invalid(event, f"unparseable: {exc}", data)
+    return None
+
+
+async def deliver(handlers: StsHandlers, event: str, data: Any) -> None:
+    """Validate one received event of `ROUTES` and hand it to its handler (or to `on_invalid`)."""
+    model, handler = ROUTES[event]
+    msg = await parse_event(handlers, event, model, data)
+    if msg is not None:
+        await handler(handlers)(msg)
 
 
 def _reason(exc: ValidationError) -> str:
