@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 
 from livedub.media.timeline import NS_PER_S
+from livedub.reasons import FallbackReason
 
 AudioSource = Literal["dubbed", "original", "silence"]
 
@@ -309,7 +310,7 @@ class Segmenter:
             dub=dub,
         )
         if not dub:
-            seg.audio.set_fallback("short_tail")
+            seg.audio.set_fallback(FallbackReason.SHORT_TAIL)
         # Video already collected for this segment's span while it was open.
         end = seg.end_ns
         keep: list[VideoPacket] = []

@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 from livedub.log import bind
-from livedub.worker.reasons import COUNTED_UPFRONT, RejectedReason
+from livedub.reasons import COUNTED_UPFRONT, RejectedReason
 
 # `generate_latest` writes the classic text format 0.0.4 (what every Prometheus scrapes).
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

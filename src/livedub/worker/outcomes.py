@@ -20,10 +20,10 @@ from typing import Any
 from livedub.log import bind
 from livedub.media.observer import InputState
 from livedub.media.segment import Segment
+from livedub.reasons import FallbackReason, RejectedReason
 from livedub.worker.breaker import BreakerTransition
 from livedub.worker.captions import CaptionWriter
 from livedub.worker.metrics import HealthStatus, WorkerMetrics
-from livedub.worker.reasons import FallbackReason, RejectedReason
 
 __all__ = ["FallbackReason", "OutcomeRecorder", "OutputState", "Resolution", "RejectedReason"]
 

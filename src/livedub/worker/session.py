@@ -45,12 +45,12 @@ from livedub.protocol import (
     WorkerFragmentAck,
 )
 from livedub.protocol.constants import EventName
+from livedub.reasons import FallbackReason, RejectedReason
 from livedub.worker.backpressure import BackpressureGate
 from livedub.worker.breaker import BreakerState, CircuitBreaker
 from livedub.worker.config import WorkerSettings
 from livedub.worker.link import AUTH_REFUSED, ClientFactory, OnFatal, StsLink
 from livedub.worker.outcomes import DUBBED, OutcomeRecorder, Resolution
-from livedub.worker.reasons import FallbackReason, RejectedReason
 from livedub.worker.tracker import FragmentTracker, Outcome, Resolved
 
 _log = logging.getLogger(__name__)

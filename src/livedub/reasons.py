@@ -1,9 +1,9 @@
 """Why a segment went out with its original audio, and why a received result was not used.
 
 The values are the `reason` labels of `worker_fallback_total` and `worker_rejected_results_total`
-(docs/operations.md "Metrics"); they are defined here once, as enums. The media path writes the
-reasons it decides itself (`short_tail`, `input_late`, `passthrough`, `hook_error`, `deadline`)
-as the same strings. This module holds no logic.
+(docs/operations.md "Metrics"); they are defined here once, as enums, for the worker and the media
+path (which decides `short_tail`, `input_late`, `passthrough`, `hook_error` and `deadline` itself).
+This module holds no logic.
 """
 
 from __future__ import annotations
