@@ -231,23 +231,9 @@ def test_api_token_is_env_only_and_empty_is_unset(monkeypatch: pytest.MonkeyPatc
 # --- the worker's control route --------------------------------------------------------------------
 
 
-class _Audio:
-    def __init__(self) -> None:
-        self.reason: str | None = None
-
-    def set_fallback(self, reason: str) -> bool:
-        self.reason = reason
-        return True
-
-
-class _Seg:
-    def __init__(self) -> None:
-        self.audio = _Audio()
-
-
-async def test_worker_control_route_needs_its_token_and_sends_queued_segments_original() -> None:
-    queued = [_Seg(), _Seg()]
-    control = WorkerControl("abc", token=SecretStr(TOKEN), take_queued=lambda: queued)  # type: ignore[arg-type,return-value]
+async def test_worker_control_route_needs_its_token_and_tells_the_session() -> None:
+    switched: list[bool] = []
+    control = WorkerControl("abc", token=SecretStr(TOKEN), on_switch=switched.append)
     app = metrics_app(WorkerMetrics("abc"), lambda: control.health(), control.add_routes)
     async with TestClient(TestServer(app, host="127.0.0.1", port=free_port())) as client:
         assert (await client.post(CONTROL_ROUTE, json={"enabled": True})).status == 401
@@ -257,7 +243,7 @@ async def test_worker_control_route_needs_its_token_and_sends_queued_segments_or
         assert (await client.post(CONTROL_ROUTE, json={"enabled": "yes"}, headers=auth)).status == 400
         on = await client.post(CONTROL_ROUTE, json={"enabled": True}, headers=auth)
         assert on.status == 200 and (await on.json()) == {"original_only": True}
-        assert [s.audio.reason for s in queued] == [ORIGINAL_ONLY_REASON] * 2
+        assert switched == [True]  # the session is told (it sends the queued segments out original)
         health = await (await client.get("/health")).json()
         assert health["original_only"] is True
         off = await client.post(CONTROL_ROUTE, json={"enabled": False}, headers=auth)

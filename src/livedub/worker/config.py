@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import re
 import socket
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from livedub.media.settings import MediaSettings
 from livedub.protocol.constants import ID_CHARS, is_valid_id
 
 
@@ -22,10 +24,20 @@ def _default_worker_id() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", raw)[:64]
 
 
+# The worker settings that are the media path's own, passed to `MediaSettings` under the same name
+# (the others it gets are derived below: `sts_timeout_s`, `output_delay_s`, `unpaced_wait_s`).
+MEDIA_FIELDS = (
+    "input_url", "output_url", "mirror_output_url", "stream_id", "segment_s", "paced", "read_timeout_s", "anchor_settle_s",
+    "deadline_margin_s", "transport_format", "segment_retention",
+)  # fmt: skip
+
+
 class WorkerSettings(BaseSettings):
-    """Settings of one stream worker. Field docs are the documentation (see `livedub worker -h`)."""
+    """Settings of one stream worker. Field docs are the documentation (see `livedub worker -h`).
+    The media path's part is `media` (a `MediaSettings`), validated with the rest."""
 
     model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
+    _media: MediaSettings | None = PrivateAttr(None)
 
     # Identity and endpoints
     stream_id: str = Field("default", description=f"stream id, {ID_CHARS}")
@@ -127,6 +139,7 @@ class WorkerSettings(BaseSettings):
             self.output_delay_s = self.segment_s + self.fragment_timeout_s
         if self.drain_timeout_s is None:
             self.drain_timeout_s = self.output_delay_s + self.fragment_timeout_s
+        self._media = self._media_settings()
         return self
 
     @property
@@ -139,3 +152,22 @@ class WorkerSettings(BaseSettings):
         """How long a stop signal may drain before the output is cut (see `drain_timeout_s`)."""
         assert self.drain_timeout_s is not None
         return self.drain_timeout_s
+
+    @property
+    def media(self) -> MediaSettings:
+        """The media path's settings, nested: built and validated once, with the worker's settings."""
+        assert self._media is not None
+        return self._media
+
+    def _media_settings(self) -> MediaSettings:
+        shared = {name: getattr(self, name) for name in MEDIA_FIELDS}
+        return MediaSettings(
+            **shared,
+            sts_timeout_s=self.fragment_timeout_s,
+            output_delay_s=self.delay_s,
+            segment_dir=Path(self.segment_dir) if self.segment_dir else None,
+            # Unpaced (file → file): the output waits for each segment to be resolved. The worker
+            # resolves every segment (dubbed, or a fallback at the latest when its fragment times
+            # out), so this bound only guards against a bug: queue wait + send + timeout of one fragment.
+            unpaced_wait_s=0.0 if self.passthrough else (self.max_inflight + 2) * (self.fragment_timeout_s + 1.0),
+        )

@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 from pydantic import SecretStr
 
 from livedub.log import bind
-from livedub.media.segment import Segment
+from livedub.reasons import FallbackReason
 
-ORIGINAL_ONLY_REASON = "original_only"  # worker_fallback_total{reason} of a bypassed segment
+ORIGINAL_ONLY_REASON = FallbackReason.ORIGINAL_ONLY  # worker_fallback_total{reason} of a bypassed segment
 CONTROL_ROUTE = "/control/original-only"
 _MAX_LINE_CHARS = 500  # a hostile STS must not grow /health without bound
 
@@ -42,8 +42,8 @@ class WorkerControl:
         stream_id: for the log lines.
         token: the control token (None: no control route).
         original_only: the mode at start.
-        take_queued: when the switch turns on, takes the segments queued for the STS and not
-            sent yet (the runner's queue): they go out original too.
+        on_switch: told each change of the switch (the `DubbingSession`, which stops sending and
+            sends the segments queued and not sent yet out original too).
     """
 
     def __init__(
@@ -52,12 +52,12 @@ class WorkerControl:
         *,
         token: SecretStr | None,
         original_only: bool = False,
-        take_queued: Callable[[], Iterable[Segment]] | None = None,
+        on_switch: Callable[[bool], None] | None = None,
     ) -> None:
         self._log = bind(__name__, stream_id=stream_id)
         self._token = token
         self.original_only = original_only
-        self._take_queued = take_queued
+        self.on_switch = on_switch
         self.last_transcript: str | None = None
         self.last_translation: str | None = None
 
@@ -66,9 +66,8 @@ class WorkerControl:
             return
         self.original_only = enabled
         self._log.info("original-only switched", ctx={"original_only": str(enabled).lower()})
-        if enabled and self._take_queued is not None:
-            for segment in self._take_queued():
-                segment.audio.set_fallback(ORIGINAL_ONLY_REASON)
+        if self.on_switch is not None:
+            self.on_switch(enabled)
 
     def note_lines(self, transcript: str | None, translation: str | None) -> None:
         """What the STS heard and said for the last fragment it processed (blank lines kept out)."""
