@@ -48,6 +48,12 @@ class WorkerSettings(BaseSettings):
         "m4a", description="fragment audio format on the wire: m4a, wav or flac"
     )
 
+    keep_original: bool = Field(
+        False,
+        description="also output the original sound, tagged with source_language: the second audio "
+        "track of an MPEG-TS (srt/udp/tcp/.ts), Matroska, MP4 or RTSP output; an FLV output (rtmp, .flv) "
+        "carries one track, so there the original programme goes to its own path live/<id>/orig",
+    )
     captions: str | None = Field(
         None,
         description="write WebVTT captions live to PREFIX.<source_language>.vtt and "

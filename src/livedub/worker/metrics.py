@@ -77,6 +77,7 @@ METRIC_NAMES = (
     "worker_late_results_total",
     "worker_rejected_results_total",
     "worker_sts_connected",
+    "worker_original_output_failures_total",
 )
 
 HealthFn = Callable[[], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
@@ -196,6 +197,13 @@ class WorkerMetrics:
             sid,
             registry=r,
         )
+        self._original_failures = Counter(
+            "worker_original_output_failures_total",
+            "Failures (count) of the original programme's own output (--keep-original on "
+            "FLV/RTMP: live/<id>/orig), each of which gave it up; the dubbed output continues.",
+            sid,
+            registry=r,
+        )
         # Create every known child now, so each series is exported as 0 from the start.
         for status in FRAGMENT_STATUSES:
             self._fragments.labels(stream_id, status)
@@ -209,7 +217,7 @@ class WorkerMetrics:
             self._rejected.labels(stream_id, reason)
         for metric in (
             self._inflight, self._av_sync, self._breaker, self._reconnections, self._rtt,
-            self._output_delay, self._late, self._connected,
+            self._output_delay, self._late, self._connected, self._original_failures,
         ):  # fmt: skip
             metric.labels(stream_id)
         self._input_state.labels(stream_id).state(self._input_states[0])
@@ -238,6 +246,10 @@ class WorkerMetrics:
 
     def set_inflight(self, count: int) -> None:
         self._inflight.labels(self.stream_id).set(count)
+
+    def original_output_failed(self) -> None:
+        """The original's own output failed (and was given up)."""
+        self._original_failures.labels(self.stream_id).inc()
 
     def late_result(self) -> None:
         self._late.labels(self.stream_id).inc()

@@ -27,7 +27,7 @@ from livedub.exitcodes import ExitCode
 from livedub.log import bind, redact_url
 from livedub.media.audio import decode_fragment, encode_pcm
 from livedub.media.errors import DubbedAudioRejected
-from livedub.media.observer import InputState
+from livedub.media.observer import InputState, WriteErrorKind
 from livedub.media.pipeline import MediaPipeline
 from livedub.media.segment import Segment
 from livedub.media.settings import MediaSettings
@@ -99,6 +99,10 @@ def media_settings(s: WorkerSettings) -> MediaSettings:
         anchor_settle_s=s.anchor_settle_s,
         deadline_margin_s=s.deadline_margin_s,
         transport_format=s.transport_format,
+        keep_original=s.keep_original,
+        source_language=s.source_language,
+        # Passthrough: the first track carries the original sound too.
+        target_language=s.source_language if s.passthrough else s.target_language,
         segment_dir=Path(s.segment_dir) if s.segment_dir else None,
         segment_retention=s.segment_retention,
         # Unpaced (file → file): the output waits for each segment to be resolved. The worker resolves
@@ -226,6 +230,7 @@ class WorkerRunner:
                 "passthrough": s.passthrough,
                 "segment_s": s.segment_s,
                 "output_delay_s": s.delay_s,
+                "keep_original": s.keep_original,
             },
         )
         sender = loop.create_task(self._send_loop(), name="sts-sender")
@@ -705,6 +710,9 @@ class WorkerRunner:
         self.metrics.set_input_state(_INPUT_STATE_METRIC.get(state, INPUT_NOT_STARTED))
 
     def on_write_error(self, kind: str, error: str) -> None:
+        if kind == WriteErrorKind.ORIGINAL_OUTPUT:  # logged by the output; dubbing goes on
+            self.metrics.original_output_failed()
+            return
         self._write_errors += 1
         self.log.warning("write error (dubbing continues)", ctx={"kind": kind, "error": error[:200]})
 
