@@ -319,7 +319,7 @@ class OutputCore:
             if self.original_encoder is not None:
                 # The input's own audio at the same sample positions (what a fallback outputs);
                 # a segment missing at its deadline is silence on both tracks.
-                original = seg.pcm if seg is not None else pcm
+                original = seg.audio.original if seg is not None else pcm
                 self._queue_original(self.original_encoder.encode(original[skip:], origin + start + skip))
         self._next_k = k + 1
         if self.on_taken is not None:
