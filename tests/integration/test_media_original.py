@@ -4,6 +4,8 @@
   the dubbed one first (language = the target's ISO 639-2 code, default disposition), the original
   second (the source's code; Matroska also flags it `original`); the fixture's markers are in sync
   with the video on both, and at the same instants on both;
+- MPEG-TS over SRT, paced (worker process → an ffmpeg listener recording every stream): the same
+  two tagged tracks arrive, in sync;
 - an RTMP output with `--keep-original` (worker process, embedded media server) publishes the
   original programme to `live/<id>/orig`, readable and in sync like `live/<id>/out`;
 - an original output that cannot be opened is given up and counted; the dubbed output is complete.
@@ -27,7 +29,7 @@ import pytest
 from livedub.exitcodes import ExitCode
 from livedub.media.analyze import Analysis, analyze
 from livedub.media.fixture import FixtureSpec, make_fixture
-from livedub.media.record import record
+from livedub.media.record import record, record_argv
 from livedub.orchestrator.media_server import MediaServer
 from livedub.sts.server import run_sts
 from livedub.sts.settings import StsSettings
@@ -36,7 +38,15 @@ from livedub.worker.config import WorkerSettings
 from livedub.worker.runner import WorkerRunner
 from tests.e2e.helpers.stream_analyzer import FFPROBE
 from tests.integration.marks import needs_ffmpeg, needs_media_server
-from tests.integration.test_media_outputs import DELAY_S, SEGMENT_S, check_sync, summary
+from tests.integration.test_media_outputs import (
+    DELAY_S,
+    SEGMENT_S,
+    check_sync,
+    free_udp_port,
+    needs_ffmpeg_srt,
+    summary,
+    wait_udp_bound,
+)
 from tests.integration.test_worker import _metric
 
 pytestmark = pytest.mark.timeout(120)
@@ -152,6 +162,53 @@ async def test_an_original_output_that_cannot_open_is_counted_and_the_dub_goes_o
     check_sync(analyze(out), expected)
 
 
+def worker_argv(sid: str, sts_url: str) -> list[str]:
+    """A paced `livedub worker --keep-original` (en → es); its URLs go by environment."""
+    return [
+        sys.executable, "-m", "livedub", "worker", "--stream-id", sid, "--sts-url", sts_url,
+        "--segment-s", str(SEGMENT_S), "--output-delay-s", str(DELAY_S), "--metrics-port", "0",
+        "--keep-original", "--source-language", "en", "--target-language", "es",
+    ]  # fmt: skip
+
+
+async def run_worker_process(sid: str, sts_url: str, src: Path, out_url: str) -> tuple[int, str, float]:
+    """(exit code, log, seconds it ran) of a paced worker; URLs (with credentials) by environment,
+    as the orchestrator gives them (never argv)."""
+    env = {**os.environ, "WORKER_INPUT_URL": str(src), "WORKER_OUTPUT_URL": out_url}
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_exec(
+        *worker_argv(sid, sts_url), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    logs, _ = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode is not None
+    return proc.returncode, logs.decode(errors="replace"), time.monotonic() - started
+
+
+@needs_ffmpeg_srt
+async def test_srt_mpegts_output_carries_both_tagged_tracks_in_sync(sts: Any, fx12: Path, tmp_path: Path) -> None:
+    port = free_udp_port()
+    rec = tmp_path / "srt.mkv"
+    recorder = subprocess.Popen(record_argv(f"srt://127.0.0.1:{port}?mode=listener", rec, all_streams=True))
+    try:
+        await asyncio.to_thread(wait_udp_bound, port)
+        code, log, took = await run_worker_process("origsrt", sts.url, fx12, f"srt://127.0.0.1:{port}")
+        assert code == ExitCode.OK, log[-3000:]
+        assert await asyncio.to_thread(recorder.wait, 20) == 0
+    finally:
+        if recorder.poll() is None:
+            recorder.kill()
+            recorder.wait()
+    assert 12 + DELAY_S - 1 < took < 12 + DELAY_S + 10, took  # paced: input in real time, then D
+    streams = audio_streams(rec)
+    assert [s.get("tags", {}).get("language") for s in streams] == ["spa", "eng"]  # from the TS descriptors
+    expected = analyze(fx12)
+    dubbed, original = analyze(rec), analyze(rec, audio_track=1)
+    print(f"\nSRT dubbed: {summary(dubbed, expected)}\nSRT original: {summary(original, expected)}")
+    check_sync(dubbed, expected)
+    check_sync(original, expected)
+    check_same_instants(dubbed, original)
+
+
 @needs_media_server
 @needs_ffmpeg
 async def test_rtmp_output_with_keep_original_publishes_live_id_orig_in_sync(
@@ -177,23 +234,10 @@ async def test_rtmp_output_with_keep_original_publishes_live_id_orig_in_sync(
         ]
         for t in recorders:
             t.start()
-        argv = [
-            sys.executable, "-m", "livedub", "worker", "--stream-id", sid, "--sts-url", sts.url,
-            "--segment-s", str(SEGMENT_S), "--output-delay-s", str(DELAY_S), "--metrics-port", "0",
-            "--keep-original", "--source-language", "en", "--target-language", "es",
-        ]  # fmt: skip
-        # URLs with credentials by environment, as the orchestrator gives them (never argv).
-        env = {**os.environ, "WORKER_INPUT_URL": str(fx12), "WORKER_OUTPUT_URL": out_url}
-        started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
-        logs, _ = await asyncio.wait_for(proc.communicate(), 90)
-        took = time.monotonic() - started
+        code, log, took = await run_worker_process(sid, sts.url, fx12, out_url)
         for t in recorders:
             await asyncio.to_thread(t.join, 30)
-    log = logs.decode(errors="replace")
-    assert proc.returncode == ExitCode.OK, log[-3000:]
+    assert code == ExitCode.OK, log[-3000:]
     assert "original output opened" in log and "original output failed" not in log, log[-3000:]
     assert 12 + DELAY_S - 1 < took < 12 + DELAY_S + 10, took  # paced: input in real time, then D
     assert all(not t.is_alive() for t in recorders) and set(codes) == {"out", "orig"}, codes
