@@ -102,6 +102,7 @@ async def test_multi_track_output_carries_dub_first_and_original_second_in_sync(
     assert await runner.run() == ExitCode.OK
     assert _metric(runner, "worker_segments_total", source="dubbed") == 6  # the first track is the dub
     assert _metric(runner, "worker_original_output_failures_total") == 0
+    assert runner.health()["original"] == "track"
 
     streams = audio_streams(out)
     assert [s["codec_name"] for s in streams] == ["aac", "aac"]
@@ -140,6 +141,7 @@ async def test_without_keep_original_one_audio_track_tagged_with_the_target(
         paced=False, segment_s=SEGMENT_S, source_language="en", target_language="es",
     ))  # fmt: skip
     assert await runner.run() == ExitCode.OK
+    assert runner.health()["original"] == "off"
     streams = audio_streams(out)
     assert len(streams) == 1 and streams[0]["tags"]["language"] == "spa"
     assert not (tmp_path / "out.orig.mkv").exists()
@@ -158,6 +160,7 @@ async def test_an_original_output_that_cannot_open_is_counted_and_the_dub_goes_o
     assert await runner.run() == ExitCode.OK
     assert _metric(runner, "worker_original_output_failures_total") == 1
     assert runner.health()["segment_files"] == "off"  # not counted as a segment file error
+    assert runner.health()["original"] == "failed"
     expected = analyze(fx12)
     check_sync(analyze(out), expected)
 

@@ -28,6 +28,7 @@ from livedub.log import bind, redact_url
 from livedub.media.audio import decode_fragment, encode_pcm
 from livedub.media.errors import DubbedAudioRejected
 from livedub.media.observer import InputState, WriteErrorKind
+from livedub.media.output import OriginalSound
 from livedub.media.pipeline import MediaPipeline
 from livedub.media.segment import Segment
 from livedub.media.settings import MediaSettings
@@ -199,6 +200,7 @@ class WorkerRunner:
         self._output_state = OutputState.STARTING
         self._input_state: InputState | None = None  # None: no input event yet (INPUT_NOT_STARTED)
         self._write_errors = 0  # segment files that could not be written (dubbing continues)
+        self._original_failed = False  # the original's own output was given up (--keep-original)
         self._drain_deadline: float | None = None  # monotonic; set by the first stop signal
         self._drain_task: asyncio.Task[None] | None = None
 
@@ -319,7 +321,17 @@ class WorkerRunner:
             "backpressure": str(self.gate.action),
             "segment_files": "off" if not self.settings.segment_dir else (HealthStatus.FAILING if self._write_errors else HealthStatus.OK),
             "segment_file_errors": self._write_errors,
+            "original": str(self._original_sound()),
         }
+
+    def _original_sound(self) -> OriginalSound:
+        """Where the original sound goes (`--keep-original`): off, track, own_output, failed."""
+        if self._original_failed:
+            return OriginalSound.FAILED
+        output = self.pipeline.output
+        if output is not None:
+            return output.original_sound
+        return OriginalSound.OFF
 
     def _summary(self) -> dict[str, Any]:
         st = self.tracker.stats()
@@ -711,6 +723,7 @@ class WorkerRunner:
 
     def on_write_error(self, kind: str, error: str) -> None:
         if kind == WriteErrorKind.ORIGINAL_OUTPUT:  # logged by the output; dubbing goes on
+            self._original_failed = True
             self.metrics.original_output_failed()
             return
         self._write_errors += 1
