@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from livedub.log import bind
 from livedub.media.languages import UNDETERMINED, iso639_2
 from livedub.media.observer import WriteErrorKind
 from livedub.media.output import (
+    ORIGINAL_GIVEN_UP_WAIT_S,
     ORIGINAL_QUEUE_PACKETS,
     AudioTrack,
     EncodedAudio,
@@ -341,3 +343,19 @@ def test_an_original_output_that_cannot_connect_fails_alone() -> None:
     side.close()
     assert not side.connected
     assert errors == [(WriteErrorKind.ORIGINAL_OUTPUT, "cannot connect: Connection refused")]
+
+
+def test_closing_a_stalled_original_output_does_not_wait_for_it() -> None:
+    errors: list[tuple[WriteErrorKind, str]] = []
+    side_sink = ScriptedSink()
+    side_sink.release.clear()  # stuck in a write for good
+    side = original_output(side_sink, errors)
+    side.connect()
+    for i in range(ORIGINAL_QUEUE_PACKETS + 2):
+        side.write_video(video(i * 0.01))
+    started = time.monotonic()
+    side.close()  # the dubbed output's close: bounded by ORIGINAL_GIVEN_UP_WAIT_S, not open_timeout_s
+    took = time.monotonic() - started
+    side_sink.release.set()  # let the abandoned thread end
+    assert took < 2 * ORIGINAL_GIVEN_UP_WAIT_S + 0.5 < side.open_timeout_s, took
+    assert [k for k, _ in errors] == [WriteErrorKind.ORIGINAL_OUTPUT]  # the stall, once

@@ -555,6 +555,8 @@ class _LazyTarget:
 #: Packets the original's own output may have queued (≈ 13 s of 30 fps video + 48 kHz AAC): a
 #: paced output that far behind is stalled and is given up.
 ORIGINAL_QUEUE_PACKETS = 1000
+#: At close, how long an original output that was given up gets to end its thread.
+ORIGINAL_GIVEN_UP_WAIT_S = 0.5
 
 
 class _OriginalOutput:
@@ -650,10 +652,8 @@ class _OriginalOutput:
         assert sink is not None
         while True:
             item = self._queue.get()
-            if item is None:
+            if item is None or self.failed is not None:  # the end, or given up: nothing to write
                 return
-            if self.failed is not None:
-                continue
             op, pkt = item
             try:
                 if op == "video":
@@ -684,11 +684,13 @@ class _OriginalOutput:
         muxing thread stuck in a write is abandoned)."""
         thread = self._thread
         if thread is not None:
+            # Given up already: only let the thread see the end (it may be stuck in a write).
+            wait_s = ORIGINAL_GIVEN_UP_WAIT_S if self.failed is not None else self.open_timeout_s
             try:
-                self._queue.put(None, timeout=self.open_timeout_s)
+                self._queue.put(None, timeout=wait_s)
             except queue.Full:
                 self.fail(f"stalled: {ORIGINAL_QUEUE_PACKETS} packets waiting")
-            thread.join(self.open_timeout_s)
+            thread.join(wait_s)
             if thread.is_alive():
                 self.fail("stalled at close: abandoned")
                 return
