@@ -25,7 +25,7 @@ from livedub.exitcodes import ExitCode
 from livedub.log import bind, redact_url
 from livedub.media.errors import InputUnavailable, NoAudioTrack, OutputFailed
 from livedub.media.input import InputInfo, InputLost, MediaInput, RawAudio, RawVideo
-from livedub.media.observer import MediaObserver, NullObserver
+from livedub.media.observer import MediaObserver, NullObserver, WriteErrorKind
 from livedub.media.output import ENCODER_LOOKAHEAD_SAMPLES, MediaOutput, deadline_wall
 from livedub.media.segment import NS_PER_S, Segment, Segmenter, VideoPacket
 from livedub.media.segment_files import SegmentFileWriter
@@ -364,6 +364,7 @@ class MediaPipeline:
             on_delay=self._delay_from_thread,
             on_done=self._done_from_thread,
             on_mirror=self._mirror_from_thread,
+            on_write_error=self._write_error_from_thread,
             clock=self.clock,
         )
         await asyncio.to_thread(output.open)
@@ -503,6 +504,9 @@ class MediaPipeline:
 
     def _delay_from_thread(self, delay_s: float) -> None:
         self._call_in_loop(self._on_delay, delay_s)
+
+    def _write_error_from_thread(self, kind: WriteErrorKind, error: str) -> None:
+        self._call_in_loop(self.observer.on_write_error, kind, error)
 
     def _done_from_thread(self) -> None:
         self._call_in_loop(self._output_done.set)

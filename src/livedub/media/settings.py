@@ -89,6 +89,18 @@ class MediaSettings(BaseModel):
     output_audio_bitrate: int = Field(128_000, ge=16_000)
     output_options: dict[str, str] = Field(default_factory=dict, description="libav muxer options")
     output_format: str | None = Field(None, description="muxer name; None = from the URL")
+    keep_original: bool = Field(
+        False,
+        description="also output the original sound (the input audio on the same timeline): the "
+        "second audio track where the container carries several (MPEG-TS, Matroska, MP4, RTSP), "
+        "else (FLV/RTMP) its own output at `urls.original_output_url`",
+    )
+    target_language: str | None = Field(
+        None, description="language of the output (dubbed) audio track: ISO 639-1 or 639-2; tags it"
+    )
+    source_language: str | None = Field(
+        None, description="language of the original audio track: ISO 639-1 or 639-2; tags it"
+    )
 
     # Fragments on the wire and on disk.
     transport_format: TransportFormat = "m4a"

@@ -73,9 +73,10 @@ __all__ = [
 
 _log = bind(logging.getLogger(__name__), component="media-server")
 
-#: A media path served here: `live/<id>/in`, `live/<id>/out`, or a language's `live/<id>/<lang>`
-#: (issue 18; published by the workers, like `out`).
-PATH_RE = re.compile(rf"live/({ID_CHARS})/(in|out|{LANGUAGE_CODE})")
+#: A media path served here: `live/<id>/in`, `live/<id>/out`, a language's `live/<id>/<lang>`
+#: (issue 18; published by the workers, like `out`), or `live/<id>/orig` (the original programme
+#: a worker with --keep-original publishes next to an RTMP output).
+PATH_RE = re.compile(rf"live/({ID_CHARS})/(in|out|orig|{LANGUAGE_CODE})")
 
 ENV_PREFIX = "MEDIA_"
 RELAY_AUTH_ENV = "LIVEDUB_RELAY_AUTH"  # rtsp_relay.AUTH_ENV (the relay cannot import livedub)
@@ -141,7 +142,8 @@ class MediaServerSettings(BaseSettings):
     worker_user: str = Field(
         default="worker",
         min_length=1,
-        description="the workers' service account: the only user that may publish live/<id>/out",
+        description="the workers' service account: the only user that may publish live/<id>/out "
+        "(and live/<id>/orig)",
     )
     worker_pass: SecretStr | None = Field(
         default=None,
@@ -266,7 +268,7 @@ class Role(enum.StrEnum):
     """Who uses a URL of the media server: which credentials it carries."""
 
     PUBLISHER = "publisher"  # publishes live/<id>/in
-    WORKER = "worker"  # publishes live/<id>/out (and reads live/<id>/in)
+    WORKER = "worker"  # publishes live/<id>/out and live/<id>/orig (and reads live/<id>/in)
     READER = "reader"
     ANONYMOUS = "anonymous"
 
@@ -333,7 +335,7 @@ rtmp {{
     server {{
         listen {host}:{rtmp_port};
         chunk_size 4096;
-{apps}        # any id: app "live", stream name "<id>/in" or "<id>/out"
+{apps}        # any id: app "live", stream name "<id>/in", "<id>/out" or "<id>/orig"
         application live {{
             {live}
         }}
@@ -601,7 +603,7 @@ class MediaServer:
     def _url(self, base: str, path: str, role: Role | None) -> str:
         path = path.lstrip("/")
         if role is None:  # the role a path is published by: its publisher's credentials
-            role = Role.PUBLISHER if path.endswith("/in") else Role.WORKER  # out, <lang>: workers
+            role = Role.PUBLISHER if path.endswith("/in") else Role.WORKER  # out, orig, <lang>: workers
         url = f"{base}/{path}"
         creds = self._credentials.get(role)
         if creds is None:

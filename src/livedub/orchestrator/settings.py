@@ -147,6 +147,11 @@ class OrchestratorSettings(BaseSettings):
     worker_args: str = Field(
         "", description="extra arguments appended to every worker command, shell-quoted"
     )
+    keep_original: bool = Field(
+        False,
+        description="workers keep the original sound (worker --keep-original): a second audio "
+        "track on multi-track outputs, live/<id>/orig next to an RTMP live/<id>/out",
+    )
     worker_metrics_host: str = Field(
         "127.0.0.1", description="host the orchestrator scrapes worker /metrics on"
     )
@@ -389,6 +394,7 @@ class OrchestratorSettings(BaseSettings):
             stream_id,
             "--metrics-port",
             str(metrics_port),
+            *(["--keep-original"] if self.keep_original else []),
             *shlex.split(self.worker_args),
         ]
         if language is not None:

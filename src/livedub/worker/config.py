@@ -76,6 +76,12 @@ class WorkerSettings(BaseSettings):
         "m4a", description="fragment audio format on the wire: m4a, wav or flac"
     )
 
+    keep_original: bool = Field(
+        False,
+        description="also output the original sound, tagged with source_language: the second audio "
+        "track of an MPEG-TS (srt/udp/tcp/.ts), Matroska, MP4 or RTSP output; an FLV output (rtmp, .flv) "
+        "carries one track, so there the original programme goes to its own path live/<id>/orig",
+    )
     captions: str | None = Field(
         None,
         description="write WebVTT captions live to PREFIX.<source_language>.vtt and "
@@ -165,6 +171,10 @@ class WorkerSettings(BaseSettings):
             **shared,
             sts_timeout_s=self.fragment_timeout_s,
             output_delay_s=self.delay_s,
+            keep_original=self.keep_original,
+            source_language=self.source_language,
+            # Passthrough: the first track carries the original sound too.
+            target_language=self.source_language if self.passthrough else self.target_language,
             segment_dir=Path(self.segment_dir) if self.segment_dir else None,
             # Unpaced (file → file): the output waits for each segment to be resolved. The worker
             # resolves every segment (dubbed, or a fallback at the latest when its fragment times

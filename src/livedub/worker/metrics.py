@@ -78,6 +78,9 @@ _METRICS: tuple[tuple[str, Any, str, str, str | None], ...] = (
     ("_mirror_failures", Counter, "worker_mirror_output_failures_total",
      "Failures (count) of the mirror output (live/<id>/<lang> of a stream's first language); the main output goes on.",
      None),
+    ("_original_failures", Counter, "worker_original_output_failures_total",
+     "Failures (count) of the original programme's own output (--keep-original on FLV/RTMP: live/<id>/orig), "
+     "each of which gave it up; the dubbed output continues.", None),
 )  # fmt: skip
 METRIC_NAMES = tuple(row[2] for row in _METRICS)
 
@@ -111,6 +114,7 @@ class WorkerMetrics:
     _rejected: Counter
     _connected: Gauge
     _mirror_failures: Counter
+    _original_failures: Counter
 
     def __init__(
         self,
@@ -175,6 +179,10 @@ class WorkerMetrics:
 
     def set_inflight(self, count: int) -> None:
         self._inflight.labels(self.stream_id).set(count)
+
+    def original_output_failed(self) -> None:
+        """The original's own output failed (and was given up)."""
+        self._original_failures.labels(self.stream_id).inc()
 
     def late_result(self) -> None:
         self._late.labels(self.stream_id).inc()

@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from livedub.log import bind
-from livedub.media.observer import InputState
+from livedub.media.observer import InputState, WriteErrorKind
 from livedub.media.output import MirrorState
 from livedub.media.segment import Segment
 from livedub.reasons import FallbackReason, RejectedReason
@@ -97,6 +97,7 @@ class OutcomeRecorder:
         self.input_state: InputState | None = None  # None: no input event yet (INPUT_NOT_STARTED)
         self.write_errors = 0  # segment files that could not be written (dubbing continues)
         self.mirror_state = MirrorState.WAITING if mirror else MirrorState.OFF
+        self.original_failed = False  # the original's own output was given up (--keep-original)
         self.on_texts = on_texts  # the last lines of /health (worker/control.py)
 
     # -- fragments (the session) -------------------------------------------------------------
@@ -196,6 +197,10 @@ class OutcomeRecorder:
         self.metrics.set_input_state(_INPUT_STATE_METRIC.get(state, INPUT_NOT_STARTED))
 
     def on_write_error(self, kind: str, error: str) -> None:
+        if kind == WriteErrorKind.ORIGINAL_OUTPUT:  # logged by the output; dubbing goes on
+            self.original_failed = True
+            self.metrics.original_output_failed()
+            return
         self.write_errors += 1
         self.log.warning("write error (dubbing continues)", ctx={"kind": kind, "error": error[:200]})
 

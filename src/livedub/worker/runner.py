@@ -21,6 +21,7 @@ from livedub import exitcodes
 from livedub.clock import Clock, SystemClock, wait_within
 from livedub.exitcodes import ExitCode
 from livedub.log import bind, redact_url
+from livedub.media.output import OriginalSound
 from livedub.media.pipeline import MediaPipeline
 from livedub.media.segment import Segment
 from livedub.worker.captions import CaptionWriter
@@ -86,7 +87,7 @@ class WorkerRunner:
                 "input": redact_url(s.input_url), "output": redact_url(s.output_url),
                 "mirror": redact_url(s.mirror_output_url) or None, "target_language": s.target_language,
                 "sts_url": redact_url(s.sts_url), "passthrough": s.passthrough, "segment_s": s.segment_s,
-                "output_delay_s": s.delay_s,
+                "output_delay_s": s.delay_s, "keep_original": s.keep_original,
             },
         )  # fmt: skip
         sender = asyncio.get_running_loop().create_task(self.session.run(), name="sts-sender")
@@ -157,8 +158,16 @@ class WorkerRunner:
         return {
             **self.recorder.health(self.session.status(), failing=self._fatal is not None),
             "target_language": self.settings.target_language,
+            "original": str(self._original_sound()),
             **self.control.health(),
         }
+
+    def _original_sound(self) -> OriginalSound:
+        """Where the original sound goes (`--keep-original`): off, track, own_output, failed."""
+        if self.recorder.original_failed:
+            return OriginalSound.FAILED
+        output = self.pipeline.output
+        return output.original_sound if output is not None else OriginalSound.OFF
 
     def _summary(self) -> dict[str, Any]:
         st = self.session.tracker.stats()
