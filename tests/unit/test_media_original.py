@@ -110,10 +110,13 @@ def test_worker_passes_keep_original_and_the_languages_to_the_media_path() -> No
     assert m.target_language == "en"
 
 
-def test_orchestrator_passes_keep_original_to_every_worker() -> None:
+def test_orchestrator_passes_keep_original_to_each_streams_first_worker() -> None:
     assert "--keep-original" not in OrchestratorSettings().worker_argv("x", 9100)
-    argv = OrchestratorSettings(keep_original=True, worker_args="--segment-s 2").worker_argv("x", 9100)
-    assert argv[-3:] == ["--keep-original", "--segment-s", "2"]
+    settings = OrchestratorSettings(keep_original=True, worker_args="--segment-s 2")
+    assert settings.worker_argv("x", 9100)[-3:] == ["--keep-original", "--segment-s", "2"]
+    assert "--keep-original" in settings.worker_argv("x", 9100, "es", primary=True)
+    # the original is the same for every language: only the first keeps it (live/<id>/orig)
+    assert "--keep-original" not in settings.worker_argv("x", 9101, "ca", primary=False)
 
 
 # --- OutputCore feeding both tracks --------------------------------------------------------------

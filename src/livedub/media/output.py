@@ -760,7 +760,7 @@ class MirrorOutput:
             self._fail(str(exc))
             return False
         self._opened = opened
-        self._sink = _MuxSink(opened.container, opened.vstream, opened.astream, keep_priming=opened.fmt in ("mp4", "mov"))
+        self._sink = _MuxSink(opened.container, opened.vstream, {AudioTrack.DUBBED: opened.astream}, keep_priming=opened.fmt in ("mp4", "mov"))
         self._retry_s = MIRROR_RETRY_FIRST_S
         self.log.info("mirror output opened", ctx={"format": opened.fmt})
         self._set_state(MirrorState.WRITING)

@@ -385,7 +385,9 @@ class OrchestratorSettings(BaseSettings):
 
         With a `language` the worker dubs into it (`--target-language`, after `worker_args` so
         it wins); a worker that is not its stream's first (`primary`) language writes no
-        source-language captions (the first one does: one transcript file per stream)."""
+        source-language captions (the first one does: one transcript file per stream) and keeps
+        no original sound (the first one does, `live/<id>/orig` or its second track: the original
+        is the same for every language)."""
         if not is_valid_stream_id(stream_id):
             raise ValueError(f"invalid stream id: {stream_id!r}")
         argv = [
@@ -394,7 +396,7 @@ class OrchestratorSettings(BaseSettings):
             stream_id,
             "--metrics-port",
             str(metrics_port),
-            *(["--keep-original"] if self.keep_original else []),
+            *(["--keep-original"] if self.keep_original and primary else []),
             *shlex.split(self.worker_args),
         ]
         if language is not None:
