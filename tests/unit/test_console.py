@@ -155,10 +155,7 @@ async def test_with_a_token_everything_but_probes_needs_it(client_for: Any, capl
     rows = await (await client.get("/v1/console", headers={"Authorization": f"Bearer {TOKEN}"})).json()
     (row,) = rows["streams"]
     assert row["worker"]["original_only"] is True and row["original_only"] is True
-    assert row["links"] == {
-        "output": "rtmp://127.0.0.1:1935/live/abc/out",
-        "outputs": ["rtmp://127.0.0.1:1935/live/abc/out"],
-    }
+    assert row["links"] == {"out": "rtmp://127.0.0.1:1935/live/abc/out"}
     assert TOKEN not in caplog.text  # never logged
     await service.supervisor.shutdown()
 

@@ -309,7 +309,8 @@ class Console:
         row: dict[str, Any] = {
             **info_json,
             "key_language": language,
-            "links": {"output": self.settings.play_url(paths[-1]), "outputs": [self.settings.play_url(p) for p in paths]},
+            # one link per media path the worker publishes, named by its last part (out, es, ...)
+            "links": {p.rsplit("/", 1)[-1]: self.settings.play_url(p) for p in paths},
             "worker": None,
             "figures": None,
         }
