@@ -6,10 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := ffmpeg nginx-light libnginx-mod-rtmp python3-gi gir1.2-gst-rtsp-server-1.0 \
 	gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad wget \
-	espeak-ng apertium apertium-eng-spa sox curl busybox
+	espeak-ng apertium apertium-eng-spa sox curl busybox chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv test test-unit test-integration lint demo bench bench-quick bench-dub soak \
+.PHONY: setup apt venv test test-unit test-integration lint demo console-screenshot bench bench-quick bench-dub soak \
 	e2e-up e2e-down e2e-test e2e-test-full e2e-test-p1 e2e-test-p2 e2e-test-p3 test-reliability clean
 
 setup: apt venv
@@ -52,6 +52,10 @@ lint: setup
 
 demo: setup
 	$(BIN)/livedub demo
+
+# The live console during a dub demo, in headless Chromium (apt chromium): writes docs/console.png.
+console-screenshot: setup
+	$(BIN)/python -m tests.console_screenshot --out docs/console.png
 
 bench: setup
 	$(BIN)/python -m bench.run

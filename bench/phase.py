@@ -91,12 +91,15 @@ class Settings:
 
 
 class PortRange:
-    """Where `free_port` picks ports: any free port (the default), or only inside [low, high]
-    (`python -m bench.run --port-range`, on a machine where other jobs own other ranges)."""
+    """Where `free_port` picks ports: 14000–19999 by default, or only inside [low, high]
+    (`python -m bench.run --port-range`, on a machine where other jobs own other ranges). Never the
+    kernel's ephemeral range (32768–60999): a port picked there by binding 0 can be taken by a
+    client connection's local port before the server meant for it binds it. Below the tests'
+    20000–31999 (livedub.sts.testing.TEST_PORT_BASE)."""
 
-    low: int | None = None
-    high: int | None = None
-    _next: int = 0
+    low: int = 14_000
+    high: int = 19_999
+    _next: int = 14_000
 
     @classmethod
     def set(cls, low: int, high: int) -> None:
@@ -113,11 +116,6 @@ def _bindable(port: int) -> bool:
 
 
 def free_port() -> int:
-    if PortRange.low is None or PortRange.high is None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port: int = s.getsockname()[1]
-            return port
     size = PortRange.high - PortRange.low + 1
     for _ in range(size):  # round robin: a port just handed out is not handed out again soon
         port = PortRange._next

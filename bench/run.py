@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dub-duration-s", type=float, default=36.0, help="length of the spoken programme of the dub phase (default 36)")
     p.add_argument("--dub-added-s", type=float, default=2.5, help="dub phase: D = segment + this, and the worker's fragment timeout (default 2.5)")
     p.add_argument("--only", type=_phases, default=None, metavar="PHASE[,PHASE]", help=f"run only these phases ({', '.join(PHASES)}); the report then goes to WORKDIR/performance.md unless --doc is given (a partial run never rewrites docs/performance.md)")
-    p.add_argument("--port-range", type=_port_range, default=None, metavar="LOW-HIGH", help="pick every port (media server, STS, worker metrics) in this range (default: any free port)")
+    p.add_argument("--port-range", type=_port_range, default=None, metavar="LOW-HIGH", help="pick every port (media server, STS, worker metrics) in this range (default: 14000-19999, below the ephemeral range)")
     p.add_argument("--quiet-below", type=float, default=0.3, help="before a phase, wait until other programs use fewer cores than this (default 0.3)")
     p.add_argument("--quiet-wait-s", type=float, default=45.0, help="longest wait for that, per phase (default 45; 0: never wait)")
     p.add_argument("--quiet-total-s", type=float, default=180.0, help="longest total wait for that over the run (default 180)")

@@ -8,8 +8,12 @@ a component that a unit test must control.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -54,3 +58,28 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         self._now += max(0.0, seconds)
         await asyncio.sleep(0)
+
+
+async def wait_within(clock: Clock, aw: Awaitable[T], timeout_s: float) -> bool:
+    """Await `aw` for at most `timeout_s` on `clock` (not the loop's own time): True if it finished
+    in time (its exception, if any, propagates), else it is cancelled and the answer is False.
+    `timeout_s` may be `math.inf` (no bound)."""
+    task = asyncio.ensure_future(aw)
+    if math.isinf(timeout_s):
+        await task
+        return True
+    timer = asyncio.ensure_future(clock.sleep(max(0.0, timeout_s)))
+    try:
+        await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+        if not task.done():
+            task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if task.cancelled() and not (current is not None and current.cancelling()):
+            return False  # we cancelled it at the timeout (not a cancellation of our caller)
+        raise
+    return True

@@ -508,7 +508,7 @@ def check_accounting(runner: WorkerRunner, *, output_ran: bool = True) -> dict[s
     fallback = metric(runner, "worker_audio_fragments_total", status="fallback")
     assert sent == processed + fallback, (sent, processed, fallback)
     assert metric(runner, "worker_inflight_fragments") == 0
-    assert runner.tracker.inflight == 0
+    assert runner.session.tracker.inflight == 0
     stats = runner.pipeline.stats
     dubbed = metric(runner, "worker_segments_total", source="dubbed")
     original = metric(runner, "worker_segments_total", source="original")
@@ -564,11 +564,11 @@ class RssSampler:
 def record_segments(runner: WorkerRunner) -> list[tuple[int, str, str | None]]:
     """Record `(batch, source, reason)` of every segment the worker's output takes, in order."""
     seen: list[tuple[int, str, str | None]] = []
-    inner = runner.on_segment_output
+    inner = runner.recorder.on_segment_output
 
     def on_segment_output(segment: Any, source: str, reason: str | None) -> None:
         seen.append((segment.batch, source, reason))
         inner(segment, source, reason)
 
-    runner.on_segment_output = on_segment_output  # type: ignore[method-assign]
+    runner.recorder.on_segment_output = on_segment_output  # type: ignore[method-assign]
     return seen

@@ -57,6 +57,14 @@ def test_demo_dubs_every_fragment_in_sync_with_a_clean_console(tmp_path: Path) -
     assert alarming == [], console
     assert (tmp_path / "logs" / "recorder.log").exists()
     assert (tmp_path / "demo-it-sync.png").stat().st_size > 0
+    # the live console: its URL printed, its token in a mode-600 file, never in the output or a log
+    assert f"live console          : http://127.0.0.1:{ports[3]}/ (sign in with the token in {tmp_path}/console-token" in console
+    token_file = tmp_path / "console-token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text().strip()
+    assert len(token) >= 32 and token not in console
+    for log in (tmp_path / "logs").rglob("*.log"):
+        assert token not in log.read_text(errors="replace"), log
 
 
 def test_demo_refuses_busy_ports_at_once(tmp_path: Path) -> None:

@@ -111,6 +111,16 @@ async def until(
         await asyncio.sleep(0.02)
 
 
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples `name` with these labels in a Prometheus text page."""
+    total = 0.0
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
 def alive(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE

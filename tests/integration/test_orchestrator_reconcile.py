@@ -26,7 +26,6 @@ from typing import Any
 import aiohttp
 import psutil
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from livedub.media.fixture import FixtureSpec, make_fixture
 from livedub.media.publish import publish
@@ -37,6 +36,7 @@ from livedub.sts.testing import free_port
 from livedub.subproc import terminate
 from tests.integration.marks import needs_media_server
 from tests.integration.test_orchestrator import (
+    metric_sum,
     until,  # one polling helper for the orchestrator tests
 )
 
@@ -115,14 +115,7 @@ class Serve:
 
     async def metric(self, http: aiohttp.ClientSession, name: str, **labels: str) -> float:
         status, text = await self.get(http, "/metrics")
-        if status != 200:
-            return 0.0
-        total = 0.0
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                    total += s.value
-        return total
+        return metric_sum(text, name, **labels) if status == 200 else 0.0
 
     async def stream(self, http: aiohttp.ClientSession) -> dict[str, Any] | None:
         async with http.get(f"{self.base}/v1/streams/{STREAM}") as resp:

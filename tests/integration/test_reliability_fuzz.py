@@ -49,7 +49,8 @@ from livedub.sts.core import StsCore
 from livedub.sts.settings import StsSettings
 from livedub.sts.testing import make_fragment
 from livedub.worker.config import WorkerSettings
-from livedub.worker.runner import Pending, WorkerRunner
+from livedub.worker.runner import WorkerRunner
+from livedub.worker.session import Pending
 
 RATE = 8000
 N_SAMPLES = 800  # 100 ms fragments: small, so hundreds of examples stay fast
@@ -111,7 +112,7 @@ def _runner_with_pending() -> tuple[WorkerRunner, _CapturingSio, list[str], list
         clock=FakeClock(),
     )
     sio = _CapturingSio()
-    runner.client._register(sio)
+    runner.session.link.client._register(sio)  # type: ignore[attr-defined]
     ids: list[str] = []
     segments: list[Segment] = []
     for i in range(N_PENDING):
@@ -120,7 +121,7 @@ def _runner_with_pending() -> tuple[WorkerRunner, _CapturingSio, list[str], list
             id=str(uuid.uuid4()), stream_id="fuzz", batch=i, t0_ns=i * 100_000_000, n_samples=N_SAMPLES,
             sample_rate=RATE, channels=1, pcm=pcm, audio=SegmentAudio(pcm),
         )
-        runner.tracker.add(seg.id, Pending(seg, i, False, runner.clock.monotonic()))
+        runner.session.tracker.add(seg.id, Pending(seg, i, False, runner.clock.monotonic()))
         runner.metrics.fragment_sent()
         ids.append(seg.id)
         segments.append(seg)
@@ -190,12 +191,12 @@ async def _drive(events: list[tuple[str, Any, int]]) -> None:
                 await handler(payload)  # must never raise
         # Whatever is still in flight times out (the tracker calls the runner's on_timeout).
         runner.clock.advance(runner.settings.fragment_timeout_s + 1)  # type: ignore[attr-defined]
-        runner.tracker.expire_due()
+        runner.session.tracker.expire_due()
     finally:
         root.removeHandler(errors)
     assert errors.records == [], [r.getMessage() for r in errors.records]
-    stats = runner.tracker.stats()
-    assert runner.tracker.inflight == 0
+    stats = runner.session.tracker.stats()
+    assert runner.session.tracker.inflight == 0
     assert stats.sent == N_PENDING == stats.processed + stats.fallback
     m = {s.labels.get("status"): s.value for f in _families(runner) for s in f.samples if s.name == "worker_audio_fragments_total"}
     assert m["sent"] == m["processed"] + m["fallback"] == N_PENDING, m

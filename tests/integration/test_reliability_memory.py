@@ -41,6 +41,6 @@ async def test_resolved_fragments_do_not_pin_their_media(tmp_path: Path) -> None
         assert await runner.run() == 0
     n = h.check_accounting(runner)
     assert n["sent"] == 60 and n["processed"] > 0 and n["fallback"] > 0
-    assert len(runner.tracker._history) == 60, "resolved fragments are still remembered (ids, outcome)"
+    assert len(runner.session.tracker._history) == 60, "resolved fragments are still remembered (ids, outcome)"
     pinned = live_segments()
     assert len(pinned) <= 2, f"{len(pinned)} segments still referenced after the run"

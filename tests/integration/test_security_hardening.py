@@ -149,12 +149,16 @@ def test_embedded_media_server_enforces_who_may_publish(
             ("live/sec/in", Role.WORKER),  # the workers' account publishes outputs only
             ("live/sec/out", Role.ANONYMOUS),
             ("live/sec/out", Role.PUBLISHER),  # a broadcaster cannot replace the dubbed output
+            ("live/sec/orig", Role.ANONYMOUS),
+            ("live/sec/orig", Role.PUBLISHER),  # nor the original kept next to it (--keep-original)
         ]
         for path, role in refused:
             assert _publish(url(path, role)) != 0, (path, role)
         assert ms.ready_paths == {}
         assert _publish(url("live/sec/in", Role.PUBLISHER)) == 0
         assert _publish(url("live/sec/out", Role.WORKER)) == 0
+        assert _publish(url("live/sec/orig", Role.WORKER)) == 0
+        assert _publish(url("live/sec/orig")) == 0  # the default role of an orig path: the workers'
         creds = ms.credentials(Role.PUBLISHER)
         assert creds is not None
         wrong = url("live/sec/in", Role.PUBLISHER).replace(

@@ -254,10 +254,9 @@ def test_mediamtx_path_regexes_match_exactly_what_the_orchestrator_accepts(
     for path in samples:
         ours = INPUT_PATH_RE.fullmatch(path) is not None
         assert (in_re.search(path) is not None) == ours, path
-        for out in (path, path.removesuffix("/in") + "/out"):
-            expected = out.endswith("/out") and (
-                INPUT_PATH_RE.fullmatch(out.removesuffix("/out") + "/in") is not None
-            )
+        for out in (path, path.removesuffix("/in") + "/out", path.removesuffix("/in") + "/orig"):
+            stem, _, name = out.rpartition("/")
+            expected = name in ("out", "orig") and INPUT_PATH_RE.fullmatch(stem + "/in") is not None
             assert (out_re.search(out) is not None) == expected, out
 
 

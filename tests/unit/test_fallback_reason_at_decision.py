@@ -32,12 +32,13 @@ def test_unresolved_audio_goes_out_with_what_it_was_waiting_for() -> None:
 
 def test_a_late_answer_is_counted_as_deadline_even_if_the_breaker_opened_since() -> None:
     runner = WorkerRunner(WorkerSettings(stream_id="s1", input_url="in.mp4", output_url="out.mp4"))
+    session = runner.session
     for _ in range(runner.settings.breaker_failure_threshold):
-        runner.breaker.record_failure(True, "TIMEOUT")
-    runner.gate.apply("pause")
-    assert runner.breaker.state is BreakerState.OPEN and runner.gate.paused
+        session.breaker.record_failure(True, "TIMEOUT")
+    session.gate.apply("pause")
+    assert session.breaker.state is BreakerState.OPEN and session.gate.paused
     # sent while all was well, answered too late: the output took it unresolved ("deadline")
-    runner.on_segment_output(_segment(), "original", "deadline")
+    runner.recorder.on_segment_output(_segment(), "original", "deadline")
     assert value(runner.metrics, "worker_fallback_total", reason="deadline") == 1
     assert value(runner.metrics, "worker_fallback_total", reason="circuit_open") == 0
     assert value(runner.metrics, "worker_fallback_total", reason="backpressure") == 0

@@ -177,10 +177,14 @@ async def test_ready_starts_one_worker_with_the_composed_command() -> None:
         "--stream-id", "abc",
         "--metrics-port", str(port),
     ]  # fmt: skip
-    assert proc.spec.env == {  # URLs by environment, never on argv
+    token = proc.spec.env["WORKER_CONTROL_TOKEN"]  # per process, for the console's switch
+    assert len(token) >= 32
+    assert proc.spec.env == {  # URLs and the control token by environment, never on argv
         "WORKER_INPUT_URL": "rtsp://127.0.0.1:8554/live/abc/in",
         "WORKER_OUTPUT_URL": "rtmp://127.0.0.1:1935/live/abc/out",
         "WORKER_STS_URL": "http://127.0.0.1:8080",
+        "WORKER_ORIGINAL_ONLY": "false",
+        "WORKER_CONTROL_TOKEN": token,
     }
     info = sup.get("abc")
     assert info is not None

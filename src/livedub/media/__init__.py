@@ -28,7 +28,7 @@ from livedub.media.errors import (
     NoAudioTrack,
     OutputFailed,
 )
-from livedub.media.observer import InputState, MediaObserver, NullObserver
+from livedub.media.observer import InputState, MediaObserver, NullObserver, WriteErrorKind
 from livedub.media.pipeline import MediaPipeline, PipelineStats, SegmentHook, run_passthrough
 from livedub.media.segment import Segment, SegmentAudio, VideoPacket
 from livedub.media.settings import (
@@ -56,6 +56,7 @@ __all__ = [
     "SegmentHook",
     "TransportFormat",
     "VideoPacket",
+    "WriteErrorKind",
     "decode_audio",
     "decode_fragment",
     "encode_pcm",

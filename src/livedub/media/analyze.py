@@ -118,8 +118,11 @@ def analyze(
     max_duration_s: float | None = None,
     timeout_s: float = 20.0,
     options: dict[str, str] | None = None,
+    audio_track: int = 0,
 ) -> Analysis:
-    """Decode `source` (file path or URL) completely (or `max_duration_s` of it) and analyse it."""
+    """Decode `source` (file path or URL) completely (or `max_duration_s` of it) and analyse it:
+    its first video stream and its `audio_track`-th audio stream (0: the first; 1: the original
+    sound a worker with `--keep-original` writes as the second track)."""
     src = str(source)
     opts = dict(input_options_for(src))
     opts.update(options or {})
@@ -128,7 +131,8 @@ def analyze(
         if container.duration is not None:
             result.container_duration_s = container.duration / av.time_base
         vstream = container.streams.video[0] if container.streams.video else None
-        astream = container.streams.audio[0] if container.streams.audio else None
+        audios = container.streams.audio
+        astream = audios[audio_track] if len(audios) > audio_track else None
         streams: list[Any] = [s for s in (vstream, astream) if s is not None]
         if vstream is not None:
             vstream.thread_type = "AUTO"

@@ -23,6 +23,13 @@ class InputState(StrEnum):
     ENDED = "ended"
 
 
+class WriteErrorKind(StrEnum):
+    """What a non-fatal write failure (`on_write_error`) was about."""
+
+    SEGMENT_FILE = "segment_file"  # a segment file (segment_dir)
+    ORIGINAL_OUTPUT = "original_output"  # the original programme's own output (keep_original, FLV/RTMP)
+
+
 class MediaObserver(Protocol):
     def on_segment_created(self, segment: Segment) -> None:
         """A complete segment exists (before the `on_segment` hook runs)."""
@@ -45,7 +52,8 @@ class MediaObserver(Protocol):
         """Input connection state changes."""
 
     def on_write_error(self, kind: str, error: str) -> None:
-        """A non-fatal write failure (e.g. kind="segment_file"); dubbing continues."""
+        """A non-fatal write failure (`WriteErrorKind`: a segment file, or the original's own
+        output, which is then given up); dubbing and the dubbed output continue."""
 
     def on_drift_correction(self, deviation_ms: float, samples: int) -> None:
         """A slew correction episode started (samples != 0, signed: +insert/-drop per frame)
@@ -56,6 +64,10 @@ class MediaObserver(Protocol):
 
     def on_late_segment(self, segment: Segment) -> None:
         """A segment reached the output after its deadline (input too slow for the delay)."""
+
+    def on_mirror_state(self, state: str, detail: str | None) -> None:
+        """The mirror output (`mirror_output_url`) changed state (`output.MirrorState`):
+        waiting, writing, failed (with why; retried at a later keyframe), finished."""
 
 
 class NullObserver:
@@ -86,4 +98,7 @@ class NullObserver:
         pass
 
     def on_late_segment(self, segment: Segment) -> None:
+        pass
+
+    def on_mirror_state(self, state: str, detail: str | None) -> None:
         pass

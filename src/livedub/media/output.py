@@ -8,16 +8,26 @@ fake times, a fake encoder and a fake sink:
 - it writes video and audio packets interleaved by timestamp at `W0 + ts + D` (paced), or as
   fast as both streams allow (unpaced, for file → file);
 - it starts the output at the first video keyframe, and in paced mode fills a segment that has
-  not arrived by its deadline with silence, so the output never stalls and never has a gap.
+  not arrived by its deadline with silence, so the output never stalls and never has a gap;
+- with an `original_encoder` (`keep_original`) it feeds a second encoder each segment's original
+  PCM at the same sample positions, so the original track lines up with the dubbed one exactly.
 
 `MediaOutput` runs an `OutputCore` in its own thread against a real libav muxer. A failure to
 open or write raises/records `OutputFailed`. Nothing here ever waits for the worker or STS.
+
+`MirrorOutput` (`MediaSettings.mirror_output_url`) publishes the very same packets (codec-copied
+video, the one encoder's AAC) to a second URL from its own thread and bounded queue: it never
+blocks, slows or fails the main output. A mirror that cannot connect, fails or stalls is closed
+and opened again at a later video keyframe (retries 2, 4 … 30 s apart). Issue 18: a stream's
+first language publishes `live/<id>/out` and mirrors it to `live/<id>/<lang>`.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
+import queue
 import socket
 import threading
 from collections import deque
@@ -34,11 +44,15 @@ from livedub.log import bind, redact_url
 from livedub.media.audio import layout_for, pcm_to_planar_float
 from livedub.media.errors import OutputFailed
 from livedub.media.input import VideoTemplate
+from livedub.media.languages import iso639_2
+from livedub.media.observer import WriteErrorKind
 from livedub.media.segment import NS_PER_S, Segment, VideoPacket
 from livedub.media.settings import MediaSettings
 from livedub.media.srt import SRT_PAYLOAD, SrtWriter
 from livedub.media.urls import (
+    carries_several_audio_tracks,
     is_live,
+    original_output_url,
     output_format_for,
     scheme_of,
     strip_file_scheme,
@@ -52,6 +66,11 @@ AAC_FRAME = 1024
 OUTPUT_TICK_S = 0.02
 # The encoder emits a packet for samples [p, p+1024) only after about two more frames went in.
 ENCODER_LOOKAHEAD_SAMPLES = 3 * AAC_FRAME
+# A mirror's queue: ≈ 25 s of 30 fps video + 48 kHz AAC. A mirror this far behind is stalled: it
+# is dropped and reopened at a later keyframe, never waited for.
+MIRROR_QUEUE_ITEMS = 2048
+MIRROR_RETRY_FIRST_S = 2.0
+MIRROR_RETRY_MAX_S = 30.0
 
 
 def deadline_wall(
@@ -61,10 +80,27 @@ def deadline_wall(
     return w0 + t0_ns / NS_PER_S + delay_s - lookahead_s - margin_s
 
 
+class AudioTrack(enum.StrEnum):
+    """Which audio track an encoded packet belongs to."""
+
+    DUBBED = "dubbed"  # the output's audio: dubbed, or original per segment when it falls back
+    ORIGINAL = "original"  # keep_original: always the input's audio
+
+
+class OriginalSound(enum.StrEnum):
+    """Where an output's original sound goes (`MediaSettings.keep_original`)."""
+
+    OFF = "off"
+    TRACK = "track"  # the second audio track of the output
+    OWN_OUTPUT = "own_output"  # its own output (FLV/RTMP: live/<id>/orig)
+    FAILED = "failed"  # its own output could not be prepared (logged, counted)
+
+
 @dataclass(frozen=True, slots=True)
 class EncodedAudio:
     pts_ns: int
     packet: Any  # av.Packet in production; anything in tests
+    track: AudioTrack = AudioTrack.DUBBED
 
 
 class AudioEncoder(Protocol):
@@ -85,6 +121,7 @@ class PacketSink(Protocol):
 
 TakenFn = Callable[[Segment | None, int, str, str | None], None]
 DelayFn = Callable[[float], None]
+WriteErrorFn = Callable[[WriteErrorKind, str], None]
 
 
 class OutputCore:
@@ -111,6 +148,7 @@ class OutputCore:
         fill_missing: bool = True,
         on_taken: TakenFn | None = None,
         on_delay: DelayFn | None = None,
+        original_encoder: AudioEncoder | None = None,
     ) -> None:
         self.paced = paced
         self.delay_s = delay_s
@@ -119,6 +157,7 @@ class OutputCore:
         self.n = segment_samples
         self.has_video = has_video
         self.encoder = encoder
+        self.original_encoder = original_encoder
         self.sink = sink
         self.lookahead_s = encoder.lookahead_samples / sample_rate
         self.margin_s = margin_s
@@ -134,8 +173,10 @@ class OutputCore:
         self._next_k = 0
         self._video: deque[VideoPacket] = deque()
         self._audio: deque[EncodedAudio] = deque()
+        self._original: deque[EncodedAudio] = deque()  # the original track's packets
         self._video_horizon_ns = -math.inf
         self._audio_horizon_ns = -math.inf
+        self._original_horizon_ns = -math.inf if original_encoder is not None else math.inf
         self._ended = False
         self._audio_done = False
         self._feeding_started = False
@@ -144,6 +185,7 @@ class OutputCore:
         # Counters (read by tests and the pipeline).
         self.video_written = 0
         self.audio_written = 0
+        self.original_written = 0
         self.video_dropped_before_keyframe = 0
         self.filled_segments: list[int] = []
         self.late_segments: list[int] = []
@@ -211,6 +253,7 @@ class OutputCore:
             and self._audio_done
             and not self._video
             and not self._audio
+            and not self._original
             and not self.done
         ):
             self.done = True
@@ -284,6 +327,11 @@ class OutputCore:
             self._feeding_started = True
             self.samples_fed += n - skip
             self._queue_audio(packets)
+            if self.original_encoder is not None:
+                # The input's own audio at the same sample positions (what a fallback outputs);
+                # a segment missing at its deadline is silence on both tracks.
+                original = seg.audio.original if seg is not None else pcm
+                self._queue_original(self.original_encoder.encode(original[skip:], origin + start + skip))
         self._next_k = k + 1
         if self.on_taken is not None:
             self.on_taken(seg, k, source, reason)
@@ -293,11 +341,19 @@ class OutputCore:
             self._audio.append(p)
             self._audio_horizon_ns = max(self._audio_horizon_ns, p.pts_ns)
 
+    def _queue_original(self, packets: list[EncodedAudio]) -> None:
+        for p in packets:
+            self._original.append(p)
+            self._original_horizon_ns = max(self._original_horizon_ns, p.pts_ns)
+
     def _finish_audio(self) -> None:
         if self._feeding_started:
             self._queue_audio(self.encoder.flush())
+            if self.original_encoder is not None:
+                self._queue_original(self.original_encoder.flush())
         self._audio_done = True
         self._audio_horizon_ns = math.inf
+        self._original_horizon_ns = math.inf
 
     def _write_due(self, now: float) -> float:
         if self.paced and self.w0 is None:
@@ -306,17 +362,16 @@ class OutputCore:
             horizon = min(
                 math.inf if (not self.has_video or self._ended) else self._video_horizon_ns,
                 self._audio_horizon_ns,
+                self._original_horizon_ns,
             )
-        while self._video or self._audio:
-            v = self._video[0] if self._video else None
-            a = self._audio[0] if self._audio else None
-            if v is not None and (a is None or v.dts_ns <= a.pts_ns):
-                key = v.dts_ns
-                is_video = True
-            else:
-                assert a is not None
-                key = a.pts_ns
-                is_video = False
+        while self._video or self._audio or self._original:
+            # The earliest head of the three queues; on a tie video first, then dubbed, original.
+            heads = (
+                (self._video[0].dts_ns, 0) if self._video else None,
+                (self._audio[0].pts_ns, 1) if self._audio else None,
+                (self._original[0].pts_ns, 2) if self._original else None,
+            )
+            key, which = min(h for h in heads if h is not None)
             if self.paced:
                 assert self.w0 is not None
                 due = self.w0 + key / NS_PER_S + self.delay_s
@@ -324,13 +379,16 @@ class OutputCore:
                     return due
             elif key > horizon:
                 return math.inf
-            if is_video:
+            if which == 0:
                 self.sink.write_video(self._video.popleft())
                 self.video_written += 1
-            else:
+            elif which == 1:
                 self.sink.write_audio(self._audio.popleft())
                 self.audio_written += 1
                 self._report_delay(key, now)
+            else:
+                self.sink.write_audio(self._original.popleft())
+                self.original_written += 1
         return math.inf
 
     def _report_delay(self, key_ns: int, now: float) -> None:
@@ -349,9 +407,16 @@ class StreamAudioEncoder:
     lookahead_samples = ENCODER_LOOKAHEAD_SAMPLES
 
     def __init__(
-        self, stream: Any, sample_rate: int, channels: int, *, end_pad_samples: int = 0
+        self,
+        stream: Any,
+        sample_rate: int,
+        channels: int,
+        *,
+        end_pad_samples: int = 0,
+        track: AudioTrack = AudioTrack.DUBBED,
     ) -> None:
         self.stream = stream
+        self.track = track
         self.rate = sample_rate
         self.channels = channels
         self.end_pad_samples = end_pad_samples  # silence after the end (MediaOutput._prepare)
@@ -373,7 +438,7 @@ class StreamAudioEncoder:
         for p in packets:
             if p.pts is None:
                 continue
-            out.append(EncodedAudio(pts_ns=p.pts * NS_PER_S // self.rate, packet=p))
+            out.append(EncodedAudio(pts_ns=p.pts * NS_PER_S // self.rate, packet=p, track=self.track))
         return out
 
     def encode(self, pcm: np.ndarray, abs_sample: int) -> list[EncodedAudio]:
@@ -409,20 +474,23 @@ class StreamAudioEncoder:
 
 
 class _MuxSink:
-    """Writes packets to a libav container; keeps each stream's dts strictly increasing."""
+    """Writes packets to a libav container; keeps each stream's dts strictly increasing.
+
+    `astreams` maps each audio track this container carries to its stream (the dubbed track,
+    and with `keep_original` the original one, or only the original on its own FLV output)."""
 
     def __init__(
-        self, container: Any, vstream: Any | None, astream: Any, *, keep_priming: bool
+        self, container: Any, vstream: Any | None, astreams: dict[AudioTrack, Any], *, keep_priming: bool
     ) -> None:
         self.container = container
         self.vstream = vstream
-        self.astream = astream
+        self.astreams = astreams
         # MP4/MOV carry an edit list that hides the encoder's priming packet; FLV/MPEG-TS/RTP
         # do not, so there it is dropped (else the audio track starts ~21 ms early).
         self.keep_priming = keep_priming
         self.first_audio_ns: int | None = None
         self._last_vdts: int | None = None
-        self._last_adts: int | None = None
+        self._last_adts: dict[AudioTrack, int] = {}
 
     def set_first_audio(self, pts_ns: int) -> None:
         self.first_audio_ns = pts_ns
@@ -450,12 +518,290 @@ class _MuxSink:
         if not self.keep_priming and self.first_audio_ns is not None and pkt.pts_ns < self.first_audio_ns:
             return
         p = pkt.packet
-        p.stream = self.astream
-        if self._last_adts is not None and p.dts is not None and p.dts <= self._last_adts:
-            p.dts = self._last_adts + 1
+        p.stream = self.astreams[pkt.track]
+        last = self._last_adts.get(pkt.track)
+        if last is not None and p.dts is not None and p.dts <= last:
+            p.dts = last + 1
             p.pts = max(p.pts, p.dts)
-        self._last_adts = p.dts
+        if p.dts is not None:
+            self._last_adts[pkt.track] = p.dts
         self.container.mux(p)
+
+
+@dataclass
+class _Opened:
+    """A created (not yet connected) output container and its streams."""
+
+    container: Any
+    fmt: str
+    srt: SrtWriter | None
+    vstream: Any | None
+    astream: Any
+
+
+def _create_output(
+    url: str, s: MediaSettings, video_template: VideoTemplate | None, sample_rate: int, channels: int
+) -> _Opened:
+    """Create the container and its streams (no I/O yet: libav connects in the header)."""
+    srt: SrtWriter | None = None
+    try:
+        fmt, opts = (s.output_format, {}) if s.output_format else output_format_for(url)
+        if is_live(url):
+            # OutputCore already writes the packets interleaved by timestamp, each at its
+            # time; libav's own interleaving queue would only hold packets back until the
+            # other stream has a later one (the last audio frames: until the output closes).
+            opts = {"max_interleave_delta": "1", **opts}
+        opts = {**opts, **s.output_options}
+        if scheme_of(url) == "srt":
+            # libsrt via ctypes (PyAV's libav has no srt protocol): libav muxes MPEG-TS into
+            # the writer in writes of at most one SRT payload, flushed after every packet.
+            srt = SrtWriter(url, timeout_s=s.open_timeout_s)
+            container = av.open(
+                srt, "w", format=fmt, options={"flush_packets": "1", **opts},
+                buffer_size=SRT_PAYLOAD,
+            )  # fmt: skip
+        else:
+            container = av.open(strip_file_scheme(url), "w", format=fmt, options=opts)
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise OutputFailed(f"cannot open output {redact_url(url)}: {redact_url(exc)}") from exc
+    try:
+        vstream = None
+        if video_template is not None:
+            vstream = container.add_stream_from_template(video_template.stream)
+        astream = container.add_stream("aac", rate=sample_rate, layout=layout_for(channels))
+        astream.bit_rate = s.output_audio_bitrate
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        container.close()
+        raise OutputFailed(f"cannot create output streams for {redact_url(url)}: {redact_url(exc)}") from exc
+    return _Opened(container, fmt, srt, vstream, astream)
+
+
+def _connect_output(url: str, opened: _Opened, timeout_s: float) -> None:
+    """Write the header: this opens the file or connects to the server."""
+    endpoint = tcp_endpoint(url)
+    if endpoint is not None:
+        # libav holds the GIL while it connects and writes the header: check reachability
+        # first, with a timeout, so a black-holed server cannot freeze the whole process.
+        try:
+            socket.create_connection(endpoint, timeout=timeout_s).close()
+        except OSError as exc:
+            raise OutputFailed(f"cannot reach output {redact_url(url)}: {redact_url(exc)}") from exc
+    if opened.srt is not None:
+        try:
+            opened.srt.connect()  # now, not at the first packet: the header may write nothing
+        except (OSError, ValueError) as exc:
+            raise OutputFailed(f"cannot reach output {redact_url(url)}: {redact_url(exc)}") from exc
+    try:
+        opened.container.start_encoding()
+    except (av.FFmpegError, OSError, ValueError) as exc:
+        raise OutputFailed(f"cannot start output {redact_url(url)}: {redact_url(exc)}") from exc
+
+
+class MirrorState(enum.StrEnum):
+    """A mirror output's state (worker `/health` `mirror`)."""
+
+    OFF = "off"  # no mirror configured
+    WAITING = "waiting"  # not connected: waiting for a keyframe (or a retry time)
+    WRITING = "writing"
+    FAILED = "failed"  # the last attempt failed; retried at a later keyframe
+    FINISHED = "finished"
+
+
+MirrorStateFn = Callable[[MirrorState, str | None], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _AudioCopy:
+    """An encoded audio packet copied before the main output's muxer consumes it."""
+
+    pts_ns: int
+    data: bytes
+    pts: int | None
+    dts: int | None
+    duration: int
+    time_base: Fraction
+    first_audio_ns: int | None
+
+
+_END = object()
+
+
+class MirrorOutput:
+    """The same packets as an output, published to a second URL (see the module docstring).
+
+    `video()` / `audio()` are called from the output thread and never block; `end()` lets the
+    mirror write what it has queued and close; `join()` waits (bounded) for that."""
+
+    def __init__(
+        self,
+        url: str,
+        settings: MediaSettings,
+        *,
+        video_template: VideoTemplate | None,
+        sample_rate: int,
+        channels: int,
+        on_state: MirrorStateFn | None = None,
+        clock: Clock | None = None,
+        max_items: int = MIRROR_QUEUE_ITEMS,
+    ) -> None:
+        self.url = url
+        self.settings = settings
+        self.video_template = video_template
+        self.sample_rate = sample_rate
+        self.channels = channels
+        self.on_state = on_state
+        self.clock = clock or SystemClock()
+        self.log = bind(_log, stream_id=settings.stream_id, mirror=redact_url(url))
+        self._queue: queue.Queue[object] = queue.Queue(max_items)
+        self._stalled = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._opened: _Opened | None = None
+        self._sink: _MuxSink | None = None
+        self._retry_at = 0.0
+        self._retry_s = MIRROR_RETRY_FIRST_S
+        self.state = MirrorState.WAITING
+        self.failures = 0
+        self.video_written = 0
+        self.audio_written = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="media-mirror", daemon=True)
+        self._thread.start()
+
+    # -- from the output thread (never blocking) ----------------------------------------------
+    def video(self, pkt: VideoPacket) -> None:
+        self._put(pkt)
+
+    def audio(self, pkt: EncodedAudio, first_audio_ns: int | None) -> None:
+        p = pkt.packet
+        self._put(
+            _AudioCopy(pkt.pts_ns, bytes(p), p.pts, p.dts, int(p.duration or 0), p.time_base, first_audio_ns)
+        )
+
+    def _put(self, item: object) -> None:
+        if self._stalled.is_set():
+            return
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self._stalled.set()  # the thread drops the queue and reopens at a later keyframe
+
+    def end(self) -> None:
+        while True:
+            try:
+                self._queue.put(_END, timeout=0.1)
+                return
+            except queue.Full:
+                self._discard()
+
+    def join(self, timeout_s: float) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    # -- thread --------------------------------------------------------------------------------
+    def _set_state(self, state: MirrorState, detail: str | None = None) -> None:
+        if state == self.state and detail is None:
+            return
+        self.state = state
+        if self.on_state is not None:
+            try:
+                self.on_state(state, detail)
+            except Exception:  # noqa: BLE001
+                self.log.exception("mirror state callback failed")
+
+    def _discard(self) -> None:
+        with self._queue.mutex:
+            self._queue.queue.clear()
+            self._queue.not_full.notify_all()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                item = self._queue.get()
+                if self._stalled.is_set():
+                    self._discard()
+                    self._stalled.clear()
+                    self._fail("stalled: more than its queue behind the output")
+                    if item is not _END:
+                        continue
+                if item is _END:
+                    break
+                if self._opened is None and not self._open_at(item):
+                    continue
+                try:
+                    self._write(item)
+                except (av.FFmpegError, OSError, ValueError) as exc:
+                    self._fail(f"write failed: {redact_url(exc)}")
+        except Exception as exc:  # noqa: BLE001 - a bug must not reach the main output
+            self.log.exception("mirror thread crashed")
+            self._set_state(MirrorState.FAILED, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._close()
+            if self.state != MirrorState.FAILED:
+                self._set_state(MirrorState.FINISHED)
+
+    def _open_at(self, item: object) -> bool:
+        """Connect when `item` can start an output: a video keyframe (or any audio when there
+        is no video), once the retry time has come. Returns whether the mirror is open."""
+        has_video = self.video_template is not None
+        if has_video and not (isinstance(item, VideoPacket) and item.keyframe):
+            return False
+        if self.clock.monotonic() < self._retry_at:
+            return False
+        try:
+            opened = _create_output(self.url, self.settings, self.video_template, self.sample_rate, self.channels)
+        except OutputFailed as exc:
+            self._fail(str(exc))
+            return False
+        try:
+            _connect_output(self.url, opened, self.settings.open_timeout_s)
+        except OutputFailed as exc:
+            self._opened = opened
+            self._fail(str(exc))
+            return False
+        self._opened = opened
+        self._sink = _MuxSink(opened.container, opened.vstream, {AudioTrack.DUBBED: opened.astream}, keep_priming=opened.fmt in ("mp4", "mov"))
+        self._retry_s = MIRROR_RETRY_FIRST_S
+        self.log.info("mirror output opened", ctx={"format": opened.fmt})
+        self._set_state(MirrorState.WRITING)
+        return True
+
+    def _write(self, item: object) -> None:
+        sink = self._sink
+        assert sink is not None
+        if isinstance(item, VideoPacket):
+            sink.write_video(item)
+            self.video_written += 1
+            return
+        assert isinstance(item, _AudioCopy)
+        if item.first_audio_ns is not None and sink.first_audio_ns is None:
+            sink.set_first_audio(item.first_audio_ns)
+        p = av.Packet(item.data)
+        p.pts, p.dts, p.duration, p.time_base = item.pts, item.dts, item.duration, item.time_base
+        sink.write_audio(EncodedAudio(item.pts_ns, p))
+        self.audio_written += 1
+
+    def _fail(self, why: str) -> None:
+        self.failures += 1
+        self._close()
+        self._retry_at = self.clock.monotonic() + self._retry_s
+        self.log.warning(
+            "mirror output failed: the main output goes on; retrying at a later keyframe",
+            ctx={"error": why[:300], "retry_in_s": self._retry_s, "failures": self.failures},
+        )
+        self._retry_s = min(self._retry_s * 2, MIRROR_RETRY_MAX_S)
+        self._set_state(MirrorState.FAILED, why[:300])
+
+    def _close(self) -> None:
+        opened, self._opened, self._sink = self._opened, None, None
+        if opened is None:
+            return
+        closers = [opened.container.close] + ([opened.srt.close] if opened.srt is not None else [])
+        for close in closers:
+            try:
+                close()
+            except (av.FFmpegError, OSError, ValueError) as exc:
+                self.log.warning("mirror output close failed", ctx={"error": redact_url(exc)})
 
 
 class _LazyTarget:
@@ -466,11 +812,18 @@ class _LazyTarget:
     lookahead_samples = ENCODER_LOOKAHEAD_SAMPLES
 
     def __init__(
-        self, encoder: StreamAudioEncoder, sink: _MuxSink, connect: Callable[[], None]
+        self,
+        encoder: StreamAudioEncoder,
+        sink: PacketSink,
+        connect: Callable[[], None],
+        mirror: MirrorOutput | None = None,
+        first_audio_ns: Callable[[], int | None] = lambda: None,
     ) -> None:
         self._encoder = encoder
         self._sink = sink
         self._connect = connect
+        self.mirror = mirror
+        self._first_audio_ns = first_audio_ns
         self.connected = False
 
     def ensure_connected(self) -> None:
@@ -487,10 +840,195 @@ class _LazyTarget:
     def write_video(self, pkt: VideoPacket) -> None:
         self.ensure_connected()
         self._sink.write_video(pkt)
+        if self.mirror is not None:
+            self.mirror.video(pkt)
 
     def write_audio(self, pkt: EncodedAudio) -> None:
         self.ensure_connected()
+        if self.mirror is not None and pkt.track is AudioTrack.DUBBED:  # copied first: muxing consumes it
+            self.mirror.audio(pkt, self._first_audio_ns())
         self._sink.write_audio(pkt)
+
+
+#: Packets the original's own output may have queued (≈ 13 s of 30 fps video + 48 kHz AAC): a
+#: paced output that far behind is stalled and is given up.
+ORIGINAL_QUEUE_PACKETS = 1000
+#: At close, how long an original output that was given up gets to end its thread.
+ORIGINAL_GIVEN_UP_WAIT_S = 0.5
+
+
+class _OriginalOutput:
+    """The original programme on its own output (`keep_original` where the container carries one
+    audio track: FLV/RTMP → `live/<id>/orig`): the same video packets and the original track's,
+    muxed by its own thread from a bounded queue, so a slow or dead server never holds up the
+    dubbed output. Any failure (open, connect, write, a stall that fills the queue, close) is
+    logged once with the reason, reported as `WriteErrorKind.ORIGINAL_OUTPUT`, and ends only this
+    output (it is not reopened until the worker restarts)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        paced: bool,
+        open_timeout_s: float,
+        on_error: WriteErrorFn | None,
+        log: Any,
+    ) -> None:
+        self.url = url
+        self.paced = paced
+        self.open_timeout_s = open_timeout_s
+        self.on_error = on_error
+        self.log = log
+        self.container: Any = None
+        self.sink: _MuxSink | None = None
+        self.failed: str | None = None
+        self.connected = False
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue(ORIGINAL_QUEUE_PACKETS)
+        self._thread: threading.Thread | None = None
+
+    def prepare(
+        self, video_template: VideoTemplate | None, sample_rate: int, channels: int, bitrate: int, language: str
+    ) -> StreamAudioEncoder | None:
+        """Create the container and its streams (no I/O yet); the original track's encoder, or
+        None if that failed (then this output is given up, the dubbed one goes on)."""
+        try:
+            fmt, opts = output_format_for(self.url)
+            if is_live(self.url):
+                opts = {"max_interleave_delta": "1", **opts}
+            self.container = av.open(strip_file_scheme(self.url), "w", format=fmt, options=opts)
+            vstream = None
+            if video_template is not None:
+                vstream = self.container.add_stream_from_template(video_template.stream)
+            astream = self.container.add_stream("aac", rate=sample_rate, layout=layout_for(channels))
+            astream.bit_rate = bitrate
+            tag_audio_stream(astream, language, AudioTrack.ORIGINAL)
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            self.fail(f"cannot open: {exc}")
+            return None
+        self.sink = _MuxSink(self.container, vstream, {AudioTrack.ORIGINAL: astream}, keep_priming=fmt in ("mp4", "mov"))
+        encoder = StreamAudioEncoder(astream, sample_rate, channels, track=AudioTrack.ORIGINAL)
+        encoder.on_first_sample = self.sink.set_first_audio
+        return encoder
+
+    def connect(self) -> None:
+        """Write the header (connect), on the output thread like the dubbed output's; then start
+        the muxing thread. Never raises."""
+        if self.failed is not None or self.connected or self.container is None:
+            return
+        try:
+            endpoint = tcp_endpoint(self.url)
+            if endpoint is not None:  # see MediaOutput._connect: libav holds the GIL meanwhile
+                socket.create_connection(endpoint, timeout=self.open_timeout_s).close()
+            self.container.start_encoding()
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            self.fail(f"cannot connect: {exc}")
+            return
+        self.connected = True
+        self._thread = threading.Thread(target=self._run, name="media-output-original", daemon=True)
+        self._thread.start()
+        self.log.info("original output opened", ctx={"url": redact_url(self.url)})
+
+    def write_video(self, pkt: VideoPacket) -> None:
+        self._submit(("video", pkt))
+
+    def write_audio(self, pkt: EncodedAudio) -> None:
+        self._submit(("audio", pkt))
+
+    def _submit(self, item: tuple[str, Any]) -> None:
+        if self.failed is not None or not self.connected:
+            return
+        try:
+            # Paced: never wait (a full queue is a stalled output). Unpaced (file → file): the
+            # dubbed output may wait for it, bounded.
+            self._queue.put(item, block=not self.paced, timeout=None if self.paced else self.open_timeout_s)
+        except queue.Full:
+            self.fail(f"stalled: {ORIGINAL_QUEUE_PACKETS} packets waiting")
+
+    def _run(self) -> None:
+        sink = self.sink
+        assert sink is not None
+        while True:
+            item = self._queue.get()
+            if item is None or self.failed is not None:  # the end, or given up: nothing to write
+                return
+            op, pkt = item
+            try:
+                if op == "video":
+                    sink.write_video(pkt)
+                else:
+                    sink.write_audio(pkt)
+            except (av.FFmpegError, OSError, ValueError) as exc:
+                self.fail(f"write failed: {exc}")
+
+    def fail(self, reason: str) -> None:
+        """Give this output up (once): log the reason, report it. Thread-safe."""
+        with self._lock:
+            if self.failed is not None:
+                return
+            self.failed = reason = redact_url(reason)
+        self.log.warning(
+            "original output failed: it is given up, the dubbed output continues",
+            ctx={"url": redact_url(self.url), "error": reason},
+        )
+        if self.on_error is not None:
+            try:
+                self.on_error(WriteErrorKind.ORIGINAL_OUTPUT, reason)
+            except Exception:  # noqa: BLE001 - a reporting bug must not touch the dubbed output
+                self.log.exception("original output error report failed")
+
+    def close(self) -> None:
+        """Write what is queued and the trailer, then close (bounded by `open_timeout_s`; a
+        muxing thread stuck in a write is abandoned)."""
+        thread = self._thread
+        if thread is not None:
+            # Given up already: only let the thread see the end (it may be stuck in a write).
+            wait_s = ORIGINAL_GIVEN_UP_WAIT_S if self.failed is not None else self.open_timeout_s
+            try:
+                self._queue.put(None, timeout=wait_s)
+            except queue.Full:
+                self.fail(f"stalled: {ORIGINAL_QUEUE_PACKETS} packets waiting")
+            thread.join(wait_s)
+            if thread.is_alive():
+                self.fail("stalled at close: abandoned")
+                return
+        if self.container is None:
+            return
+        try:
+            self.container.close()
+        except (av.FFmpegError, OSError) as exc:
+            self.fail(f"close failed: {exc}")
+        self.container = None
+
+
+class _TeeSink:
+    """The dubbed output's sink plus the original's own output: video to both, each audio
+    track to the output that carries it."""
+
+    def __init__(self, main: _MuxSink, original: _OriginalOutput) -> None:
+        self.main = main
+        self.original = original
+
+    def write_video(self, pkt: VideoPacket) -> None:
+        self.main.write_video(pkt)
+        self.original.write_video(pkt)
+
+    def write_audio(self, pkt: EncodedAudio) -> None:
+        if pkt.track is AudioTrack.ORIGINAL:
+            self.original.write_audio(pkt)
+        else:
+            self.main.write_audio(pkt)
+
+
+def tag_audio_stream(stream: Any, language: str, track: AudioTrack) -> None:
+    """Language (ISO 639-2, `languages.iso639_2`) and disposition of an output audio stream: the
+    dubbed track is the default one (and `dub` when the original goes along), the original
+    track is marked `original`."""
+    stream.metadata["language"] = language
+    if track is AudioTrack.ORIGINAL:
+        stream.disposition = av.stream.Disposition.original
+    else:
+        stream.disposition = av.stream.Disposition.default
 
 
 class MediaOutput:
@@ -510,9 +1048,12 @@ class MediaOutput:
         on_taken: TakenFn | None = None,
         on_delay: DelayFn | None = None,
         on_done: Callable[[], None] | None = None,
+        on_mirror: MirrorStateFn | None = None,
+        on_write_error: WriteErrorFn | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.settings = settings
+        self.on_mirror = on_mirror
         self.url = settings.output_url
         self.video_template = video_template
         self.sample_rate = sample_rate
@@ -520,12 +1061,18 @@ class MediaOutput:
         self.on_taken = on_taken
         self.on_delay = on_delay
         self.on_done = on_done
+        self.on_write_error = on_write_error
         self.clock = clock or SystemClock()
         self.log = bind(_log, stream_id=settings.stream_id)
         self.container: Any = None
         self.core: OutputCore | None = None
         self._target: _LazyTarget | None = None
+        self.mirror: MirrorOutput | None = None
+        self._opened: _Opened | None = None
         self._srt: SrtWriter | None = None
+        self._original: _OriginalOutput | None = None  # keep_original on a one-audio-track output
+        self._mux: _MuxSink | None = None  # the main container's sink (the mirror copies its audio)
+        self.original_sound = OriginalSound.OFF
         self._format = ""
         self.error: OutputFailed | None = None
         self._cond = threading.Condition()
@@ -548,8 +1095,14 @@ class MediaOutput:
         """
         s = self.settings
         lazy = s.paced and is_live(self.url)
-        encoder, sink = self._prepare()
-        target = _LazyTarget(encoder, sink, self._connect)
+        encoder, original_encoder, sink = self._prepare()
+        if s.mirror_output_url:
+            self.mirror = MirrorOutput(
+                s.mirror_output_url, s, video_template=self.video_template, sample_rate=self.sample_rate,
+                channels=self.channels, on_state=self.on_mirror, clock=self.clock,
+            )  # fmt: skip
+        assert self._mux is not None
+        target = _LazyTarget(encoder, sink, self._connect, self.mirror, lambda: self._mux.first_audio_ns if self._mux else None)
         if not lazy:
             try:
                 target.ensure_connected()
@@ -571,77 +1124,91 @@ class MediaOutput:
             fill_missing=s.fill_missing_audio,
             on_taken=self.on_taken,
             on_delay=self.on_delay,
+            original_encoder=original_encoder,
         )
 
-    def _prepare(self) -> tuple[StreamAudioEncoder, _MuxSink]:
+    def _prepare(self) -> tuple[StreamAudioEncoder, StreamAudioEncoder | None, PacketSink]:
         """Create the container and its streams (no I/O yet: libav connects in the header)."""
         s = self.settings
+        opened = _create_output(self.url, s, self.video_template, self.sample_rate, self.channels)
+        self.container, self._srt, self._format = opened.container, opened.srt, opened.fmt
+        fmt = opened.fmt
+        astreams = {AudioTrack.DUBBED: opened.astream}
         try:
-            fmt, opts = (s.output_format, {}) if s.output_format else output_format_for(self.url)
-            if is_live(self.url):
-                # OutputCore already writes the packets interleaved by timestamp, each at its
-                # time; libav's own interleaving queue would only hold packets back until the
-                # other stream has a later one (the last audio frames: until the output closes).
-                opts = {"max_interleave_delta": "1", **opts}
-            opts = {**opts, **s.output_options}
-            if scheme_of(self.url) == "srt":
-                # libsrt via ctypes (PyAV's libav has no srt protocol): libav muxes MPEG-TS into
-                # the writer in writes of at most one SRT payload, flushed after every packet.
-                self._srt = SrtWriter(self.url, timeout_s=s.open_timeout_s)
-                container = av.open(
-                    self._srt, "w", format=fmt, options={"flush_packets": "1", **opts},
-                    buffer_size=SRT_PAYLOAD,
-                )  # fmt: skip
-            else:
-                container = av.open(strip_file_scheme(self.url), "w", format=fmt, options=opts)
+            tag_audio_stream(opened.astream, iso639_2(s.target_language), AudioTrack.DUBBED)
+            if s.keep_original and carries_several_audio_tracks(fmt):
+                self.original_sound = OriginalSound.TRACK
+                ostream = opened.container.add_stream("aac", rate=self.sample_rate, layout=layout_for(self.channels))
+                ostream.bit_rate = s.output_audio_bitrate
+                tag_audio_stream(ostream, iso639_2(s.source_language), AudioTrack.ORIGINAL)
+                astreams[AudioTrack.ORIGINAL] = ostream
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise OutputFailed(f"cannot open output {redact_url(self.url)}: {redact_url(exc)}") from exc
-        try:
-            vstream = None
-            if self.video_template is not None:
-                vstream = container.add_stream_from_template(self.video_template.stream)
-            astream = container.add_stream("aac", rate=self.sample_rate, layout=layout_for(self.channels))
-            astream.bit_rate = s.output_audio_bitrate
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            container.close()
+            opened.container.close()
             raise OutputFailed(f"cannot create output streams for {redact_url(self.url)}: {redact_url(exc)}") from exc
-        self.container = container
-        self._format = fmt
+        self._opened = opened
         # RTSP: libav's RTP AAC packetiser sends a frame only when the next one arrives and drops
         # the one it holds when the output closes, and a relay that depayloads and parses (the
         # embedded one: GStreamer) holds one more until the stream ends, then may lose it as the
         # publisher goes. Two frames of silence after the end carry the last real one out (the
         # reader may get up to one frame, 21 ms, of that silence).
         pad = 2 * AAC_FRAME if fmt == "rtsp" else 0
-        encoder = StreamAudioEncoder(astream, self.sample_rate, self.channels, end_pad_samples=pad)
-        sink = _MuxSink(container, vstream, astream, keep_priming=fmt in ("mp4", "mov"))
+        encoder = StreamAudioEncoder(opened.astream, self.sample_rate, self.channels, end_pad_samples=pad)
+        sink = _MuxSink(opened.container, opened.vstream, astreams, keep_priming=fmt in ("mp4", "mov"))
         encoder.on_first_sample = sink.set_first_audio
-        return encoder, sink
+        self._mux = sink
+        original_encoder: StreamAudioEncoder | None = None
+        if AudioTrack.ORIGINAL in astreams:
+            # Same stream start, same sample positions: the two tracks line up exactly.
+            original_encoder = StreamAudioEncoder(
+                astreams[AudioTrack.ORIGINAL], self.sample_rate, self.channels,
+                end_pad_samples=pad, track=AudioTrack.ORIGINAL,
+            )  # fmt: skip
+        elif s.keep_original:
+            original_encoder = self._prepare_original()
+            if original_encoder is not None:
+                assert self._original is not None
+                return encoder, original_encoder, _TeeSink(sink, self._original)
+        return encoder, original_encoder, sink
+
+    def _prepare_original(self) -> StreamAudioEncoder | None:
+        """`keep_original` on a one-audio-track output (FLV/RTMP): the original programme goes
+        to its own output, `urls.original_output_url` (`live/<id>/out` → `live/<id>/orig`)."""
+        s = self.settings
+        self.original_sound = OriginalSound.FAILED
+        try:
+            url = original_output_url(self.url)
+        except ValueError as exc:
+            _OriginalOutput(
+                "", paced=s.paced, open_timeout_s=s.open_timeout_s, on_error=self.on_write_error, log=self.log
+            ).fail(str(exc))
+            return None
+        original = _OriginalOutput(
+            url, paced=s.paced, open_timeout_s=s.open_timeout_s, on_error=self.on_write_error, log=self.log
+        )
+        encoder = original.prepare(
+            self.video_template, self.sample_rate, self.channels, s.output_audio_bitrate,
+            iso639_2(s.source_language),
+        )  # fmt: skip
+        if encoder is None:
+            return None
+        self._original = original
+        self.original_sound = OriginalSound.OWN_OUTPUT
+        return encoder
 
     def _connect(self) -> None:
         """Write the header: this opens the file or connects to the server."""
         s = self.settings
-        endpoint = tcp_endpoint(self.url)
-        if endpoint is not None:
-            # libav holds the GIL while it connects and writes the header: check reachability
-            # first, with a timeout, so a black-holed server cannot freeze the whole process.
-            try:
-                socket.create_connection(endpoint, timeout=s.open_timeout_s).close()
-            except OSError as exc:
-                raise OutputFailed(f"cannot reach output {redact_url(self.url)}: {redact_url(exc)}") from exc
-        if self._srt is not None:
-            try:
-                self._srt.connect()  # now, not at the first packet: the header may write nothing
-            except (OSError, ValueError) as exc:
-                raise OutputFailed(f"cannot reach output {redact_url(self.url)}: {redact_url(exc)}") from exc
-        try:
-            self.container.start_encoding()
-        except (av.FFmpegError, OSError, ValueError) as exc:
-            raise OutputFailed(f"cannot start output {redact_url(self.url)}: {redact_url(exc)}") from exc
+        assert self._opened is not None
+        _connect_output(self.url, self._opened, s.open_timeout_s)
         self.log.info(
             "output opened",
-            ctx={"url": redact_url(self.url), "format": self._format, "paced": s.paced, "delay_s": s.effective_output_delay_s},
+            ctx={"url": redact_url(self.url), "format": self._format, "paced": s.paced, "delay_s": s.effective_output_delay_s,
+                 "original": str(self.original_sound)},
         )
+        if self.mirror is not None:
+            self.mirror.start()
+        if self._original is not None:
+            self._original.connect()  # never raises: its failure is its own
 
     def start(self) -> None:
         if self.core is None:
@@ -776,6 +1343,12 @@ class MediaOutput:
             self._cond.wait_for(lambda: self._abort, timeout=self.settings.output_linger_s)
 
     def _close(self) -> None:
+        if self.mirror is not None:
+            self.mirror.end()  # after the main output's last packet (and linger)
+            self.mirror.join(self.settings.output_linger_s + self.settings.open_timeout_s)
+        if self._original is not None:
+            self._original.close()
+            self._original = None
         if self.container is None:
             return
         closers = [self.container.close] + ([self._srt.close] if self._srt is not None else [])

@@ -25,7 +25,7 @@ from livedub.exitcodes import ExitCode
 from livedub.log import bind, redact_url
 from livedub.media.errors import InputUnavailable, NoAudioTrack, OutputFailed
 from livedub.media.input import InputInfo, InputLost, MediaInput, RawAudio, RawVideo
-from livedub.media.observer import MediaObserver, NullObserver
+from livedub.media.observer import MediaObserver, NullObserver, WriteErrorKind
 from livedub.media.output import ENCODER_LOOKAHEAD_SAMPLES, MediaOutput, deadline_wall
 from livedub.media.segment import NS_PER_S, Segment, Segmenter, VideoPacket
 from livedub.media.segment_files import SegmentFileWriter
@@ -43,6 +43,9 @@ IDLE_CHECK_S = 0.1
 IDLE_RELEASE_S = 0.3  # input quiet this long: stop waiting for video to complete a segment
 
 
+_OPTIONAL_EVENTS = frozenset({"on_mirror_state"})  # observers may lack them (added later)
+
+
 class _SafeObserver:
     """Forwards to an observer; an exception in it is logged, never propagated."""
 
@@ -50,7 +53,9 @@ class _SafeObserver:
         self._inner = inner
 
     def __getattr__(self, name: str) -> Callable[..., None]:
-        target = getattr(self._inner, name)
+        target = getattr(self._inner, name, None) if name in _OPTIONAL_EVENTS else getattr(self._inner, name)
+        if target is None:  # an observer written before this event existed
+            return lambda *args: None
 
         def call(*args: Any) -> None:
             try:
@@ -358,6 +363,8 @@ class MediaPipeline:
             on_taken=self._taken_from_thread,
             on_delay=self._delay_from_thread,
             on_done=self._done_from_thread,
+            on_mirror=self._mirror_from_thread,
+            on_write_error=self._write_error_from_thread,
             clock=self.clock,
         )
         await asyncio.to_thread(output.open)
@@ -498,8 +505,14 @@ class MediaPipeline:
     def _delay_from_thread(self, delay_s: float) -> None:
         self._call_in_loop(self._on_delay, delay_s)
 
+    def _write_error_from_thread(self, kind: WriteErrorKind, error: str) -> None:
+        self._call_in_loop(self.observer.on_write_error, kind, error)
+
     def _done_from_thread(self) -> None:
         self._call_in_loop(self._output_done.set)
+
+    def _mirror_from_thread(self, state: str, detail: str | None) -> None:
+        self._call_in_loop(self.observer.on_mirror_state, str(state), detail)
 
     def _on_taken(self, seg: Segment | None, batch: int, source: str, reason: str | None) -> None:
         if seg is None:

@@ -17,7 +17,9 @@ from livedub.media.urls import scheme_of
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 
 
-def record_argv(url: str, out: Path, rw_timeout_s: float = 20.0) -> list[str]:
+def record_argv(url: str, out: Path, rw_timeout_s: float = 20.0, *, all_streams: bool = False) -> list[str]:
+    """ffmpeg's copy of `url` to Matroska `out`; `all_streams`: every stream (`-map 0`), not just
+    ffmpeg's pick of one video and one audio (a --keep-original output has two audio tracks)."""
     timeout_us = str(int(rw_timeout_s * 1_000_000))
     if scheme_of(url) in ("rtsp", "rtsps"):
         # RTSP is a demuxer, not a protocol: `-rw_timeout` is refused ("Option rw_timeout not
@@ -27,7 +29,7 @@ def record_argv(url: str, out: Path, rw_timeout_s: float = 20.0) -> list[str]:
         source = ["-rw_timeout", timeout_us]
     return [
         FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin", "-y", *source,
-        "-i", url, "-c", "copy", "-f", "matroska", str(out),
+        "-i", url, *(["-map", "0"] if all_streams else []), "-c", "copy", "-f", "matroska", str(out),
     ]  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 
 from livedub.media.timeline import NS_PER_S
+from livedub.reasons import FallbackReason
 
 AudioSource = Literal["dubbed", "original", "silence"]
 
@@ -126,6 +127,16 @@ class SegmentAudio:
             if self._dubbed is not None:
                 return self._dubbed, "dubbed", None
             return self._original, "original", self._fallback_reason
+
+    @property
+    def outcome(self) -> tuple[AudioSource, str | None] | None:
+        """`("dubbed", None)` or `("original", reason)` once resolved (or taken); None before."""
+        with self._lock:
+            if not self._resolved.is_set():
+                return None
+            if self._dubbed is not None:
+                return "dubbed", None
+            return "original", self._fallback_reason
 
     def wait_resolved(self, timeout_s: float | None) -> bool:
         """Block up to `timeout_s` until resolved (used by the unpaced output only)."""
@@ -299,7 +310,7 @@ class Segmenter:
             dub=dub,
         )
         if not dub:
-            seg.audio.set_fallback("short_tail")
+            seg.audio.set_fallback(FallbackReason.SHORT_TAIL)
         # Video already collected for this segment's span while it was open.
         end = seg.end_ns
         keep: list[VideoPacket] = []

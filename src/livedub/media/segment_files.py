@@ -21,6 +21,7 @@ import numpy as np
 from livedub.log import bind
 from livedub.media.audio import encode_pcm
 from livedub.media.input import VideoTemplate
+from livedub.media.observer import WriteErrorKind
 from livedub.media.segment import NS_PER_S, Segment, VideoPacket
 from livedub.media.settings import validate_stream_id
 
@@ -117,7 +118,7 @@ class SegmentFileWriter:
                 )
             if self.on_error is not None:
                 try:
-                    self.on_error("segment_file", f"{kind}: {exc}")
+                    self.on_error(WriteErrorKind.SEGMENT_FILE, f"{kind}: {exc}")
                 except Exception:  # noqa: BLE001
                     pass
 

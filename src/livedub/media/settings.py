@@ -24,6 +24,9 @@ class MediaSettings(BaseModel):
 
     input_url: str = Field("", description="rtsp:// (TCP), rtmp://, srt:// or a file path")
     output_url: str = Field("", description="rtmp:// (flv), rtsp://, srt:// (mpegts) or a file")
+    mirror_output_url: str = Field(
+        "", description="also publish the output's packets here (own thread; never blocks the output)"
+    )
     stream_id: str = Field("stream", description=f"{ID_CHARS}; used in paths and logs")
 
     segment_s: float = Field(6.0, ge=1.0, le=60.0, description="fragment length in seconds")
@@ -86,6 +89,18 @@ class MediaSettings(BaseModel):
     output_audio_bitrate: int = Field(128_000, ge=16_000)
     output_options: dict[str, str] = Field(default_factory=dict, description="libav muxer options")
     output_format: str | None = Field(None, description="muxer name; None = from the URL")
+    keep_original: bool = Field(
+        False,
+        description="also output the original sound (the input audio on the same timeline): the "
+        "second audio track where the container carries several (MPEG-TS, Matroska, MP4, RTSP), "
+        "else (FLV/RTMP) its own output at `urls.original_output_url`",
+    )
+    target_language: str | None = Field(
+        None, description="language of the output (dubbed) audio track: ISO 639-1 or 639-2; tags it"
+    )
+    source_language: str | None = Field(
+        None, description="language of the original audio track: ISO 639-1 or 639-2; tags it"
+    )
 
     # Fragments on the wire and on disk.
     transport_format: TransportFormat = "m4a"

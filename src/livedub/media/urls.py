@@ -59,6 +59,37 @@ def output_format_for(url: str) -> tuple[str, dict[str, str]]:
     return fmt, {}
 
 
+#: Muxers that carry several audio tracks: with `keep_original` the original sound is the output's
+#: second audio track. FLV (RTMP) carries one: there it goes to its own path (`original_output_url`).
+MULTI_AUDIO_FORMATS = frozenset({"mpegts", "matroska", "mp4", "mov", "rtsp"})
+
+#: The last path segment of a worker's output (`live/<id>/out`) and of its original's (`live/<id>/orig`).
+OUTPUT_PATH_NAME = "out"
+ORIGINAL_PATH_NAME = "orig"
+
+
+def carries_several_audio_tracks(fmt: str) -> bool:
+    """Whether muxer `fmt` (from `output_format_for`) can carry a second audio track."""
+    return fmt in MULTI_AUDIO_FORMATS
+
+
+def original_output_url(url: str) -> str:
+    """Where the original programme goes when the output carries one audio track (FLV/RTMP):
+    `rtmp://h/live/<id>/out?user=…` → `rtmp://h/live/<id>/orig?user=…` (query and credentials
+    kept); another last path segment `name` → `name-orig`; a file `x.flv` → `x.orig.flv`."""
+    parsed = urlparse(url)
+    scheme = scheme_of(url)
+    if scheme in ("", "file"):
+        path = PurePath(parsed.path if scheme == "file" else url)
+        new = str(path.with_name(f"{path.stem}.{ORIGINAL_PATH_NAME}{path.suffix}"))
+        return parsed._replace(path=new).geturl() if scheme == "file" else new
+    head, _, last = parsed.path.rpartition("/")
+    if not last:
+        raise ValueError(f"cannot derive the original's path from {url!r}: no path")
+    name = ORIGINAL_PATH_NAME if last == OUTPUT_PATH_NAME else f"{last}-{ORIGINAL_PATH_NAME}"
+    return parsed._replace(path=f"{head}/{name}").geturl()
+
+
 _DEFAULT_PORTS = {"rtmp": 1935, "rtmps": 443, "rtsp": 554, "rtsps": 322}
 
 

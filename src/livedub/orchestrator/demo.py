@@ -158,6 +158,18 @@ def _metrics(url: str, stream_id: str) -> dict[str, float]:
     return out
 
 
+CONSOLE_TOKEN_FILE = "console-token"  # in the workdir: the console's operator token of this run
+
+
+def write_secret_file(path: Path, secret: str) -> Path:
+    """Write `secret` to `path`, readable by this user only (created 0600, never world-readable)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
+    return path
+
+
 WORKER_EXIT_MSG = "worker exiting"  # the worker's last log line, with its final figures (runner.py)
 
 
@@ -280,8 +292,12 @@ def run_demo(args: argparse.Namespace) -> int:
     # Hooks need a secret (issue 17 #2): a fresh one per run, by env only. With --media-server
     # (an external one) its hook must send ORCH_HOOK_SECRET from the demo's environment.
     hook_secret = os.environ.get("ORCH_HOOK_SECRET") or secrets.token_hex(16)
+    # The console's operator token (issue 18): a fresh one per run, by env only, written to a
+    # mode-600 file whose path (never the token) is printed.
+    api_token = os.environ.get("ORCH_API_TOKEN") or secrets.token_urlsafe(24)
+    token_file = write_secret_file(workdir / CONSOLE_TOKEN_FILE, api_token)
     # JSON logs: the summary reads the worker's final figures from its last line
-    orch_env = {"ORCH_HOOK_SECRET": hook_secret, "LIVEDUB_LOG_FORMAT": "json"}
+    orch_env = {"ORCH_HOOK_SECRET": hook_secret, "ORCH_API_TOKEN": api_token, "LIVEDUB_LOG_FORMAT": "json"}
     media_server: MediaServer | None = None
     try:
         dub = args.backend == "dub"
@@ -324,6 +340,8 @@ def run_demo(args: argparse.Namespace) -> int:
         _wait(lambda: _http_ok(f"{orch_url}/health"), 20, "the orchestrator")
         _out(f"services up in {time.monotonic() - t_start:.1f} s: media server rtsp://{host}:{args.rtsp_port} "
              f"rtmp://{host}:{args.rtmp_port}, STS {sts_url}, orchestrator {orch_url}")
+        _out(f"live console          : {orch_url}/ (sign in with the token in {token_file}, mode 600; "
+             f"up while the programme plays)")
 
         recording = workdir / f"{sid}-out.mkv"
         recording.unlink(missing_ok=True)

@@ -55,6 +55,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from livedub.clock import Clock, SystemClock
 from livedub.credentials import with_credentials
 from livedub.log import bind
+from livedub.orchestrator.languages import LANGUAGE_CODE
 from livedub.orchestrator.mediaserver import RTSP_RELAY_SCRIPT
 from livedub.protocol.constants import ID_CHARS, JSON_CONTENT_TYPE, is_valid_id
 from livedub.subproc import pdeathsig_preexec
@@ -72,8 +73,10 @@ __all__ = [
 
 _log = bind(logging.getLogger(__name__), component="media-server")
 
-#: A media path served here: `live/<id>/in` or `live/<id>/out`.
-PATH_RE = re.compile(rf"live/({ID_CHARS})/(in|out)")
+#: A media path served here: `live/<id>/in`, `live/<id>/out`, a language's `live/<id>/<lang>`
+#: (issue 18; published by the workers, like `out`), or `live/<id>/orig` (the original programme
+#: a worker with --keep-original publishes next to an RTMP output).
+PATH_RE = re.compile(rf"live/({ID_CHARS})/(in|out|orig|{LANGUAGE_CODE})")
 
 ENV_PREFIX = "MEDIA_"
 RELAY_AUTH_ENV = "LIVEDUB_RELAY_AUTH"  # rtsp_relay.AUTH_ENV (the relay cannot import livedub)
@@ -139,7 +142,8 @@ class MediaServerSettings(BaseSettings):
     worker_user: str = Field(
         default="worker",
         min_length=1,
-        description="the workers' service account: the only user that may publish live/<id>/out",
+        description="the workers' service account: the only user that may publish live/<id>/out "
+        "(and live/<id>/orig)",
     )
     worker_pass: SecretStr | None = Field(
         default=None,
@@ -264,7 +268,7 @@ class Role(enum.StrEnum):
     """Who uses a URL of the media server: which credentials it carries."""
 
     PUBLISHER = "publisher"  # publishes live/<id>/in
-    WORKER = "worker"  # publishes live/<id>/out (and reads live/<id>/in)
+    WORKER = "worker"  # publishes live/<id>/out and live/<id>/orig (and reads live/<id>/in)
     READER = "reader"
     ANONYMOUS = "anonymous"
 
@@ -331,7 +335,7 @@ rtmp {{
     server {{
         listen {host}:{rtmp_port};
         chunk_size 4096;
-{apps}        # any id: app "live", stream name "<id>/in" or "<id>/out"
+{apps}        # any id: app "live", stream name "<id>/in", "<id>/out" or "<id>/orig"
         application live {{
             {live}
         }}
@@ -599,7 +603,7 @@ class MediaServer:
     def _url(self, base: str, path: str, role: Role | None) -> str:
         path = path.lstrip("/")
         if role is None:  # the role a path is published by: its publisher's credentials
-            role = Role.WORKER if path.endswith("/out") else Role.PUBLISHER
+            role = Role.PUBLISHER if path.endswith("/in") else Role.WORKER  # out, orig, <lang>: workers
         url = f"{base}/{path}"
         creds = self._credentials.get(role)
         if creds is None:
@@ -900,7 +904,7 @@ class MediaServer:
         env[RELAY_AUTH_ENV] = self._relay_access_env()  # secrets by environment, never argv
         argv = [
             s.gst_python, "-I", str(RTSP_RELAY_SCRIPT),
-            "--host", s.host, "--port", str(s.rtsp_port), "--id-pattern", ID_CHARS,
+            "--host", s.host, "--port", str(s.rtsp_port), "--id-pattern", ID_CHARS, "--language-pattern", LANGUAGE_CODE,
             "--reader-wait-s", str(s.rtsp_reader_wait_s),
             "--ts-shift-ms", str(s.rtsp_ts_shift_ms),
             "--gop-cache" if s.rtsp_gop_cache else "--no-gop-cache",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from livedub.clock import Clock
 from livedub.log import bind
+from livedub.orchestrator.languages import LanguagePlan
 from livedub.orchestrator.settings import OrchestratorSettings
 from livedub.orchestrator.supervisor import CapacityError, ShuttingDown, StreamState, Supervisor
 
@@ -50,6 +51,7 @@ class LivePath:
     stream_id: str
     source_type: str | None = None
     source_id: str | None = None
+    languages: tuple[str | None, ...] | None = None  # planned by a hook refused for capacity
 
 
 def _text(value: Any, limit: int) -> str | None:
@@ -93,12 +95,14 @@ class Reconciler:
         clock: Clock,
         input_path_re: re.Pattern[str],
         manages: Callable[[str], bool],
+        plan: Callable[[str, str | None, str | None], Awaitable[LanguagePlan]] | None = None,
     ) -> None:
         self._s = settings
         self._sup = supervisor
         self._clock = clock
         self._path_re = input_path_re
         self._manages = manages
+        self._plan = plan  # (stream id, query, source id) -> its languages; None: one worker
         self._waiting: OrderedDict[str, LivePath] = OrderedDict()  # refused for capacity
         self._wake = asyncio.Event()
         self.runs: dict[str, int] = {"ok": 0, "error": 0, "off": 0}
@@ -198,8 +202,21 @@ class Reconciler:
             info = self._sup.get(sid)
             if info is not None and info.state in _ENDED_STATES and path.source_id and info.source_id == path.source_id:
                 continue  # this publish already ran to its end here
+            languages = path.languages
+            if languages is None and self._plan is not None:
+                # the media API gives no query: the configured languages (a hook refused for
+                # capacity kept the ones it planned, query included)
+                languages = tuple((await self._plan(sid, None, path.source_id)).workers)
+            stopped = self._sup.operator_stopped_languages(sid, path.source_id)
+            if stopped:  # the operator stopped these workers of this publish (the console)
+                kept = tuple(lang for lang in (languages or (None,)) if lang not in stopped)
+                if not kept:
+                    continue
+                languages = kept
             try:
-                result = self._sup.on_ready(sid, source_type=path.source_type, source_id=path.source_id)
+                result = self._sup.on_ready(
+                    sid, source_type=path.source_type, source_id=path.source_id, languages=languages
+                )
             except CapacityError:
                 if sid not in self._waiting:
                     log.warning("reconcile: no free slot, stream waits", ctx={"stream_id": sid})

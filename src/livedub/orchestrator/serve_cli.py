@@ -20,7 +20,7 @@ from livedub.settings_cli import add_settings_flags, settings_from_args
 log = bind("livedub.orchestrator.cli")
 
 #: Settings that have no command-line flag (environment only).
-ENV_ONLY_FIELDS = ("hook_secret", "media_api_credentials", "input_pass", "output_pass")
+ENV_ONLY_FIELDS = ("hook_secret", "api_token", "media_api_credentials", "input_pass", "output_pass")
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:

@@ -3,11 +3,16 @@
 Endpoints (docs/operations.md):
 - `POST /v1/mediamtx/events/ready`, `POST /v1/mediamtx/events/not-ready`: the media server's
   hook, body `{"path": "live/<id>/in", "sourceType", "sourceId", "query"}`.
-- `GET /v1/streams`, `GET /v1/streams/{id}`: each stream's state, pid, restarts, start time,
-  metrics port.
+- `GET /v1/streams`, `GET /v1/streams/{id}[/{language}]`: one row per (stream, language)
+  worker: state, pid, restarts, start time, metrics port, language, outputs.
 - `GET /health`: 200 while serving, 503 while shutting down.
 - `GET /metrics`: the orchestrator's own metrics and every live worker's, each worker series
-  labelled `stream_id`, one HELP/TYPE per family.
+  labelled `stream_id` (and `language` for a language's worker), one HELP/TYPE per family.
+- `GET /` (the live console), `/v1/console[/events]`, `POST /v1/streams/{id}/actions/{action}`
+  and the operator-token auth over the API: `console.py`.
+
+A ready hook's languages are planned here (`orchestrator.languages`: query, overrides, default
+list, the STS service's pairs) before the supervisor starts one worker per language.
 
 A hook request is checked in this order, and starts nothing unless it passes everything: shared
 secret (`X-Hook-Secret`, constant-time compare), body size, strict JSON (no duplicate keys), the
@@ -23,6 +28,7 @@ import json
 import re
 import signal
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -37,6 +43,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from livedub.clock import Clock, SystemClock
 from livedub.exitcodes import ExitCode
 from livedub.log import bind
+from livedub.orchestrator.console import Console
+from livedub.orchestrator.languages import (
+    LanguagePlan,
+    StsLanguages,
+    needs_languages,
+    plan_languages,
+)
 from livedub.orchestrator.reconcile import LivePath, ReconcileCollector, Reconciler
 from livedub.orchestrator.settings import OrchestratorSettings
 from livedub.orchestrator.supervisor import (
@@ -54,10 +67,12 @@ NOT_READY_ROUTE = "/v1/mediamtx/events/not-ready"
 STREAMS_ROUTE = "/v1/streams"
 SECRET_HEADER = "X-Hook-Secret"
 
+LANGUAGE_LABEL = "language"
 #: The only media path a hook may name: the input of stream <id>.
 INPUT_PATH_RE = re.compile(rf"live/(?P<stream_id>{ID_CHARS})/in")
 
 _TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+_REFUSALS_LOGGED = 1024  # (stream, publisher, language) refusals remembered so each is logged once
 
 
 # --- the hook payload ----------------------------------------------------------------------------
@@ -124,17 +139,21 @@ def _exposition_name(family: Metric) -> str:
 
 
 def merge_metric_texts(
-    sources: Iterable[tuple[str | None, str]], *, label: str = "stream_id"
+    sources: Iterable[tuple[str | None, str] | tuple[str | None, str | None, str]],
+    *,
+    label: str = "stream_id",
 ) -> tuple[list[Metric], list[str]]:
     """Merge Prometheus text expositions into one family list with one HELP/TYPE per family.
 
-    Each source is (stream_id, text); samples from a source with a stream id get
-    `label=stream_id` (overriding what the worker set). A family whose type disagrees with the
-    first one seen under the same name is dropped. Returns (families, problems).
+    Each source is (stream_id, text) or (stream_id, language, text); samples from a source with
+    a stream id get `label=stream_id` (overriding what the worker set), and with a language also
+    `language=<lang>`. A family whose type disagrees with the first one seen under the same name
+    is dropped. Returns (families, problems).
     """
     merged: dict[str, Metric] = {}
     problems: list[str] = []
-    for stream_id, text in sources:
+    for source in sources:
+        stream_id, language, text = source if len(source) == 3 else (source[0], None, source[1])
         try:
             families = list(text_string_to_metric_families(text))
         except Exception as exc:  # a garbled worker page must not break the whole scrape
@@ -155,6 +174,8 @@ def merge_metric_texts(
                 labels = dict(sample.labels)
                 if stream_id is not None:
                     labels[label] = stream_id
+                    if language is not None:
+                        labels[LANGUAGE_LABEL] = language
                 target.samples.append(sample._replace(labels=labels))
     return list(merged.values()), problems
 
@@ -221,9 +242,23 @@ class OrchestratorService:
             ["event", "result"],
             registry=self.registry,
         )
+        self.languages_refused = Counter(
+            "orchestrator_languages_refused",
+            "Requested languages that got no worker, by reason (invalid, same_as_source, "
+            "too_many, unsupported).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.sts_languages = StsLanguages(settings.sts_url)
+        self._refusals_logged: OrderedDict[tuple[str, str | None, str], None] = OrderedDict()
         self.registry.register(_SupervisorCollector(self.supervisor))
         self.reconciler = Reconciler(
-            settings, self.supervisor, clock=self.clock, input_path_re=INPUT_PATH_RE, manages=self._manages
+            settings,
+            self.supervisor,
+            clock=self.clock,
+            input_path_re=INPUT_PATH_RE,
+            manages=self._manages,
+            plan=self.plan_languages,
         )
         self.supervisor.on_slot_freed = self.reconciler.slot_freed
         self.registry.register(ReconcileCollector(self.reconciler))
@@ -232,6 +267,7 @@ class OrchestratorService:
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._http: aiohttp.ClientSession | None = None
+        self.console = Console(settings, self.supervisor, lambda: self._http)
         self._started_mono = self.clock.monotonic()
         self._stopping = False
         self.port: int | None = None
@@ -244,8 +280,10 @@ class OrchestratorService:
         app.router.add_post(NOT_READY_ROUTE, self._not_ready)
         app.router.add_get(STREAMS_ROUTE, self._streams)
         app.router.add_get(STREAMS_ROUTE + "/{stream_id}", self._stream)
+        app.router.add_get(STREAMS_ROUTE + "/{stream_id}/{language}", self._stream_language)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
+        self.console.add_routes(app)  # GET /, its data and actions; the operator-token middleware
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
@@ -272,6 +310,7 @@ class OrchestratorService:
                     "ORCH_HOOK_SECRET unset: every hook is refused (403)",
                     ctx={"host": self.settings.host},
                 )
+        self.console.log_auth_mode()
         self._runner = web.AppRunner(self.make_app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
@@ -296,6 +335,7 @@ class OrchestratorService:
     async def stop(self) -> None:
         """Refuse new hooks, stop every worker, then close the HTTP API."""
         self._stopping = True
+        self.console.close()
         if self._reconcile_task is not None:
             self._reconcile_task.cancel()
             await asyncio.gather(self._reconcile_task, return_exceptions=True)
@@ -365,22 +405,58 @@ class OrchestratorService:
         log.info("hook ignored: stream not managed here", ctx={"stream_id": stream_id, "pattern": pattern})
         return web.json_response({"stream_id": stream_id, "action": "ignored", "state": None})
 
+    async def plan_languages(
+        self, stream_id: str, query: str | None, source_id: str | None = None
+    ) -> LanguagePlan:
+        """The stream's languages (see `orchestrator.languages`); each refused language is
+        logged once per publisher (with its reason) and counted."""
+        s = self.settings
+        defaults, overrides = s.default_languages(), s.language_override_list()
+        support = None
+        if needs_languages(query, use_query=s.query_languages, defaults=defaults, overrides=overrides):
+            support = await self.sts_languages.get()
+        plan = plan_languages(
+            stream_id,
+            query,
+            defaults=defaults,
+            overrides=overrides,
+            use_query=s.query_languages,
+            source=s.worker_source_language(),
+            max_languages=s.max_languages,
+            support=support,
+        )
+        for refusal in plan.refused:
+            key = (stream_id, source_id, refusal.language)
+            if key in self._refusals_logged:
+                continue
+            self._refusals_logged[key] = None
+            while len(self._refusals_logged) > _REFUSALS_LOGGED:
+                self._refusals_logged.popitem(last=False)
+            self.languages_refused.labels(refusal.reason.value).inc()
+            log.error(
+                "language refused",
+                ctx={"stream_id": stream_id, **refusal.as_json(), "started": plan.languages},
+            )
+        return plan
+
     async def _ready(self, request: web.Request) -> web.Response:
         parsed = await self._read_event(request, "ready")
         if isinstance(parsed, web.Response):
             return parsed
         if (ignored := self._not_ours("ready", parsed.stream_id)) is not None:
             return ignored
+        plan = await self.plan_languages(parsed.stream_id, parsed.query, parsed.source_id)
         try:
             result = self.supervisor.on_ready(
                 parsed.stream_id,
                 source_type=parsed.source_type,
                 source_id=parsed.source_id,
                 query=parsed.query,
+                languages=plan.workers,
             )
         except CapacityError as exc:
             self.reconciler.note_refused(
-                LivePath(parsed.stream_id, parsed.source_type, parsed.source_id)
+                LivePath(parsed.stream_id, parsed.source_type, parsed.source_id, tuple(plan.workers))
             )
             self.hook_events.labels("ready", "capacity").inc()
             log.error("ready refused: capacity", ctx={"stream_id": parsed.stream_id})
@@ -395,13 +471,15 @@ class OrchestratorService:
                 {"error": "unavailable", "message": "shutting down"}, status=503
             )
         self.hook_events.labels("ready", "accepted").inc()
-        return web.json_response(
-            {
-                "stream_id": result.stream_id,
-                "action": result.action,
-                "state": result.state.value if result.state else None,
-            }
-        )
+        doc: dict[str, Any] = {
+            "stream_id": result.stream_id,
+            "action": result.action,
+            "state": result.state.value if result.state else None,
+        }
+        if plan.languages or plan.refused:
+            doc["languages"] = [lang for lang in result.languages if lang is not None]
+            doc["refused"] = [r.as_json() for r in plan.refused]
+        return web.json_response(doc)
 
     async def _not_ready(self, request: web.Request) -> web.Response:
         parsed = await self._read_event(request, "not_ready")
@@ -430,6 +508,12 @@ class OrchestratorService:
             return web.json_response({"error": "not_found"}, status=404)
         return web.json_response(info.as_json())
 
+    async def _stream_language(self, request: web.Request) -> web.Response:
+        info = self.supervisor.get(request.match_info["stream_id"], request.match_info["language"])
+        if info is None:
+            return web.json_response({"error": "not_found"}, status=404)
+        return web.json_response(info.as_json())
+
     async def _health(self, request: web.Request) -> web.Response:
         stopping = self._stopping or self.supervisor.closing
         counts = self.supervisor.count_by_state()
@@ -447,33 +531,32 @@ class OrchestratorService:
 
     # --- metrics aggregation ----------------------------------------------------------------
 
-    async def _scrape(self, stream_id: str, port: int) -> tuple[str, str | None]:
+    async def _scrape(self, port: int) -> str | None:
         url = f"http://{self.settings.worker_metrics_host}:{port}/metrics"
         assert self._http is not None
         try:
             async with self._http.get(url, headers={"Accept": "text/plain"}) as resp:
                 if resp.status != 200:
-                    return stream_id, None
-                return stream_id, await resp.text()
+                    return None
+                return await resp.text()
         except (TimeoutError, aiohttp.ClientError, UnicodeDecodeError):
-            return stream_id, None
+            return None
 
     async def render_metrics(self) -> bytes:
         """The orchestrator's metrics plus every live worker's, as one Prometheus text page."""
-        targets = self.supervisor.metrics_targets()
-        results = await asyncio.gather(*(self._scrape(sid, port) for sid, port in targets))
+        targets = self.supervisor.worker_targets()
+        texts = await asyncio.gather(*(self._scrape(port) for _sid, _lang, port in targets))
         up = GaugeMetricFamily(
             "orchestrator_worker_scrape_up",
             "1 if the worker's /metrics answered this scrape, else 0.",
-            labels=["stream_id"],
+            labels=["stream_id", LANGUAGE_LABEL],
         )
-        sources: list[tuple[str | None, str]] = []
-        for stream_id, text in results:
-            up.add_metric([stream_id], 0 if text is None else 1)
+        sources: list[tuple[str | None, str | None, str]] = [(None, None, generate_latest(self.registry).decode("utf-8"))]
+        for (stream_id, language, _port), text in zip(targets, texts, strict=True):
+            up.add_metric([stream_id, language or ""], 0 if text is None else 1)
             if text is not None:
-                sources.append((stream_id, text))
-        own = generate_latest(self.registry).decode("utf-8")
-        families, problems = merge_metric_texts([(None, own), *sources])
+                sources.append((stream_id, language, text))
+        families, problems = merge_metric_texts(sources)
         for problem in problems:
             log.warning("metrics merge problem", ctx={"problem": problem})
         families.append(up)

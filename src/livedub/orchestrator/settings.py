@@ -8,23 +8,30 @@ reads the network and never logs a secret.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from livedub.credentials import with_credentials
 from livedub.exitcodes import ExitCode
-from livedub.protocol.constants import is_valid_id
+from livedub.orchestrator.languages import parse_language_list
+from livedub.protocol.constants import DEFAULT_SOURCE_LANGUAGE, is_valid_id
 
 ENV_PREFIX = "ORCH_"
 #: How the orchestrator gives a worker its URLs (WorkerSettings' env names; never argv).
 WORKER_ENV_INPUT_URL = "WORKER_INPUT_URL"
 WORKER_ENV_OUTPUT_URL = "WORKER_OUTPUT_URL"
 WORKER_ENV_STS_URL = "WORKER_STS_URL"
+WORKER_ENV_MIRROR_URL = "WORKER_MIRROR_OUTPUT_URL"
+#: The media path name of the dubbed output every stream has (an alias of its first language).
+OUT_NAME = "out"
 
 _DEFAULT_NO_RESTART = f"{int(ExitCode.USAGE)},{int(ExitCode.STS_AUTH_FAILED)}"
 
@@ -52,6 +59,30 @@ class OrchestratorSettings(BaseSettings):
         False,
         description="with no hook_secret, accept hooks without authentication (tests and "
         "local experiments only; never on a shared network)",
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="operator API token (env only): `Authorization: Bearer <token>` on the API, or "
+        "the console's sign-in form; when set, the console, /v1/streams and every action need it. "
+        "Unset or empty: actions (stop, restart, original only) are refused, unless insecure_open_api",
+    )
+    insecure_open_api: bool = Field(
+        False,
+        description="with no api_token, allow the console's actions without authentication (local "
+        "experiments only; never on a shared network)",
+    )
+    console_refresh_s: float = Field(
+        1.0, ge=0.2, le=60, description="how often the console's event stream sends the rows"
+    )
+    console_play_base: str = Field(
+        "",
+        description="base URL of the output links the console shows, e.g. rtmp://media.example:1935 "
+        "(empty: output_base, without credentials)",
+    )
+    console_hls_base: str = Field(
+        "",
+        description="base URL of the media server's HLS, e.g. http://mediamtx:8888 (MediaMTX): the "
+        "console links <base>/live/<id>/out/ as a preview (empty: no HLS link)",
     )
     max_body_bytes: int = Field(
         65536, ge=1024, le=16 * 1024 * 1024, description="largest hook request body accepted"
@@ -116,6 +147,11 @@ class OrchestratorSettings(BaseSettings):
     worker_args: str = Field(
         "", description="extra arguments appended to every worker command, shell-quoted"
     )
+    keep_original: bool = Field(
+        False,
+        description="workers keep the original sound (worker --keep-original): a second audio "
+        "track on multi-track outputs, live/<id>/orig next to an RTMP live/<id>/out",
+    )
     worker_metrics_host: str = Field(
         "127.0.0.1", description="host the orchestrator scrapes worker /metrics on"
     )
@@ -127,6 +163,27 @@ class OrchestratorSettings(BaseSettings):
     )
     scrape_timeout_s: float = Field(
         2.0, gt=0, le=60, description="timeout of one worker /metrics scrape"
+    )
+
+    # --- languages (issue 18) -------------------------------------------------------------
+    languages: str = Field(
+        "",
+        description="default target languages of every stream, comma-separated (e.g. `es,ca`): one "
+        "worker per language, publishing live/<id>/<lang>; the first also publishes live/<id>/out. "
+        "Empty: one worker per stream with the worker's own --target-language, at live/<id>/out only",
+    )
+    language_overrides: dict[str, str] = Field(
+        default_factory=dict,
+        description='per-stream languages, JSON {"<stream id regex>": "es,ca"}: the first pattern '
+        "that fully matches the stream id replaces the default list",
+    )
+    query_languages: bool = Field(
+        True,
+        description="a publisher may choose the languages with its publish query (`?lang=es,ca`); "
+        "each is checked like the configured ones",
+    )
+    max_languages: int = Field(
+        4, ge=1, le=32, description="most languages (workers) per stream; more are refused (too_many)"
     )
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -171,7 +228,7 @@ class OrchestratorSettings(BaseSettings):
         "(no drain: a restarted orchestrator's new worker takes the output path over)",
     )
 
-    @field_validator("hook_secret", "input_pass", "output_pass", mode="before")
+    @field_validator("hook_secret", "api_token", "input_pass", "output_pass", mode="before")
     @classmethod
     def _empty_secret_is_unset(cls, value: object) -> object:
         """`ORCH_HOOK_SECRET=''` (compose's `${ORCH_HOOK_SECRET:-}`) is no secret, not an empty one."""
@@ -180,6 +237,34 @@ class OrchestratorSettings(BaseSettings):
             return None
         return value
 
+    @field_validator("languages")
+    @classmethod
+    def _languages(cls, value: str) -> str:
+        return ",".join(parse_language_list(value))
+
+    @field_validator("language_overrides", mode="before")
+    @classmethod
+    def _overrides_json(cls, value: Any) -> Any:
+        """A flag gives the JSON as a string (the env var is parsed by pydantic-settings)."""
+        if isinstance(value, str):
+            try:
+                return json.loads(value) if value.strip() else {}
+            except ValueError as exc:
+                raise ValueError(f"not a JSON object: {exc}") from exc
+        return value
+
+    @field_validator("language_overrides")
+    @classmethod
+    def _overrides(cls, value: dict[str, str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for pattern, languages in value.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from exc
+            out[pattern] = ",".join(parse_language_list(languages))
+        return out
+
     @field_validator("stream_pattern")
     @classmethod
     def _check_pattern(cls, value: str) -> str:
@@ -187,6 +272,16 @@ class OrchestratorSettings(BaseSettings):
             re.compile(value)
         except re.error as exc:
             raise ValueError(f"not a regular expression: {exc}") from exc
+        return value
+
+    @field_validator("console_play_base", "console_hls_base")
+    @classmethod
+    def _link_base(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and "://" not in value:
+            raise ValueError("must be a URL with a scheme, e.g. http://mediamtx:8888")
+        if "@" in value.split("://", 1)[-1].split("/", 1)[0]:
+            raise ValueError("must not carry credentials: the console shows it to every operator")
         return value
 
     @field_validator("media_api_url")
@@ -246,6 +341,25 @@ class OrchestratorSettings(BaseSettings):
     def final_exit_codes(self) -> frozenset[int]:
         return frozenset(int(p) for p in self.no_restart_exit_codes.split(",") if p.strip())
 
+    def default_languages(self) -> list[str]:
+        return parse_language_list(self.languages)
+
+    def language_override_list(self) -> list[tuple[str, list[str]]]:
+        return [(p, parse_language_list(v)) for p, v in self.language_overrides.items()]
+
+    def worker_source_language(self) -> str:
+        """The source language the workers send in `stream:init`, as a worker resolves it: the
+        last `--source-language` of `worker_args`, else `WORKER_SOURCE_LANGUAGE` (which workers
+        inherit), else the protocol default."""
+        words = shlex.split(self.worker_args)
+        found: str | None = None
+        for i, word in enumerate(words):
+            if word == "--source-language" and i + 1 < len(words):
+                found = words[i + 1]
+            elif word.startswith("--source-language="):
+                found = word.split("=", 1)[1]
+        return found or os.environ.get("WORKER_SOURCE_LANGUAGE") or DEFAULT_SOURCE_LANGUAGE
+
     def input_url(self, stream_id: str) -> str:
         """The worker's input, with the read credentials when set (the worker's environment
         only: never logged unredacted, never on argv)."""
@@ -254,38 +368,91 @@ class OrchestratorSettings(BaseSettings):
             return url
         return with_credentials(url, self.input_user, self.input_pass.get_secret_value())
 
-    def output_url(self, stream_id: str) -> str:
-        """The worker's output, with the workers' publish credentials when set."""
-        url = f"{self.output_base}/live/{stream_id}/out"
+    def output_url(self, stream_id: str, name: str = OUT_NAME) -> str:
+        """The worker's output `live/<id>/<name>` (`out`, or a language), with the workers'
+        publish credentials when set."""
+        url = f"{self.output_base}/live/{stream_id}/{name}"
         if self.output_pass is None:
             return url
         return with_credentials(url, self.output_user, self.output_pass.get_secret_value())
 
-    def worker_argv(self, stream_id: str, metrics_port: int) -> list[str]:
+    def worker_argv(
+        self, stream_id: str, metrics_port: int, language: str | None = None, primary: bool = True
+    ) -> list[str]:
         """The full command line of the worker for `stream_id` (validated here, defensively).
         It holds no URL: those may carry credentials, and any local user can read a process's
-        argv (`ps`, /proc/<pid>/cmdline); they go by environment (`worker_env`)."""
+        argv (`ps`, /proc/<pid>/cmdline); they go by environment (`worker_env`).
+
+        With a `language` the worker dubs into it (`--target-language`, after `worker_args` so
+        it wins); a worker that is not its stream's first (`primary`) language writes no
+        source-language captions (the first one does: one transcript file per stream) and keeps
+        no original sound (the first one does, `live/<id>/orig` or its second track: the original
+        is the same for every language)."""
         if not is_valid_stream_id(stream_id):
             raise ValueError(f"invalid stream id: {stream_id!r}")
-        return [
+        argv = [
             *self.worker_base_argv(),
             "--stream-id",
             stream_id,
             "--metrics-port",
             str(metrics_port),
+            *(["--keep-original"] if self.keep_original and primary else []),
             *shlex.split(self.worker_args),
         ]
+        if language is not None:
+            _check_language(language)
+            argv += ["--target-language", language]
+            if not primary:
+                argv.append("--no-captions-source")
+        return argv
 
-    def worker_env(self, stream_id: str) -> dict[str, str]:
+    def play_url(self, media_path: str) -> str:
+        """A media path (`live/<id>/out`, `live/<id>/<lang>`) as the console links it: never with
+        the workers' credentials."""
+        return f"{self.console_play_base or self.output_base}/{media_path}"
+
+    def hls_url(self, media_path: str) -> str | None:
+        """The media server's HLS page of a media path (MediaMTX serves one per path), if configured."""
+        return f"{self.console_hls_base}/{media_path}/" if self.console_hls_base else None
+
+    def worker_env(
+        self, stream_id: str, language: str | None = None, primary: bool = True
+    ) -> dict[str, str]:
         """Environment variables (on top of the orchestrator's own) of the worker for `stream_id`:
-        its input, output and STS URLs, which may carry credentials."""
+        its input, output and STS URLs, which may carry credentials.
+
+        Without a language (nothing configured): the output is `live/<id>/out`, as before
+        issue 18. With one, the stream's first (`primary`) language publishes `live/<id>/out`
+        and mirrors it to `live/<id>/<lang>` (WORKER_MIRROR_OUTPUT_URL); the others publish
+        `live/<id>/<lang>` only."""
         if not is_valid_stream_id(stream_id):
             raise ValueError(f"invalid stream id: {stream_id!r}")
-        return {
+        env = {
             WORKER_ENV_INPUT_URL: self.input_url(stream_id),
             WORKER_ENV_OUTPUT_URL: self.output_url(stream_id),
             WORKER_ENV_STS_URL: self.sts_url,
         }
+        if language is not None:
+            _check_language(language)
+            if primary:
+                env[WORKER_ENV_MIRROR_URL] = self.output_url(stream_id, language)
+            else:
+                env[WORKER_ENV_OUTPUT_URL] = self.output_url(stream_id, language)
+                env[WORKER_ENV_MIRROR_URL] = ""  # never one inherited from this process
+        return env
+
+    def output_paths(self, stream_id: str, language: str | None, primary: bool) -> list[str]:
+        """The media paths the worker publishes (GET /v1/streams `outputs`)."""
+        paths = [f"live/{stream_id}/{OUT_NAME}"] if primary or language is None else []
+        if language is not None:
+            paths.append(f"live/{stream_id}/{language}")
+        return paths
+
+
+def _check_language(language: str) -> None:
+    parse_language_list(language)  # ValueError unless a language code
+    if "," in language:
+        raise ValueError(f"one language expected: {language!r}")
 
 
 def env_name(field: str) -> str:

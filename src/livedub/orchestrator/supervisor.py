@@ -1,4 +1,9 @@
-"""Worker processes: one OS process per stream, started, restarted and stopped by rules.
+"""Worker processes: one OS process per (stream, language), started, restarted and stopped by rules.
+
+A stream has one worker per language (issue 18; `languages` of `on_ready`), or one worker without
+a language (nothing configured: as before). Hooks stay per stream: a ready starts every language
+of the stream, a not-ready stops them all; each worker is supervised, restarted and counted on
+its own, so one language's crash never touches another's process or output.
 
 Rules (docs/operations.md): a ready event starts the stream's worker (repeated ready events change
 nothing); not-ready stops it after a grace period that a new ready cancels; a worker that exits
@@ -17,11 +22,12 @@ import asyncio
 import contextlib
 import enum
 import os
+import secrets
 import signal
 import socket
 import sys
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -38,7 +44,11 @@ _KEPT_FINISHED = 256  # finished streams kept for GET /v1/streams
 _ENDED_SOURCES_KEPT = 1024  # (stream_id, source_id) pairs whose not-ready was seen
 _OUTPUT_DRAIN_S = 1.0  # how long to keep reading a dead worker's pipe
 _CHUNK_BYTES = 65536
-_WITHHELD_ENV = frozenset({"ORCH_HOOK_SECRET"})  # never handed to a worker
+PRIMARY = object()  # `Supervisor.get`: the stream's first language
+_WITHHELD_ENV = frozenset({"ORCH_HOOK_SECRET", "ORCH_API_TOKEN"})  # never handed to a worker
+#: How a worker gets its console controls (WorkerSettings' env names; worker/control.py).
+WORKER_ENV_ORIGINAL_ONLY = "WORKER_ORIGINAL_ONLY"
+WORKER_ENV_CONTROL_TOKEN = "WORKER_CONTROL_TOKEN"
 
 
 class StreamState(enum.StrEnum):
@@ -58,6 +68,18 @@ class CapacityError(Exception):
 
 class ShuttingDown(Exception):
     """The supervisor is stopping; it starts nothing any more."""
+
+
+class UnknownStream(KeyError):
+    """No stream with that id is known."""
+
+
+@dataclass(frozen=True)
+class ControlTarget:
+    """Where and how to reach a live worker's control route (worker/control.py)."""
+
+    port: int
+    token: str = field(repr=False)  # the worker's WORKER_CONTROL_TOKEN: never logged
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -85,8 +107,18 @@ class WorkerProcess(Protocol):
 class LaunchSpec:
     stream_id: str
     argv: list[str]
-    log_path: Path | None  # None: the output goes to `output_sink`, prefixed with the id
+    log_path: Path | None  # None: the output goes to `output_sink`, prefixed with the label
     env: Mapping[str, str] = field(default_factory=dict)  # added to the environment
+    language: str | None = None
+
+    @property
+    def label(self) -> str:
+        """`<id>`, or `<id>/<lang>` for a language's worker (log prefixes, task names)."""
+        return worker_label(self.stream_id, self.language)
+
+
+def worker_label(stream_id: str, language: str | None) -> str:
+    return stream_id if language is None else f"{stream_id}/{language}"
 
 
 class Launcher(Protocol):
@@ -169,14 +201,14 @@ class SubprocessLauncher:
         )
         assert proc.stdout is not None
         pump = asyncio.create_task(
-            _pump_lines(proc.stdout, spec.stream_id, self._sink or sys.stderr),
-            name=f"worker-output-{spec.stream_id}",
+            _pump_lines(proc.stdout, spec.label, self._sink or sys.stderr),
+            name=f"worker-output-{spec.label}",
         )
         return _SubprocessWorker(proc, pump)
 
 
-async def _pump_lines(reader: asyncio.StreamReader, stream_id: str, sink: IO[str]) -> None:
-    prefix = f"[{stream_id}] "
+async def _pump_lines(reader: asyncio.StreamReader, label: str, sink: IO[str]) -> None:
+    prefix = f"[{label}] "
     pending = b""
     while True:
         chunk = await reader.read(_CHUNK_BYTES)
@@ -265,6 +297,9 @@ class StreamInfo:
     grace_remaining_s: float | None
     source_type: str | None
     source_id: str | None
+    language: str | None = None  # None: the worker's own target language (nothing configured)
+    outputs: tuple[str, ...] = ()  # media paths it publishes
+    original_only: bool = False  # the operator's original-only switch (kept across restarts)
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -281,12 +316,19 @@ class StreamInfo:
             ),
             "source_type": self.source_type,
             "source_id": self.source_id,
+            "language": self.language,
+            "outputs": list(self.outputs),
+            "original_only": self.original_only,
         }
 
 
 class _Stream:
-    def __init__(self, stream_id: str) -> None:
+    """One worker's record: a (stream, language) pair."""
+
+    def __init__(self, stream_id: str, language: str | None = None) -> None:
         self.stream_id = stream_id
+        self.language = language
+        self.primary = True  # publishes live/<id>/out (the stream's first language)
         self.state = StreamState.STARTING
         self.wanted = False
         self.stop_event = asyncio.Event()
@@ -302,10 +344,22 @@ class _Stream:
         self.source_type: str | None = None
         self.source_id: str | None = None
         self.query: str | None = None
+        self.original_only = False  # the operator's switch: applied to every process of the stream
+        self.control_token: str | None = None  # of the current process
+        self.restart_requested = False  # the operator asked for a new process
+        self.operator_stopped = False  # stopped by the operator; cleared by the next start
 
     @property
     def active(self) -> bool:
         return self.task is not None and not self.task.done()
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return (self.stream_id, self.language)
+
+    @property
+    def label(self) -> str:
+        return worker_label(self.stream_id, self.language)
 
 
 @dataclass(frozen=True)
@@ -313,6 +367,7 @@ class EventResult:
     stream_id: str
     action: str  # started | already_active | grace_cancelled | grace_started | ...
     state: StreamState | None
+    languages: tuple[str | None, ...] = ()  # the stream's workers after the event
 
 
 class Supervisor:
@@ -337,7 +392,7 @@ class Supervisor:
             settings.worker_metrics_port_max,
         )
         self._final_codes = settings.final_exit_codes()
-        self._streams: dict[str, _Stream] = {}
+        self._streams: dict[tuple[str, str | None], _Stream] = {}  # (stream id, language)
         self._ended_sources: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._closing = False
         self.restarts_total = 0
@@ -352,11 +407,16 @@ class Supervisor:
         source_type: str | None = None,
         source_id: str | None = None,
         query: str | None = None,
+        languages: Sequence[str | None] | None = None,
     ) -> EventResult:
-        """The stream's input is published: make sure its worker runs."""
+        """The stream's input is published: make sure a worker runs for each of its `languages`
+        (None: one worker without a language, as before issue 18). The first language publishes
+        `live/<id>/out`. For a stream that already has workers, the languages it lacks are added
+        (never primary while another worker is) and the running ones are kept."""
         self._check_id(stream_id)
         if self._closing:
             raise ShuttingDown()
+        wanted: list[str | None] = list(dict.fromkeys(languages)) if languages else [None]
         slog = log.bind(stream_id=stream_id)
         ended_at = self._ended_sources.get((stream_id, source_id)) if source_id else None
         if (
@@ -365,85 +425,231 @@ class Supervisor:
         ):
             # A ready that arrives after its own not-ready (the hooks run concurrently).
             slog.warning("stale ready event ignored", ctx={"source_id": source_id})
-            rec = self._streams.get(stream_id)
+            rec = self._primary(stream_id)
             return EventResult(stream_id, "stale_ignored", rec.state if rec else None)
-        rec = self._streams.get(stream_id)
-        if rec is not None and rec.active:
-            was_grace = rec.grace_task is not None
-            self._cancel_grace(rec)
-            self._note_source(rec, source_type, source_id, query)
-            if rec.wanted:
-                action = "grace_cancelled" if was_grace else "already_active"
-            else:  # stopping: the lifecycle loop starts it again once the old process is gone
-                rec.wanted = True
-                rec.stop_event.clear()
-                action = "restart_after_stop"
-            slog.info("ready", ctx={"action": action})
-            return EventResult(stream_id, action, self._public_state(rec))
-        if self._active_count() >= self._s.max_streams:
-            raise CapacityError(f"{self._s.max_streams} streams already active")
+        active = [r for r in self._records(stream_id) if r.active]
+        keys = {r.key for r in active}
+        missing = [lang for lang in wanted if (stream_id, lang) not in keys]
+        if any(r.primary for r in active):  # live/<id>/out has its publisher already
+            missing = [lang for lang in missing if lang is not None]
+        if self._active_count() + len(missing) > self._s.max_streams:
+            raise CapacityError(f"{self._s.max_streams} workers already active")
+        if active:
+            actions = [self._reactivate(r, source_type, source_id, query) for r in active]
+            has_primary = any(r.primary for r in active)
+            for lang in missing:
+                rec = self._start(stream_id, lang, source_type, source_id, query)
+                rec.primary = not has_primary and lang == wanted[0]
+                has_primary = has_primary or rec.primary
+            first = self._primary(stream_id)
+            action = actions[0]
+            slog.info("ready", ctx={"action": action, "added": [m for m in missing if m]})
+            return EventResult(
+                stream_id, action, self._public_state(first) if first else None, self._languages_of(stream_id)
+            )
+        for key in [
+            k for k, r in self._streams.items()
+            if k[0] == stream_id and k[1] not in wanted and not r.operator_stopped
+        ]:
+            del self._streams[key]  # finished records of languages this publish does not have
+        for i, lang in enumerate(wanted):
+            rec = self._start(stream_id, lang, source_type, source_id, query)
+            rec.primary = i == 0
+        slog.info("ready: starting worker", ctx={"source_type": source_type, "languages": [w for w in wanted if w]})
+        return EventResult(stream_id, "started", StreamState.STARTING, tuple(wanted))
+
+    def _reactivate(
+        self, rec: _Stream, source_type: str | None, source_id: str | None, query: str | None
+    ) -> str:
+        """A ready for a worker that is active: cancel its grace, or start it again once it has
+        stopped; returns the action."""
+        was_grace = rec.grace_task is not None
+        self._cancel_grace(rec)
+        self._note_source(rec, source_type, source_id, query)
+        if rec.wanted:
+            return "grace_cancelled" if was_grace else "already_active"
+        # stopping: the lifecycle loop starts it again once the old process is gone
+        rec.wanted = True
+        rec.stop_event.clear()
+        return "restart_after_stop"
+
+    def _start(
+        self,
+        stream_id: str,
+        language: str | None,
+        source_type: str | None,
+        source_id: str | None,
+        query: str | None,
+    ) -> _Stream:
+        rec = self._streams.pop((stream_id, language), None)
         if rec is None:
-            rec = _Stream(stream_id)
-            self._streams[stream_id] = rec
+            rec = _Stream(stream_id, language)
+            self._streams[rec.key] = rec
             self._prune()
         else:
-            self._streams.pop(stream_id)  # re-insert: most recent last
-            self._streams[stream_id] = rec
+            self._streams[rec.key] = rec  # re-inserted: most recent last
             rec.restarts = 0
         self._note_source(rec, source_type, source_id, query)
         rec.wanted = True
         rec.stop_event.clear()
         rec.state = StreamState.STARTING
-        rec.task = asyncio.create_task(self._lifecycle(rec), name=f"stream-{stream_id}")
-        slog.info("ready: starting worker", ctx={"source_type": source_type})
-        return EventResult(stream_id, "started", rec.state)
+        rec.task = asyncio.create_task(self._lifecycle(rec), name=f"stream-{rec.label}")
+        return rec
 
     def on_not_ready(self, stream_id: str, *, source_id: str | None = None) -> EventResult:
-        """The stream's input went away: stop its worker after the grace period."""
+        """The stream's input went away: stop its workers (every language) after the grace period."""
         self._check_id(stream_id)
         slog = log.bind(stream_id=stream_id)
         if source_id:
             self._ended_sources[(stream_id, source_id)] = self._clock.monotonic()
             while len(self._ended_sources) > _ENDED_SOURCES_KEPT:
                 self._ended_sources.popitem(last=False)
-        rec = self._streams.get(stream_id)
-        if rec is None or not rec.active or not rec.wanted:
+        recs = [r for r in self._records(stream_id) if r.active and r.wanted]
+        if not recs:
+            rec = self._primary(stream_id)
             return EventResult(stream_id, "not_running", rec.state if rec else None)
-        if rec.source_id and source_id != rec.source_id:
-            # The not-ready of an earlier publisher, arriving after the new one's ready, or one
-            # that does not name the publisher that started the worker: never stops it.
-            slog.warning("stale not-ready event ignored", ctx={"source_id": source_id})
-            return EventResult(stream_id, "stale_ignored", self._public_state(rec))
-        if rec.grace_task is not None:
-            return EventResult(stream_id, "grace_pending", self._public_state(rec))
-        rec.grace_deadline = self._clock.monotonic() + self._s.grace_s
-        rec.grace_task = asyncio.create_task(self._grace(rec), name=f"grace-{stream_id}")
-        slog.info("not-ready: stopping after grace", ctx={"grace_s": self._s.grace_s})
-        return EventResult(stream_id, "grace_started", self._public_state(rec))
+        actions: list[str] = []
+        for rec in recs:
+            if rec.source_id and source_id != rec.source_id:
+                # The not-ready of an earlier publisher, arriving after the new one's ready, or
+                # one that does not name the publisher that started the worker: never stops it.
+                slog.warning("stale not-ready event ignored", ctx={"source_id": source_id})
+                actions.append("stale_ignored")
+            elif rec.grace_task is not None:
+                actions.append("grace_pending")
+            else:
+                rec.grace_deadline = self._clock.monotonic() + self._s.grace_s
+                rec.grace_task = asyncio.create_task(self._grace(rec), name=f"grace-{rec.label}")
+                actions.append("grace_started")
+        if "grace_started" in actions:
+            slog.info("not-ready: stopping after grace", ctx={"grace_s": self._s.grace_s})
+        first = self._primary(stream_id)
+        assert first is not None
+        return EventResult(
+            stream_id, actions[0], self._public_state(first), self._languages_of(stream_id)
+        )
+
+    # --- operator actions (the console) ---------------------------------------------------
+    # Each addresses one worker: (stream, language); without a language, the stream's first one
+    # (the worker that publishes `live/<id>/out`), as `get` does.
+
+    def _known(self, stream_id: str, language: str | None | object = PRIMARY) -> _Stream:
+        if language is PRIMARY:
+            rec = self._primary(stream_id)
+        else:
+            rec = self._streams.get((stream_id, language))  # type: ignore[arg-type]
+        if rec is None:
+            raise UnknownStream(stream_id)
+        return rec
+
+    def operator_stop(self, stream_id: str, language: str | None | object = PRIMARY) -> EventResult:
+        """Stop the worker now (SIGTERM: it drains). A later ready starts it again; the reconcile
+        pass leaves a stopped worker alone while the same publisher is live."""
+        rec = self._known(stream_id, language)
+        if not rec.active or not rec.wanted:
+            return EventResult(stream_id, "not_running", self._public_state(rec))
+        self._cancel_grace(rec)
+        rec.wanted = False
+        rec.operator_stopped = True
+        rec.stop_event.set()
+        log.info("operator: stopping worker", ctx=self._ctx(rec))
+        return EventResult(stream_id, "stopping", self._public_state(rec))
+
+    def operator_restart(self, stream_id: str, language: str | None | object = PRIMARY) -> EventResult:
+        """A new worker process: the running one is stopped (it drains) and a new one started at
+        once, not counted as a crash; a worker in backoff restarts now; a stopped, done or failed
+        one starts again (like a ready, in its own language and role)."""
+        rec = self._known(stream_id, language)
+        if self._closing:
+            raise ShuttingDown()
+        if rec.active and rec.wanted:
+            rec.restart_requested = True
+            rec.stop_event.set()
+            log.info("operator: restarting worker", ctx=self._ctx(rec))
+            return EventResult(stream_id, "restarting", self._public_state(rec))
+        if rec.active:  # stopping: the lifecycle loop starts it again once the old process is gone
+            action = self._reactivate(rec, rec.source_type, rec.source_id, rec.query)
+            return EventResult(stream_id, action, self._public_state(rec))
+        if self._active_count() + 1 > self._s.max_streams:
+            raise CapacityError(f"{self._s.max_streams} workers already active")
+        self._start(rec.stream_id, rec.language, rec.source_type, rec.source_id, rec.query)
+        log.info("operator: starting worker", ctx=self._ctx(rec))
+        return EventResult(stream_id, "started", StreamState.STARTING)
+
+    def set_original_only(
+        self, stream_id: str, enabled: bool, language: str | None | object = PRIMARY
+    ) -> ControlTarget | None:
+        """Record the worker's original-only switch (every later process starts with it); returns
+        where to tell the live worker now, or None if no worker process is alive."""
+        rec = self._known(stream_id, language)
+        if rec.original_only != enabled:
+            rec.original_only = enabled
+            log.info(
+                "operator: original-only switched",
+                ctx={**self._ctx(rec), "original_only": str(enabled).lower()},
+            )
+        return self._control_target(rec)
+
+    def operator_stopped_languages(self, stream_id: str, source_id: str | None) -> set[str | None]:
+        """The languages of `stream_id` whose worker the operator stopped while this publisher
+        (`source_id`) was live and nothing started since (reconcile leaves them)."""
+        return {
+            r.language
+            for r in self._records(stream_id)
+            if r.operator_stopped and not r.active and r.source_id == source_id
+        }
+
+    def control_target(
+        self, stream_id: str, language: str | None | object = PRIMARY
+    ) -> ControlTarget | None:
+        try:
+            return self._control_target(self._known(stream_id, language))
+        except UnknownStream:
+            return None
+
+    @staticmethod
+    def _control_target(rec: _Stream) -> ControlTarget | None:
+        if (
+            rec.proc is None
+            or rec.proc.returncode is not None
+            or not rec.metrics_port
+            or rec.control_token is None
+        ):
+            return None
+        return ControlTarget(rec.metrics_port, rec.control_token)
 
     # --- queries --------------------------------------------------------------------------
 
     def streams(self) -> list[StreamInfo]:
+        """One row per worker: (stream, language)."""
         return [self._info(rec) for rec in self._streams.values()]
 
-    def get(self, stream_id: str) -> StreamInfo | None:
-        rec = self._streams.get(stream_id)
+    def get(self, stream_id: str, language: str | None | object = PRIMARY) -> StreamInfo | None:
+        """The worker of (stream, language); without a language, the stream's first one (the
+        worker that publishes `live/<id>/out`)."""
+        if language is PRIMARY:
+            rec = self._primary(stream_id)
+        else:
+            rec = self._streams.get((stream_id, language))  # type: ignore[arg-type]
         return None if rec is None else self._info(rec)
 
     def is_active(self, stream_id: str) -> bool:
         """The stream has a worker (running, starting, in backoff or stopping)."""
-        rec = self._streams.get(stream_id)
-        return rec is not None and rec.active
+        return any(rec.active for rec in self._records(stream_id))
 
     def query_of(self, stream_id: str) -> str | None:
         """The publisher's query string of the stream (not shown by the API: it may hold tokens)."""
-        rec = self._streams.get(stream_id)
+        rec = self._primary(stream_id)
         return None if rec is None else rec.query
 
     def metrics_targets(self) -> list[tuple[str, int]]:
         """(stream_id, metrics port) of every worker process that is alive now."""
+        return [(sid, port) for sid, _lang, port in self.worker_targets()]
+
+    def worker_targets(self) -> list[tuple[str, str | None, int]]:
+        """(stream_id, language, metrics port) of every worker process that is alive now."""
         return [
-            (rec.stream_id, rec.metrics_port)
+            (rec.stream_id, rec.language, rec.metrics_port)
             for rec in self._streams.values()
             if rec.proc is not None and rec.proc.returncode is None and rec.metrics_port
         ]
@@ -506,14 +712,27 @@ class Supervisor:
             rec.source_type = source_type
             rec.query = query
 
+    def _records(self, stream_id: str) -> list[_Stream]:
+        """The stream's workers, in the order they were started."""
+        return [rec for rec in self._streams.values() if rec.stream_id == stream_id]
+
+    def _primary(self, stream_id: str) -> _Stream | None:
+        """The stream's first language (its `live/<id>/out`), else its first worker record."""
+        recs = self._records(stream_id)
+        return next((r for r in recs if r.primary), recs[0] if recs else None)
+
+    def _languages_of(self, stream_id: str) -> tuple[str | None, ...]:
+        return tuple(r.language for r in self._records(stream_id) if r.active)
+
     def _active_count(self) -> int:
+        """Active workers (a stream with two languages counts two: `max_streams` bounds workers)."""
         return sum(1 for rec in self._streams.values() if rec.active)
 
     def _prune(self) -> None:
-        finished = [sid for sid, rec in self._streams.items() if not rec.active]
+        finished = [key for key, rec in self._streams.items() if not rec.active]
         excess = len(finished) - _KEPT_FINISHED
-        for sid in finished[: max(0, excess)]:
-            del self._streams[sid]
+        for key in finished[: max(0, excess)]:
+            del self._streams[key]
 
     def _cancel_grace(self, rec: _Stream) -> None:
         if rec.grace_task is not None:
@@ -527,7 +746,7 @@ class Supervisor:
         rec.grace_deadline = None
         rec.wanted = False
         rec.stop_event.set()
-        log.info("grace period over: stopping worker", ctx={"stream_id": rec.stream_id})
+        log.info("grace period over: stopping worker", ctx=self._ctx(rec))
 
     def _public_state(self, rec: _Stream) -> StreamState:
         if rec.grace_task is not None and rec.state == StreamState.RUNNING:
@@ -551,13 +770,24 @@ class Supervisor:
             ),
             source_type=rec.source_type,
             source_id=rec.source_id,
+            language=rec.language,
+            outputs=tuple(self._s.output_paths(rec.stream_id, rec.language, rec.primary)),
+            original_only=rec.original_only,
         )
+
+    @staticmethod
+    def _ctx(rec: _Stream) -> dict[str, str]:
+        """Log context of a worker: its stream id, and its language when it has one."""
+        ctx = {"stream_id": rec.stream_id}
+        if rec.language is not None:
+            ctx["language"] = rec.language
+        return ctx
 
     def _stopping(self, rec: _Stream) -> bool:
         return self._closing or not rec.wanted
 
     async def _lifecycle(self, rec: _Stream) -> None:
-        slog = log.bind(stream_id=rec.stream_id)
+        slog = log.bind(**self._ctx(rec))
         backoff_s = self._s.backoff_initial_s
         try:
             while not self._stopping(rec):
@@ -615,12 +845,18 @@ class Supervisor:
             return None, 0.0, False
         try:
             rec.metrics_port = port
-            argv = self._s.worker_argv(rec.stream_id, port)
-            log_path = self._s.log_dir / f"{rec.stream_id}.log" if self._s.log_dir else None
+            argv = self._s.worker_argv(rec.stream_id, port, rec.language, rec.primary)
+            name = rec.stream_id if rec.language is None else f"{rec.stream_id}.{rec.language}"
+            log_path = self._s.log_dir / f"{name}.log" if self._s.log_dir else None
+            rec.restart_requested = rec.operator_stopped = False
+            rec.control_token = secrets.token_urlsafe(32)  # a new one per process
+            env = {
+                **self._s.worker_env(rec.stream_id, rec.language, rec.primary),
+                WORKER_ENV_ORIGINAL_ONLY: "true" if rec.original_only else "false",
+                WORKER_ENV_CONTROL_TOKEN: rec.control_token,
+            }
             try:
-                spec = LaunchSpec(
-                    rec.stream_id, argv, log_path, self._s.worker_env(rec.stream_id)
-                )
+                spec = LaunchSpec(rec.stream_id, argv, log_path, env, rec.language)
                 proc = await self._launcher.launch(spec)
             except (OSError, ValueError) as exc:
                 slog.error("worker could not be started", ctx={"error": str(exc), "argv0": argv[0]})
@@ -653,7 +889,7 @@ class Supervisor:
                 stop_task.cancel()
                 if exit_task.done():
                     return exit_task.result(), False
-                if self._stopping(rec):
+                if self._stopping(rec) or rec.restart_requested:
                     break
                 rec.stop_event.clear()  # set, then undone by a ready: keep running
             rec.state = StreamState.STOPPING

@@ -24,6 +24,7 @@ from livedub.protocol.control import (
 )
 from livedub.protocol.errors import ErrorCode, ProtocolValidationError
 from livedub.protocol.models import (
+    LANGUAGES_ROUTE,
     AudioPayload,
     Backpressure,
     Capabilities,
@@ -32,6 +33,8 @@ from livedub.protocol.models import (
     FragmentData,
     FragmentMetadata,
     FragmentProcessed,
+    LanguagePair,
+    LanguagesInfo,
     ProcessingError,
     SpeechSegment,
     StageTimings,
@@ -86,6 +89,9 @@ __all__ = [
     "SpeechSegment",
     "StageTimings",
     "StreamComplete",
+    "LANGUAGES_ROUTE",
+    "LanguagePair",
+    "LanguagesInfo",
     "StreamConfig",
     "StreamEnd",
     "StreamInit",

@@ -414,3 +414,36 @@ class ErrorEvent(WireModel):
             severity=code.severity,
             retryable=code.retryable,
         )
+
+
+# --- HTTP: what an STS service can dub (GET /v1/languages) ----------------------------------------
+
+LANGUAGES_ROUTE = "/v1/languages"
+"""`GET` on an STS service: the language pairs it can dub (`LanguagesInfo`); no auth needed."""
+
+
+class LanguagePair(WireModel):
+    """One (source, target) pair an STS backend can dub, ISO 639-1 codes."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    source: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=32)]
+    target: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=32)]
+
+
+class LanguagesInfo(WireModel):
+    """`GET /v1/languages` of an STS service (a livedub extension; docs/protocol.md).
+
+    `any_pair` true: the backend accepts every pair (the echo); `pairs` then lists nothing.
+    Otherwise `pairs` is every pair a `stream:init` may ask for without `INVALID_CONFIG`."""
+
+    backend: Annotated[str, StringConstraints(strict=True, max_length=64)]
+    any_pair: StrictBool = False
+    pairs: list[LanguagePair] = Field(default_factory=list, max_length=1024)
+
+    def supports(self, source: str, target: str) -> bool:
+        return self.any_pair or LanguagePair(source=source, target=target) in self.pairs
+
+    def targets_of(self, source: str) -> list[str]:
+        """Every target language dubbed from `source` (empty with `any_pair`)."""
+        return [p.target for p in self.pairs if p.source == source]

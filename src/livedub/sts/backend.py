@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from livedub.protocol import (
     AudioPayload,
     FragmentData,
+    LanguagePair,
+    LanguagesInfo,
     ProcessingError,
     SpeechSegment,
     StageTimings,
@@ -57,10 +59,28 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class ReportsLanguages(Protocol):
+    """A backend that can say which language pairs it dubs (`GET /v1/languages`)."""
+
+    name: str
+
+    def languages(self) -> LanguagesInfo: ...
+
+
+def pairs_info(name: str, pairs: list[tuple[str, str]]) -> LanguagesInfo:
+    return LanguagesInfo(
+        backend=name, pairs=[LanguagePair(source=s, target=t) for s, t in pairs]
+    )
+
+
 class EchoBackend:
     """Returns the received audio byte-for-byte as the dubbed audio, with mock texts."""
 
     name = "echo"
+
+    def languages(self) -> LanguagesInfo:
+        return LanguagesInfo(backend=self.name, any_pair=True)  # echoes any language pair
 
     async def check_config(self, config: StreamConfig) -> str | None:
         return None  # echoes any language pair

@@ -415,37 +415,35 @@ class StsCore:
         except ProtocolValidationError as exc:
             await self._send_error(conn, exc.code, exc.message, stream_id=exc.stream_id)
             return
+        refusal = await self._init_refusal(conn, init)
+        if refusal is not None:
+            code, message = refusal
+            await self._send_error(conn, code, message, stream_id=init.stream_id)
+            if code is ErrorCode.RATE_LIMIT:  # a simulated refusal of the stream: drop it
+                await self._drop(conn)
+            return
+        await self._start_session(conn, init)
+
+    async def _init_refusal(self, conn: Connection, init: StreamInit) -> tuple[ErrorCode, str] | None:
+        """Why this stream:init is refused: ids that do not match the connection's headers, a
+        simulated refusal of the stream, or a config the backend cannot serve."""
         for name, header, value in (
             (c.HEADER_STREAM_ID, conn.header_stream_id, init.stream_id),
             (c.HEADER_WORKER_ID, conn.header_worker_id, init.worker_id),
         ):
             if header is not None and header != value:
-                await self._send_error(
-                    conn,
-                    ErrorCode.INVALID_CONFIG,
-                    f"stream:init {value!r} does not match the {name} header {header!r}",
-                    stream_id=init.stream_id,
-                )
-                return
+                return ErrorCode.INVALID_CONFIG, f"stream:init {value!r} does not match the {name} header {header!r}"
         left = self.simulations.refused_ms(init.stream_id)
         if left > 0:
-            await self._send_error(
-                conn,
-                ErrorCode.RATE_LIMIT,
-                f"simulated: stream {init.stream_id} refused for {left} ms more",
-                stream_id=init.stream_id,
-            )
-            await self._drop(conn)
-            return
+            return ErrorCode.RATE_LIMIT, f"simulated: stream {init.stream_id} refused for {left} ms more"
         # tolerant of test doubles written before `check_config` existed
         check = getattr(self.backend, "check_config", None)
         refusal = await check(init.config) if check is not None else None
-        if refusal is not None:
-            await self._send_error(
-                conn, ErrorCode.INVALID_CONFIG, refusal, stream_id=init.stream_id
-            )
-            return
-        # A second init replaces the session (and cancels a pending close after stream:end).
+        return None if refusal is None else (ErrorCode.INVALID_CONFIG, refusal)
+
+    async def _start_session(self, conn: Connection, init: StreamInit) -> None:
+        """A new session (a second init replaces the session and cancels a pending close after
+        stream:end), then stream:ready."""
         for task in list(conn.tasks):
             task.cancel()
         self._end_session(conn, "replaced by a new stream:init")
@@ -465,23 +463,18 @@ class StsCore:
                 "config": init.config.to_wire(),
             },
         )
-        session.log.info(
-            "session ready",
-            ctx={"worker_id": session.worker_id, "max_inflight": granted, "sid": conn.sid},
+        session.log.info("session ready", ctx={"worker_id": session.worker_id, "max_inflight": granted, "sid": conn.sid})
+        ready = StreamReady(
+            stream_id=session.stream_id,
+            session_id=session.session_id,
+            max_inflight=granted,
+            capabilities=Capabilities(async_delivery=True, formats=list(c.AUDIO_FORMATS)),
         )
-        await self._emit(
-            conn,
-            EventName.STREAM_READY,
-            StreamReady(
-                stream_id=session.stream_id,
-                session_id=session.session_id,
-                max_inflight=granted,
-                capabilities=Capabilities(async_delivery=True, formats=list(c.AUDIO_FORMATS)),
-            ),
-        )
+        await self._emit(conn, EventName.STREAM_READY, ready)
 
     # --- fragment:data -------------------------------------------------------------------------
     async def _on_fragment(self, conn: Connection, payload: Any) -> None:
+        """Checks in docs/protocol.md order; the first failure answers with its error."""
         received_at = self.clock.monotonic()
         raw_fid = _readable_id(payload, "fragment_id")
         session = conn.session
@@ -496,93 +489,78 @@ class StsCore:
                 fragment_id=raw_fid,
             )
             return
+        admitted = self._admit(session, payload, raw_fid)
+        if isinstance(admitted, FragmentData):
+            await self._accept(conn, session, admitted, received_at)
+            return
+        code, message = admitted
+        self.metrics.fragments.labels("rejected").inc()
         hist = self._history(session.stream_id)
-        log = session.log.bind(fragment_id=raw_fid)
-
-        async def reject(code: ErrorCode, message: str) -> None:
-            self.metrics.fragments.labels("rejected").inc()
-            hist.add(
-                hist.fragment_data,
-                {
-                    "fragment_id": raw_fid,
-                    "sequence_number": _readable(payload, "sequence_number"),
-                    "session_id": session.session_id,
-                    "outcome": code.value,
-                },
-            )
-            await self._send_error(
-                conn, code, message, stream_id=session.stream_id, fragment_id=raw_fid
-            )
-
-        if session.ending:
-            await reject(ErrorCode.STREAM_NOT_FOUND, "stream has ended (stream:end received)")
-            return
-        try:
-            frag = parse_as(
-                FragmentData,
-                payload,
-                max_audio_base64_bytes=self.settings.max_fragment_base64_bytes,
-            )
-        except ProtocolValidationError as exc:
-            self._consume_if_in_order(session, payload, raw_fid)
-            await reject(exc.code, exc.message)
-            return
-        if frag.stream_id != session.stream_id:
-            await reject(
-                ErrorCode.STREAM_NOT_FOUND,
-                f"stream {frag.stream_id} has no session on this connection "
-                f"(session is for {session.stream_id})",
-            )
-            return
-        fid_key = frag.fragment_id.lower()
-        if fid_key in session.seen_ids:
-            await reject(
-                ErrorCode.DUPLICATE_FRAGMENT, f"fragment_id {frag.fragment_id} was already used"
-            )
-            return
-        seq = frag.sequence_number
-        if seq != session.next_seq:
-            expected = session.next_seq
-            if seq > expected:  # a gap: resynchronise so one gap costs one error
-                session.next_seq = seq + 1
-                session.seen_ids.add(fid_key)
-            kind = "gap" if seq > expected else "repeat"
-            await reject(
-                ErrorCode.INVALID_SEQUENCE,
-                f"sequence_number {seq} is a {kind}: expected {expected}",
-            )
-            return
-        session.next_seq += 1
-        session.seen_ids.add(fid_key)
-        if session.paused:
-            await reject(ErrorCode.STREAM_PAUSED, "stream is paused; send stream:resume first")
-            return
-        if session.outstanding >= self.settings.max_pending_fragments:
-            # A client that ignores its grant cannot pile up unbounded work (and audio) here.
-            await reject(
-                ErrorCode.QUEUE_FULL,
-                f"{session.outstanding} fragments pending; the limit is "
-                f"{self.settings.max_pending_fragments}",
-            )
-            return
-
-        # accepted
-        queue_position = session.outstanding
-        session.outstanding += 1
-        session.drained.clear()
-        session.unacked.add(fid_key)
-        rule = self.simulations.error_for(session.stream_id, frag.fragment_id, seq)
-        delay_ms = self.simulations.delay_ms_for(session.stream_id)
         hist.add(
             hist.fragment_data,
             {
-                "fragment_id": frag.fragment_id,
-                "sequence_number": seq,
+                "fragment_id": raw_fid,
+                "sequence_number": _readable(payload, "sequence_number"),
                 "session_id": session.session_id,
-                "outcome": "accepted",
+                "outcome": code.value,
             },
         )
-        log.info(
+        await self._send_error(conn, code, message, stream_id=session.stream_id, fragment_id=raw_fid)
+
+    def _admit(self, session: Session, payload: Any, raw_fid: str | None) -> FragmentData | tuple[ErrorCode, str]:
+        """The fragment, accepted (its sequence number used up), or why not."""
+        if session.ending:
+            return ErrorCode.STREAM_NOT_FOUND, "stream has ended (stream:end received)"
+        try:
+            frag = parse_as(FragmentData, payload, max_audio_base64_bytes=self.settings.max_fragment_base64_bytes)
+        except ProtocolValidationError as exc:
+            self._consume_if_in_order(session, payload, raw_fid)
+            return exc.code, exc.message
+        refusal = self._out_of_order(session, frag)
+        if refusal is not None:
+            return refusal
+        session.next_seq += 1
+        session.seen_ids.add(frag.fragment_id.lower())
+        if session.paused:
+            return ErrorCode.STREAM_PAUSED, "stream is paused; send stream:resume first"
+        if session.outstanding >= self.settings.max_pending_fragments:
+            # A client that ignores its grant cannot pile up unbounded work (and audio) here.
+            limit = self.settings.max_pending_fragments
+            return ErrorCode.QUEUE_FULL, f"{session.outstanding} fragments pending; the limit is {limit}"
+        return frag
+
+    @staticmethod
+    def _out_of_order(session: Session, frag: FragmentData) -> tuple[ErrorCode, str] | None:
+        """Another stream's fragment, a fragment id used before, or a sequence gap / repeat."""
+        if frag.stream_id != session.stream_id:
+            return ErrorCode.STREAM_NOT_FOUND, (
+                f"stream {frag.stream_id} has no session on this connection (session is for {session.stream_id})"
+            )
+        fid_key = frag.fragment_id.lower()
+        if fid_key in session.seen_ids:
+            return ErrorCode.DUPLICATE_FRAGMENT, f"fragment_id {frag.fragment_id} was already used"
+        seq, expected = frag.sequence_number, session.next_seq
+        if seq == expected:
+            return None
+        if seq > expected:  # a gap: resynchronise so one gap costs one error
+            session.next_seq = seq + 1
+            session.seen_ids.add(fid_key)
+        kind = "gap" if seq > expected else "repeat"
+        return ErrorCode.INVALID_SEQUENCE, f"sequence_number {seq} is a {kind}: expected {expected}"
+
+    async def _accept(self, conn: Connection, session: Session, frag: FragmentData, received_at: float) -> None:
+        """Queue an accepted fragment for processing and ack it (`fragment:ack` at once)."""
+        queue_position = session.outstanding
+        session.outstanding += 1
+        session.drained.clear()
+        session.unacked.add(frag.fragment_id.lower())
+        seq = frag.sequence_number
+        rule = self.simulations.error_for(session.stream_id, frag.fragment_id, seq)
+        delay_ms = self.simulations.delay_ms_for(session.stream_id)
+        hist = self._history(session.stream_id)
+        record = {"fragment_id": frag.fragment_id, "session_id": session.session_id}
+        hist.add(hist.fragment_data, {**record, "sequence_number": seq, "outcome": "accepted"})
+        session.log.bind(fragment_id=frag.fragment_id).info(
             "fragment received",
             ctx={
                 "sequence_number": seq,
@@ -592,29 +570,17 @@ class StsCore:
                 "delay_ms": delay_ms,
             },
         )
-        sim_error = (
-            ProcessingError(
-                code=rule.error_code,
-                message=rule.error_message,
-                stage=rule.stage,
-                retryable=rule.effective_retryable,
+        sim_error = None
+        if rule is not None:
+            sim_error = ProcessingError(
+                code=rule.error_code, message=rule.error_message, stage=rule.stage, retryable=rule.effective_retryable
             )
-            if rule
-            else None
-        )
-        task = session.spawn(
-            self._process(session, frag, sim_error, delay_ms), f"sts-job-{frag.fragment_id}"
-        )
+        task = session.spawn(self._process(session, frag, sim_error, delay_ms), f"sts-job-{frag.fragment_id}")
         session.jobs.put_nowait(_Job(frag, received_at, task))
-        ack = FragmentAck(
-            fragment_id=frag.fragment_id,
-            status="processing" if queue_position == 0 else "queued",
-            queue_position=queue_position,
-        )
+        status = "processing" if queue_position == 0 else "queued"
+        ack = FragmentAck(fragment_id=frag.fragment_id, status=status, queue_position=queue_position)
         if await self._emit(conn, EventName.FRAGMENT_ACK, ack):
-            hist.add(
-                hist.acks_sent, {"fragment_id": frag.fragment_id, "session_id": session.session_id}
-            )
+            hist.add(hist.acks_sent, record)
         await self._check_backpressure(conn, session)
         if self._armed_disconnects:
             self._fire_armed_disconnects()

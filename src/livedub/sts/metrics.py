@@ -23,45 +23,28 @@ class StsMetrics:
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
+        self.registry = r = CollectorRegistry()
         self.connections = Gauge("sts_connections", "open Socket.IO connections", registry=r)
-        self.sessions_active = Gauge(
-            "sts_sessions_active", "sessions (after stream:ready)", registry=r
-        )
+        self.sessions_active = Gauge("sts_sessions_active", "sessions (after stream:ready)", registry=r)
         self.sessions = Counter("sts_sessions", "sessions started", registry=r)
         self.fragments = Counter(
-            "sts_fragments",
-            "fragments by status: received, rejected, success, partial, failed",
-            ["status"],
-            registry=r,
+            "sts_fragments", "fragments by status: received, rejected, success, partial, failed", ["status"], registry=r
         )
         self.processing = Histogram(
-            "sts_fragment_processing_seconds",
-            "fragment:data received -> fragment:processed sent",
-            buckets=PROCESSING_BUCKETS_S,
-            registry=r,
-        )
+            "sts_fragment_processing_seconds", "fragment:data received -> fragment:processed sent",
+            buckets=PROCESSING_BUCKETS_S, registry=r,
+        )  # fmt: skip
         self.errors = Counter(
-            "sts_errors",
-            "errors sent (error events and failed fragments) by code",
-            ["code"],
-            registry=r,
+            "sts_errors", "errors sent (error events and failed fragments) by code", ["code"], registry=r
         )
         self.simulations_active = Gauge(
             "sts_simulations_active", "active test-control settings by kind", ["kind"], registry=r
         )
         self.controls = Counter(
-            "sts_controls",
-            "test-control requests by name and status",
-            ["name", "status"],
-            registry=r,
+            "sts_controls", "test-control requests by name and status", ["name", "status"], registry=r
         )
         self.connections_refused = Counter(
-            "sts_connections_refused",
-            "connections refused at connect, by code",
-            ["code"],
-            registry=r,
+            "sts_connections_refused", "connections refused at connect, by code", ["code"], registry=r
         )
         self.backpressure = Counter(
             "sts_backpressure_events", "backpressure events sent by action", ["action"], registry=r
@@ -70,14 +53,10 @@ class StsMetrics:
         self.dub_stage_seconds = Histogram(
             "sts_dub_stage_seconds",
             "dub backend processing seconds per stage: decode, vad, asr, translation, tts, fit, mix, encode",
-            ["stage"],
-            buckets=PROCESSING_BUCKETS_S,
-            registry=r,
-        )
+            ["stage"], buckets=PROCESSING_BUCKETS_S, registry=r,
+        )  # fmt: skip
         self.dub_queue_depth = Gauge(
-            "sts_dub_queue_depth",
-            "dub backend: fragments waiting for or in the worker pool",
-            registry=r,
+            "sts_dub_queue_depth", "dub backend: fragments waiting for or in the worker pool", registry=r
         )
         self.dub_fragments = Counter(
             "sts_dub_fragments",

@@ -24,9 +24,9 @@ from aiohttp import web
 
 from livedub import __version__
 from livedub.clock import Clock
-from livedub.protocol import CLIENT_EVENTS, ControlAck, EventName
+from livedub.protocol import CLIENT_EVENTS, LANGUAGES_ROUTE, ControlAck, EventName
 from livedub.protocol import constants as c
-from livedub.sts.backend import Backend, EchoBackend
+from livedub.sts.backend import Backend, EchoBackend, ReportsLanguages
 from livedub.sts.core import ConnectionRefused, StsCore
 from livedub.sts.debug import DEBUG_STREAMS_PATH
 from livedub.sts.metrics import StsMetrics
@@ -130,6 +130,7 @@ class StsServer:
         self.sio.attach(self.app, socketio_path=c.SOCKETIO_PATH.strip("/"))
         self.app.router.add_get("/health", self._health)
         self.app.router.add_get("/metrics", self._metrics)
+        self.app.router.add_get(LANGUAGES_ROUTE, self._languages)
         self.app.router.add_post("/control/{name}", self._control)
         self.app.router.add_get(DEBUG_STREAMS_PATH, self._debug_streams)
         self.app.router.add_get(DEBUG_STREAMS_PATH + "/{stream_id}", self._debug_stream)
@@ -180,6 +181,17 @@ class StsServer:
                 **self.core.summary(),
             }
         )
+
+    async def _languages(self, request: web.Request) -> web.Response:
+        """The language pairs the backend dubs (no auth: capabilities, like /health's backend).
+        A backend that cannot tell answers 404 (callers then take every language as possible)."""
+        backend = self.core.backend
+        if not self.ready:
+            return web.json_response({"status": "starting"}, status=503)
+        if not isinstance(backend, ReportsLanguages) or not callable(backend.languages):
+            return web.json_response({"error": "not_reported", "backend": backend.name}, status=404)
+        info = await asyncio.to_thread(backend.languages)  # the dub backend lists mode files
+        return web.json_response(info.to_wire())
 
     async def _metrics(self, request: web.Request) -> web.Response:
         for kind, count in self.core.simulations.active_counts().items():

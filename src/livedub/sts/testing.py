@@ -35,8 +35,9 @@ from livedub.protocol import constants as c
 Predicate = Callable[[Any], bool]
 
 
-TEST_PORT_BASE = 20_000
-"""Test ports come from 20000–31999: below the kernel's ephemeral range (32768–60999 by default,
+TEST_PORT_BASE = int(os.environ.get("LIVEDUB_TEST_PORT_BASE", "20000"))
+"""Test ports come from 20000–31999 (`LIVEDUB_TEST_PORT_BASE` moves the start, e.g. for a second
+checkout's tests running beside a first's; keep it and its 12 blocks below 32768): below the kernel's ephemeral range (32768–60999 by default,
 /proc/sys/net/ipv4/ip_local_port_range), which every outgoing TCP connection draws its local port
 from. A port picked there (bind to 0, close) can be taken by a test's own client connection before
 the server meant for it binds it; then that server's bind fails, or worse, a readiness probe

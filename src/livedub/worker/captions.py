@@ -100,13 +100,16 @@ class _VttFile:
 
 
 class CaptionWriter:
-    """Two WebVTT files (source and target language), appended cue by cue."""
+    """Two WebVTT files (source and target language), appended cue by cue; with `source`
+    False only the target one (a stream's other languages: its first one writes the transcript)."""
 
-    def __init__(self, prefix: str, source_language: str, target_language: str) -> None:
+    def __init__(
+        self, prefix: str, source_language: str, target_language: str, *, source: bool = True
+    ) -> None:
         self.source_path = Path(f"{prefix}.{source_language}.vtt")
         self.target_path = Path(f"{prefix}.{target_language}.vtt")
-        self.source_path.parent.mkdir(parents=True, exist_ok=True)
-        self._source = _VttFile(self.source_path)
+        self.target_path.parent.mkdir(parents=True, exist_ok=True)
+        self._source = _VttFile(self.source_path) if source else None
         self._target = _VttFile(self.target_path)
         self._texts: dict[str, _Texts] = {}
         self._lock = threading.Lock()  # the output thread writes, the event loop remembers
@@ -136,7 +139,7 @@ class CaptionWriter:
                 for cue in segment_cues(
                     start_ns, end_ns, texts.transcript, texts.translation, texts.spans
                 ):
-                    if cue.transcript.strip():
+                    if self._source is not None and cue.transcript.strip():
                         self._source.cue(cue.start_ns, cue.end_ns, cue.transcript)
                     if dubbed and cue.translation.strip():
                         self._target.cue(cue.start_ns, cue.end_ns, cue.translation)
@@ -146,5 +149,6 @@ class CaptionWriter:
 
     def close(self) -> None:
         with self._lock:
-            self._source.close()
+            if self._source is not None:
+                self._source.close()
             self._target.close()

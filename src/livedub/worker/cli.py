@@ -15,6 +15,7 @@ from livedub.worker.config import WorkerSettings
 _log = logging.getLogger(__name__)
 
 _ALIASES = {"input_url": "--input", "output_url": "--output"}
+ENV_ONLY_FIELDS = ("control_token",)  # a flag would show it in `ps`
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
@@ -25,7 +26,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     )
     p.add_argument("--input", dest="input_url", default=None, help="input URL (rtsp/rtmp/srt/file) [env WORKER_INPUT_URL]")
     p.add_argument("--output", dest="output_url", default=None, help="output URL (rtmp/rtsp/srt/file) [env WORKER_OUTPUT_URL]")
-    add_settings_flags(p, WorkerSettings, skip=tuple(_ALIASES))
+    add_settings_flags(p, WorkerSettings, skip=(*_ALIASES, *ENV_ONLY_FIELDS))
     p.set_defaults(func=run)
 
 

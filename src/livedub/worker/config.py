@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 import re
 import socket
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from livedub.media.settings import MediaSettings
 from livedub.protocol.constants import ID_CHARS, is_valid_id
 
 
@@ -22,19 +24,45 @@ def _default_worker_id() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", raw)[:64]
 
 
+# The worker settings that are the media path's own, passed to `MediaSettings` under the same name
+# (the others it gets are derived below: `sts_timeout_s`, `output_delay_s`, `unpaced_wait_s`).
+MEDIA_FIELDS = (
+    "input_url", "output_url", "mirror_output_url", "stream_id", "segment_s", "paced", "read_timeout_s", "anchor_settle_s",
+    "deadline_margin_s", "transport_format", "segment_retention",
+)  # fmt: skip
+
+
 class WorkerSettings(BaseSettings):
-    """Settings of one stream worker. Field docs are the documentation (see `livedub worker -h`)."""
+    """Settings of one stream worker. Field docs are the documentation (see `livedub worker -h`).
+    The media path's part is `media` (a `MediaSettings`), validated with the rest."""
 
     model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore")
+    _media: MediaSettings | None = PrivateAttr(None)
 
     # Identity and endpoints
     stream_id: str = Field("default", description=f"stream id, {ID_CHARS}")
     worker_id: str = Field(default_factory=_default_worker_id, description="worker id sent as X-Worker-ID")
     input_url: str = Field("", description="input URL: rtsp://, rtmp://, srt:// (needs libsrt) or a file path")
     output_url: str = Field("", description="output URL: rtmp://, rtsp://, srt:// (needs libsrt) or a file (mp4/flv/ts/mkv)")
+    mirror_output_url: str = Field(
+        "",
+        description="also publish the output to this URL (same packets, own thread: its failures never "
+        "touch the output; retried at a later keyframe). The orchestrator sets it for a stream's first "
+        "language: live/<id>/out mirrored to live/<id>/<lang>",
+    )
     sts_url: str = Field("http://127.0.0.1:8080", description="STS Socket.IO server URL")
     sts_auth_token: str | None = Field(None, description="token for the STS `auth` payload (never logged)")
     passthrough: bool = Field(False, description="no STS: output the original audio (media path test)")
+    original_only: bool = Field(
+        False,
+        description="start in original-only mode: nothing is sent to the STS, every segment goes out "
+        "with its original audio (switched live by the orchestrator's console)",
+    )
+    control_token: SecretStr | None = Field(
+        None,
+        description="env only: bearer token of POST /control/original-only on the metrics port "
+        "(the orchestrator generates one per worker); unset: no control route",
+    )
 
     # Metrics / health
     metrics_host: str = Field("127.0.0.1", description="bind address of /metrics and /health")
@@ -48,10 +76,21 @@ class WorkerSettings(BaseSettings):
         "m4a", description="fragment audio format on the wire: m4a, wav or flac"
     )
 
+    keep_original: bool = Field(
+        False,
+        description="also output the original sound, tagged with source_language: the second audio "
+        "track of an MPEG-TS (srt/udp/tcp/.ts), Matroska, MP4 or RTSP output; an FLV output (rtmp, .flv) "
+        "carries one track, so there the original programme goes to its own path live/<id>/orig",
+    )
     captions: str | None = Field(
         None,
         description="write WebVTT captions live to PREFIX.<source_language>.vtt and "
         "PREFIX.<target_language>.vtt (output timeline)",
+    )
+    captions_source: bool = Field(
+        True,
+        description="with --captions, also write the transcript PREFIX.<source_language>.vtt (off: only "
+        "the translation; the orchestrator turns it off for a stream's other languages, one transcript per stream)",
     )
 
     # Timing (spec defaults)
@@ -106,6 +145,7 @@ class WorkerSettings(BaseSettings):
             self.output_delay_s = self.segment_s + self.fragment_timeout_s
         if self.drain_timeout_s is None:
             self.drain_timeout_s = self.output_delay_s + self.fragment_timeout_s
+        self._media = self._media_settings()
         return self
 
     @property
@@ -118,3 +158,26 @@ class WorkerSettings(BaseSettings):
         """How long a stop signal may drain before the output is cut (see `drain_timeout_s`)."""
         assert self.drain_timeout_s is not None
         return self.drain_timeout_s
+
+    @property
+    def media(self) -> MediaSettings:
+        """The media path's settings, nested: built and validated once, with the worker's settings."""
+        assert self._media is not None
+        return self._media
+
+    def _media_settings(self) -> MediaSettings:
+        shared = {name: getattr(self, name) for name in MEDIA_FIELDS}
+        return MediaSettings(
+            **shared,
+            sts_timeout_s=self.fragment_timeout_s,
+            output_delay_s=self.delay_s,
+            keep_original=self.keep_original,
+            source_language=self.source_language,
+            # Passthrough: the first track carries the original sound too.
+            target_language=self.source_language if self.passthrough else self.target_language,
+            segment_dir=Path(self.segment_dir) if self.segment_dir else None,
+            # Unpaced (file → file): the output waits for each segment to be resolved. The worker
+            # resolves every segment (dubbed, or a fallback at the latest when its fragment times
+            # out), so this bound only guards against a bug: queue wait + send + timeout of one fragment.
+            unpaced_wait_s=0.0 if self.passthrough else (self.max_inflight + 2) * (self.fragment_timeout_s + 1.0),
+        )

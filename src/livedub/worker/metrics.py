@@ -29,30 +29,15 @@ from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 from livedub.log import bind
+from livedub.reasons import COUNTED_UPFRONT, RejectedReason
 
 # `generate_latest` writes the classic text format 0.0.4 (what every Prometheus scrapes).
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 FRAGMENT_STATUSES = ("sent", "processed", "fallback")
-# Why a segment used its original audio. Any other reason string is accepted too.
-FALLBACK_REASONS = (
-    "timeout",  # no result within timeout_ms
-    "circuit_open",  # breaker open: not sent
-    "backpressure",  # could not be sent before its deadline (pause / slow_down)
-    "disconnect",  # in flight when the connection dropped, or not connected
-    "deadline",  # sent, but no usable result by the segment's output deadline
-    "sts_error",  # fragment:processed status failed, or an `error` naming the fragment
-    "invalid_audio",  # undecodable audio, bad base64, wrong format
-    "duration_mismatch",  # dubbed duration outside ±10 %
-    "invalid_message",  # schema-invalid fragment:processed
-)
+# Why a segment used its original audio (`FallbackReason`); any other reason is counted too.
+FALLBACK_REASONS = tuple(r.value for r in COUNTED_UPFRONT)
 # Why a received result was not used (besides being late).
-REJECTED_REASONS = (
-    "unknown_fragment",
-    "already_resolved",
-    "invalid_message",
-    "invalid_audio",
-    "duration_mismatch",
-)
+REJECTED_REASONS = tuple(r.value for r in RejectedReason)
 BACKPRESSURE_ACTIONS = ("none", "slow_down", "pause")
 SEGMENT_SOURCES = ("dubbed", "original")
 INPUT_STATES = ("starting", "connecting", "receiving", "stalled", "reconnecting", "ended", "failed")
@@ -62,22 +47,42 @@ RTT_BUCKETS_MS = (
     8000.0, 10000.0, 15000.0, 20000.0, 30000.0,
 )  # fmt: skip
 
-METRIC_NAMES = (
-    "worker_audio_fragments_total",
-    "worker_fallback_total",
-    "worker_inflight_fragments",
-    "worker_av_sync_delta_ms",
-    "worker_sts_breaker_state",
-    "worker_backpressure_events_total",
-    "worker_reconnection_total",
-    "worker_sts_rtt_ms",
-    "worker_segments_total",
-    "worker_output_delay_ms",
-    "worker_input_state",
-    "worker_late_results_total",
-    "worker_rejected_results_total",
-    "worker_sts_connected",
-)
+
+# (attribute, type, name, help, extra label): the worker's metric contract, one row per metric.
+_METRICS: tuple[tuple[str, Any, str, str, str | None], ...] = (
+    ("_fragments", Counter, "worker_audio_fragments_total",
+     "Audio fragments (count) by status: sent to STS, processed by STS, or fallback (original audio used).",
+     "status"),
+    ("_fallback", Counter, "worker_fallback_total",
+     "Segments (count) that used the original audio, by reason.", "reason"),
+    ("_inflight", Gauge, "worker_inflight_fragments", "Fragments (count) sent to STS and not yet resolved.", None),
+    ("_av_sync", Gauge, "worker_av_sync_delta_ms",
+     "Audio timestamp deviation from the sample clock, in milliseconds.", None),
+    ("_breaker", Gauge, "worker_sts_breaker_state", "STS circuit breaker state (0 closed, 1 half-open, 2 open).", None),
+    ("_backpressure", Counter, "worker_backpressure_events_total",
+     "Backpressure events (count) received from STS, by action.", "action"),
+    ("_reconnections", Counter, "worker_reconnection_total",
+     "Successful reconnections (count) to the STS service after a lost connection.", None),
+    ("_rtt", Histogram, "worker_sts_rtt_ms",
+     "Round-trip time from fragment:data to fragment:processed, in milliseconds.", None),
+    ("_segments", Counter, "worker_segments_total", "Output segments (count) by audio source (dubbed or original).",
+     "source"),
+    ("_output_delay", Gauge, "worker_output_delay_ms",
+     "Configured/measured output delay D behind the input, in milliseconds.", None),
+    ("_input_state", Enum, "worker_input_state", "Input state (state set: 1 for the current state).", None),
+    ("_late", Counter, "worker_late_results_total",
+     "Dubbed results (count) that arrived after their segment's deadline and were dropped.", None),
+    ("_rejected", Counter, "worker_rejected_results_total", "Results from STS (count) that were not used, by reason.",
+     "reason"),
+    ("_connected", Gauge, "worker_sts_connected", "Whether the STS connection is up and ready (1) or not (0).", None),
+    ("_mirror_failures", Counter, "worker_mirror_output_failures_total",
+     "Failures (count) of the mirror output (live/<id>/<lang> of a stream's first language); the main output goes on.",
+     None),
+    ("_original_failures", Counter, "worker_original_output_failures_total",
+     "Failures (count) of the original programme's own output (--keep-original on FLV/RTMP: live/<id>/orig), "
+     "each of which gave it up; the dubbed output continues.", None),
+)  # fmt: skip
+METRIC_NAMES = tuple(row[2] for row in _METRICS)
 
 HealthFn = Callable[[], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
 
@@ -93,6 +98,24 @@ class WorkerMetrics:
         rtt_buckets_ms: histogram buckets for `worker_sts_rtt_ms`.
     """
 
+    # Set from `_METRICS` in `__init__`.
+    _fragments: Counter
+    _fallback: Counter
+    _inflight: Gauge
+    _av_sync: Gauge
+    _breaker: Gauge
+    _backpressure: Counter
+    _reconnections: Counter
+    _rtt: Histogram
+    _segments: Counter
+    _output_delay: Gauge
+    _input_state: Enum
+    _late: Counter
+    _rejected: Counter
+    _connected: Gauge
+    _mirror_failures: Counter
+    _original_failures: Counter
+
     def __init__(
         self,
         stream_id: str,
@@ -107,111 +130,29 @@ class WorkerMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._log = bind(__name__, stream_id=stream_id)
         r = self.registry
-        sid = ("stream_id",)
-        self._fragments = Counter(
-            "worker_audio_fragments_total",
-            "Audio fragments (count) by status: sent to STS, processed by STS, or fallback "
-            "(original audio used).",
-            [*sid, "status"],
-            registry=r,
-        )
-        self._fallback = Counter(
-            "worker_fallback_total",
-            "Segments (count) that used the original audio, by reason.",
-            [*sid, "reason"],
-            registry=r,
-        )
-        self._inflight = Gauge(
-            "worker_inflight_fragments",
-            "Fragments (count) sent to STS and not yet resolved.",
-            sid,
-            registry=r,
-        )
-        self._av_sync = Gauge(
-            "worker_av_sync_delta_ms",
-            "Audio timestamp deviation from the sample clock, in milliseconds.",
-            sid,
-            registry=r,
-        )
-        self._breaker = Gauge(
-            "worker_sts_breaker_state",
-            "STS circuit breaker state (0 closed, 1 half-open, 2 open).",
-            sid,
-            registry=r,
-        )
-        self._backpressure = Counter(
-            "worker_backpressure_events_total",
-            "Backpressure events (count) received from STS, by action.",
-            [*sid, "action"],
-            registry=r,
-        )
-        self._reconnections = Counter(
-            "worker_reconnection_total",
-            "Successful reconnections (count) to the STS service after a lost connection.",
-            sid,
-            registry=r,
-        )
-        self._rtt = Histogram(
-            "worker_sts_rtt_ms",
-            "Round-trip time from fragment:data to fragment:processed, in milliseconds.",
-            sid,
-            buckets=tuple(rtt_buckets_ms),
-            registry=r,
-        )
-        self._segments = Counter(
-            "worker_segments_total",
-            "Output segments (count) by audio source (dubbed or original).",
-            [*sid, "source"],
-            registry=r,
-        )
-        self._output_delay = Gauge(
-            "worker_output_delay_ms",
-            "Configured/measured output delay D behind the input, in milliseconds.",
-            sid,
-            registry=r,
-        )
         self._input_states = tuple(input_states)
-        self._input_state = Enum(
-            "worker_input_state",
-            "Input state (state set: 1 for the current state).",
-            sid,
-            states=list(self._input_states),
-            registry=r,
-        )
-        self._late = Counter(
-            "worker_late_results_total",
-            "Dubbed results (count) that arrived after their segment's deadline and were dropped.",
-            sid,
-            registry=r,
-        )
-        self._rejected = Counter(
-            "worker_rejected_results_total",
-            "Results from STS (count) that were not used, by reason.",
-            [*sid, "reason"],
-            registry=r,
-        )
-        self._connected = Gauge(
-            "worker_sts_connected",
-            "Whether the STS connection is up and ready (1) or not (0).",
-            sid,
-            registry=r,
-        )
+        for attr, kind, name, doc, label in _METRICS:
+            labels = ["stream_id", label] if label else ["stream_id"]
+            extra: dict[str, Any] = {}
+            if kind is Histogram:
+                extra["buckets"] = tuple(rtt_buckets_ms)
+            elif kind is Enum:
+                extra["states"] = list(self._input_states)
+            setattr(self, attr, kind(name, doc, labels, registry=r, **extra))
         # Create every known child now, so each series is exported as 0 from the start.
-        for status in FRAGMENT_STATUSES:
-            self._fragments.labels(stream_id, status)
-        for reason in fallback_reasons:
-            self._fallback.labels(stream_id, reason)
-        for action in BACKPRESSURE_ACTIONS:
-            self._backpressure.labels(stream_id, action)
-        for source in SEGMENT_SOURCES:
-            self._segments.labels(stream_id, source)
-        for reason in rejected_reasons:
-            self._rejected.labels(stream_id, reason)
-        for metric in (
-            self._inflight, self._av_sync, self._breaker, self._reconnections, self._rtt,
-            self._output_delay, self._late, self._connected,
-        ):  # fmt: skip
-            metric.labels(stream_id)
+        upfront: dict[str, Iterable[str]] = {
+            "_fragments": FRAGMENT_STATUSES,
+            "_fallback": fallback_reasons,
+            "_backpressure": BACKPRESSURE_ACTIONS,
+            "_segments": SEGMENT_SOURCES,
+            "_rejected": rejected_reasons,
+        }
+        for attr, *_, label in _METRICS:
+            metric = getattr(self, attr)
+            if label is None:
+                metric.labels(stream_id)
+            for value in upfront.get(attr, ()):
+                metric.labels(stream_id, value)
         self._input_state.labels(stream_id).state(self._input_states[0])
 
     # ---- fragments ----------------------------------------------------------------------------
@@ -238,6 +179,10 @@ class WorkerMetrics:
 
     def set_inflight(self, count: int) -> None:
         self._inflight.labels(self.stream_id).set(count)
+
+    def original_output_failed(self) -> None:
+        """The original's own output failed (and was given up)."""
+        self._original_failures.labels(self.stream_id).inc()
 
     def late_result(self) -> None:
         self._late.labels(self.stream_id).inc()
@@ -266,6 +211,9 @@ class WorkerMetrics:
     def segment_output(self, source: str) -> None:
         """One segment written, with `source` "dubbed" or "original"."""
         self._segments.labels(self.stream_id, source).inc()
+
+    def mirror_failure(self) -> None:
+        self._mirror_failures.labels(self.stream_id).inc()
 
     def set_av_sync_delta_ms(self, delta_ms: float) -> None:
         self._av_sync.labels(self.stream_id).set(delta_ms)
@@ -298,11 +246,16 @@ HEALTH_HTTP_STATUS: dict[str, int] = {HealthStatus.OK: 200, HealthStatus.FAILING
 """HTTP status of `/health` per document `status` (anything else: 200)."""
 
 
-def metrics_app(metrics: WorkerMetrics, health_fn: HealthFn) -> web.Application:
+def metrics_app(
+    metrics: WorkerMetrics,
+    health_fn: HealthFn,
+    add_routes: Callable[[web.Application], None] | None = None,
+) -> web.Application:
     """An aiohttp app serving `GET /metrics` (exposition text) and `GET /health` (the JSON object
     `health_fn()` returns; it may be sync or async). `/health` answers 200, 503 when the
     document's `status` is `failing` (so Kubernetes / compose health checks act on it), or 500
-    with {"status": "error"} if `health_fn` raises."""
+    with {"status": "error"} if `health_fn` raises. `add_routes` may add more (the worker's
+    control route)."""
     log = bind(__name__, stream_id=metrics.stream_id)
 
     async def get_metrics(_request: web.Request) -> web.Response:
@@ -322,6 +275,8 @@ def metrics_app(metrics: WorkerMetrics, health_fn: HealthFn) -> web.Application:
     app = web.Application()
     app.router.add_get("/metrics", get_metrics)
     app.router.add_get("/health", get_health)
+    if add_routes is not None:
+        add_routes(app)
     return app
 
 
@@ -335,8 +290,9 @@ class MetricsServer:
         *,
         host: str = "0.0.0.0",
         port: int = 8000,
+        add_routes: Callable[[web.Application], None] | None = None,
     ) -> None:
-        self._app = metrics_app(metrics, health_fn)
+        self._app = metrics_app(metrics, health_fn, add_routes)
         self._host = host
         self._requested_port = port
         self._runner: web.AppRunner | None = None

@@ -14,12 +14,12 @@ import enum
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import socketio
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from livedub.clock import Clock, SystemClock
+from livedub.clock import Clock, SystemClock, wait_within
 from livedub.log import bind
 from livedub.protocol import (
     Backpressure,
@@ -117,6 +117,27 @@ class StsClient:
     # -- connection ------------------------------------------------------------------------------
     async def connect(self, audio_rate_hz: int, audio_channels: int) -> StreamReady:
         """Connect, send stream:init with the true audio parameters, wait for stream:ready."""
+        sio = await self._open()
+        await self.emit(EventName.STREAM_INIT, self._init(audio_rate_hz, audio_channels).to_wire())
+        assert self._ready_fut is not None
+        try:
+            if not await wait_within(self.clock, self._ready_fut, self.settings.ready_timeout_s):
+                raise StsConnectError(
+                    ConnectFailure.READY_TIMEOUT, f"no stream:ready within {self.settings.ready_timeout_s:g} s"
+                )
+        except StsConnectError:
+            await self._drop(sio)
+            raise
+        ready = self._ready_fut.result()
+        self.ready = ready
+        self.log.info(
+            "STS session ready",
+            ctx={"session_id": ready.session_id, "granted_max_inflight": ready.max_inflight},
+        )
+        return ready
+
+    async def _open(self) -> socketio.AsyncClient:
+        """A new Socket.IO connection with our headers and token (the old one closed first)."""
         await self.close()
         self._closing = False
         self.ready = None
@@ -131,8 +152,7 @@ class StsClient:
         sio.on_garbage = lambda reason: self.handlers.on_invalid("packet", reason, None)
         self.sio = sio
         self._register(sio)
-        loop = asyncio.get_running_loop()
-        self._ready_fut = loop.create_future()
+        self._ready_fut = asyncio.get_running_loop().create_future()
         headers = {"X-Stream-ID": self.settings.stream_id, "X-Worker-ID": self.settings.worker_id}
         auth = {"token": self.settings.sts_auth_token} if self.settings.sts_auth_token else None
         try:
@@ -149,8 +169,11 @@ class StsClient:
             if refusal_code(self._connect_error) == ErrorCode.AUTH_FAILED.value:
                 raise StsConnectError(ConnectFailure.AUTH, str(detail)) from exc
             raise StsConnectError(ConnectFailure.UNREACHABLE, str(detail)) from exc
+        return sio
+
+    def _init(self, audio_rate_hz: int, audio_channels: int) -> StreamInit:
         s = self.settings
-        init = StreamInit(
+        return StreamInit(
             stream_id=s.stream_id,
             worker_id=s.worker_id,
             config=StreamConfig(
@@ -165,23 +188,6 @@ class StsClient:
             max_inflight=s.max_inflight,
             timeout_ms=int(round(s.fragment_timeout_s * 1000)),
         )
-        await self.emit(EventName.STREAM_INIT, init.to_wire())
-        try:
-            ready = await asyncio.wait_for(self._ready_fut, self.settings.ready_timeout_s)
-        except TimeoutError as exc:
-            await self._drop(sio)
-            raise StsConnectError(
-                ConnectFailure.READY_TIMEOUT, f"no stream:ready within {self.settings.ready_timeout_s:g} s"
-            ) from exc
-        except StsConnectError:
-            await self._drop(sio)
-            raise
-        self.ready = ready
-        self.log.info(
-            "STS session ready",
-            ctx={"session_id": ready.session_id, "granted_max_inflight": ready.max_inflight},
-        )
-        return ready
 
     async def close(self) -> None:
         """Close deliberately (no on_disconnect callback)."""
@@ -212,11 +218,10 @@ class StsClient:
             return None
         self._complete_fut = asyncio.get_running_loop().create_future()
         await self.emit(EventName.STREAM_END, StreamEnd(stream_id=self.settings.stream_id, reason=reason).to_wire())
-        try:
-            return await asyncio.wait_for(self._complete_fut, self.settings.end_timeout_s)
-        except TimeoutError:
-            self.log.warning("no stream:complete within end timeout", ctx={"timeout_s": self.settings.end_timeout_s})
-            return None
+        if await wait_within(self.clock, self._complete_fut, self.settings.end_timeout_s):
+            return self._complete_fut.result()
+        self.log.warning("no stream:complete within end timeout", ctx={"timeout_s": self.settings.end_timeout_s})
+        return None
 
     # -- receiving -------------------------------------------------------------------------------
     def _register(self, sio: socketio.AsyncClient) -> None:
@@ -235,42 +240,23 @@ class StsClient:
 
         @sio.on("stream:ready")
         async def _ready(data: Any = None) -> None:
-            try:
-                ready = StreamReady.model_validate(data)
-            except ValidationError as exc:
-                await self.handlers.on_invalid("stream:ready", _reason(exc), data)
-                return
-            if self._ready_fut and not self._ready_fut.done():
+            ready = await parse_event(self.handlers, EventName.STREAM_READY, StreamReady, data)
+            if ready is not None and self._ready_fut and not self._ready_fut.done():
                 self._ready_fut.set_result(ready)
 
         @sio.on("stream:complete")
         async def _complete(data: Any = None) -> None:
-            try:
-                done = StreamComplete.model_validate(data)
-            except ValidationError as exc:
-                await self.handlers.on_invalid("stream:complete", _reason(exc), data)
-                return
-            if self._complete_fut and not self._complete_fut.done():
+            done = await parse_event(self.handlers, EventName.STREAM_COMPLETE, StreamComplete, data)
+            if done is not None and self._complete_fut and not self._complete_fut.done():
                 self._complete_fut.set_result(done)
 
-        @sio.on("fragment:ack")
-        async def _ack(data: Any = None) -> None:
-            await self._dispatch("fragment:ack", FragmentAck, data, self.handlers.on_ack)
-
-        @sio.on("fragment:processed")
-        async def _processed(data: Any = None) -> None:
-            await self._dispatch("fragment:processed", FragmentProcessed, data, self.handlers.on_processed)
-
-        @sio.on("backpressure")
-        async def _bp(data: Any = None) -> None:
-            await self._dispatch("backpressure", Backpressure, data, self.handlers.on_backpressure)
+        for event in (EventName.FRAGMENT_ACK, EventName.FRAGMENT_PROCESSED, EventName.BACKPRESSURE):
+            sio.on(str(event))(self._route(event))
 
         @sio.on("error")
         async def _error(data: Any = None) -> None:
-            try:
-                err = ErrorEvent.model_validate(data)
-            except ValidationError as exc:
-                await self.handlers.on_invalid("error", _reason(exc), data)
+            err = await parse_event(self.handlers, EventName.ERROR, ErrorEvent, data)
+            if err is None:
                 return
             if self._ready_fut and not self._ready_fut.done() and err.fragment_id is None:
                 kind = ConnectFailure.AUTH if err.code is ErrorCode.AUTH_FAILED else ConnectFailure.CONFIG
@@ -278,16 +264,41 @@ class StsClient:
                 return
             await self.handlers.on_error(err)
 
-    async def _dispatch(self, event: str, model: Any, data: Any, handler: Callable[[Any], Awaitable[None]]) -> None:
-        try:
-            msg = model.model_validate(data)
-        except ValidationError as exc:
-            await self.handlers.on_invalid(event, _reason(exc), data)
-            return
-        except Exception as exc:  # noqa: BLE001 - a hostile payload must never kill the client
-            await self.handlers.on_invalid(event, f"unparseable: {exc}", data)
-            return
-        await handler(msg)
+    def _route(self, event: EventName) -> Callable[[Any], Awaitable[None]]:
+        async def handler(data: Any = None) -> None:
+            await deliver(self.handlers, event, data)
+
+        return handler
+
+
+M = TypeVar("M", bound=BaseModel)
+
+# Received events handed to a handler once valid: event → (model, the handler in StsHandlers).
+ROUTES: dict[str, tuple[type[BaseModel], Callable[[StsHandlers], Callable[[Any], Awaitable[None]]]]] = {
+    EventName.FRAGMENT_ACK: (FragmentAck, lambda h: h.on_ack),
+    EventName.FRAGMENT_PROCESSED: (FragmentProcessed, lambda h: h.on_processed),
+    EventName.BACKPRESSURE: (Backpressure, lambda h: h.on_backpressure),
+    EventName.ERROR: (ErrorEvent, lambda h: h.on_error),
+}
+
+
+async def parse_event(handlers: StsHandlers, event: str, model: type[M], data: Any) -> M | None:
+    """`data` as `model`; None (and `on_invalid` told why) when it is not one. Never raises."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        await handlers.on_invalid(event, _reason(exc), data)
+    except Exception as exc:  # noqa: BLE001 - a hostile payload must never kill the client
+        await handlers.on_invalid(event, f"unparseable: {exc}", data)
+    return None
+
+
+async def deliver(handlers: StsHandlers, event: str, data: Any) -> None:
+    """Validate one received event of `ROUTES` and hand it to its handler (or to `on_invalid`)."""
+    model, handler = ROUTES[event]
+    msg = await parse_event(handlers, event, model, data)
+    if msg is not None:
+        await handler(handlers)(msg)
 
 
 def _reason(exc: ValidationError) -> str:

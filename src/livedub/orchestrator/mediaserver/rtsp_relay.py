@@ -1,7 +1,7 @@
 """RTSP relay, plus the nginx-rtmp publish notify endpoint, of the embedded media server.
 
 MediaMTX-style RTSP publish (ANNOUNCE/RECORD over TCP) and read (DESCRIBE/PLAY) on
-`live/<id>/in` and `live/<id>/out`, built on GStreamer's RTSP server.
+`live/<id>/in`, `live/<id>/out` and `live/<id>/orig`, built on GStreamer's RTSP server.
 
 This program runs under the system interpreter (`/usr/bin/python3`), because Debian's PyGObject
 (`python3-gi`) is built for it and not for the project's venv. It therefore imports nothing from
@@ -45,7 +45,7 @@ Protocol on stdout (one JSON object per line; nothing else is ever written to st
 The relay exits on SIGTERM/SIGINT or when its stdin reaches EOF (the parent died).
 
 It must never write anything but protocol lines to stdout, never block a GStreamer streaming
-thread on a lock held across a push, and never serve a path outside `live/<id>/(in|out)`.
+thread on a lock held across a push, and never serve a path outside `live/<id>/(in|out|orig)`.
 """
 
 from __future__ import annotations
@@ -77,10 +77,12 @@ gi.require_version("GstSdp", "1.0")
 from gi.repository import GLib, Gst, GstRtsp, GstRtspServer, GstSdp  # noqa: E402
 
 
-def path_re(id_pattern: str) -> re.Pattern[str]:
-    """A served path, `live/<id>/in|out` (use with `fullmatch`); `id_pattern` is livedub's one
-    definition of an id (`livedub.protocol.constants.ID_CHARS`), passed by the parent."""
-    return re.compile(rf"/?(live/{id_pattern}/(?:in|out))/?")
+def path_re(id_pattern: str, language_pattern: str = "(?!)") -> re.Pattern[str]:
+    """A served path, `live/<id>/in|out|orig|<lang>` (use with `fullmatch`); `id_pattern` is
+    livedub's one definition of an id (`livedub.protocol.constants.ID_CHARS`) and
+    `language_pattern` of a language (`livedub.orchestrator.languages.LANGUAGE_CODE`), both
+    passed by the parent. `orig` and a language path are published by the workers, like `out`."""
+    return re.compile(rf"/?(live/{id_pattern}/(?:in|out|orig|{language_pattern}))/?")
 
 
 PATH_RE: re.Pattern[str] = re.compile(r"(?!)")
@@ -89,7 +91,8 @@ PATH_RE: re.Pattern[str] = re.compile(r"(?!)")
 AUTH_ENV = "LIVEDUB_RELAY_AUTH"
 """Environment variable (never argv) holding the access rules, as JSON:
 {"in": [user, pass] | null, "out": [user, pass] | null, "read": [user, pass] | null}.
-`in`: who may publish live/<id>/in; `out`: who may publish live/<id>/out (the workers' account);
+`in`: who may publish live/<id>/in; `out`: who may publish live/<id>/out and live/<id>/orig (the
+workers' account: the dubbed programme and, with --keep-original, the original one);
 `read`: who may read (null: anyone). A null `in` / `out` means anyone (the parent sets that only
 when configured open). Unset: everything open (the relay run by hand)."""
 
@@ -120,7 +123,7 @@ class Access:
         return user_ok and pass_ok
 
     def may_publish(self, path: str, creds: tuple[str, str] | None) -> bool:
-        want = self.publish["out" if path.endswith("/out") else "in"]
+        want = self.publish["in" if path.endswith("/in") else "out"]  # out, orig and <lang>: workers
         return want is None or self._match(want, creds)
 
     def may_read(self, creds: tuple[str, str] | None) -> bool:
@@ -873,6 +876,26 @@ class RelayAuth(GstRtspServer.RTSPAuth):
         ctx.client.send_message(ctx.session, resp)
 
 
+NGINX_NOTIFY_FIELDS = frozenset(
+    {"app", "flashver", "swfurl", "tcurl", "pageurl", "addr", "clientid", "call", "name", "type", "args"}
+)
+"""The fields nginx-rtmp's notify adds itself; every other field is the publish URL's query."""
+
+
+def publish_query(form: dict[str, list[str]]) -> str:
+    """The publisher's query string (`?lang=es,ca`) from an nginx-rtmp notify form: nginx-rtmp
+    sends each query parameter as a form field of its own, next to its own fields. The
+    credentials (`user`, `pass`: this server's to check) are not passed on to the hook."""
+    return urllib.parse.urlencode(
+        [
+            (k, v)
+            for k, values in form.items()
+            if k not in NGINX_NOTIFY_FIELDS and k not in ("user", "pass")
+            for v in values
+        ]
+    )
+
+
 class NotifyHandler(BaseHTTPRequestHandler):
     """nginx-rtmp `on_publish` / `on_publish_done` (form POST) → ready / not-ready events.
 
@@ -906,7 +929,7 @@ class NotifyHandler(BaseHTTPRequestHandler):
             (fields["user"], fields["pass"]) if "user" in fields and "pass" in fields else None
         ) or creds_from_query(fields.get("args", "")) or creds_from_query(raw_name.partition("?")[2])
         if m is None or op not in ("publish", "publish_done", "play"):
-            log("warning", "rtmp publish refused: not a live/<id>/in|out path", path=path)
+            log("warning", "rtmp publish refused: not a live/<id>/in|out|orig path", path=path)
             code = 403
         elif op == "play":
             code = 200 if ACCESS.may_read(creds) else 403
@@ -921,7 +944,7 @@ class NotifyHandler(BaseHTTPRequestHandler):
                 path=m.group(1),
                 source_type="rtmpConn",
                 source_id=fields.get("clientid", ""),
-                query=fields.get("args", "") or "",
+                query=fields.get("args", "") or publish_query(form),
             )
             code = 200
         self.send_response(code)
@@ -982,6 +1005,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8554)
     p.add_argument("--id-pattern", required=True, help="regex of a stream id (unanchored)")
     p.add_argument(
+        "--language-pattern", default="(?!)", help="regex of a language path name (unanchored)"
+    )
+    p.add_argument(
         "--reader-wait-s",
         type=float,
         default=5.0,
@@ -1029,7 +1055,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     global PATH_RE, ACCESS
-    PATH_RE = path_re(args.id_pattern)
+    PATH_RE = path_re(args.id_pattern, args.language_pattern)
     ACCESS = Access.from_env()
     faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)
     Gst.init(None)

@@ -33,12 +33,13 @@ from livedub.protocol import (
     AudioPayload,
     ErrorCode,
     FragmentData,
+    LanguagesInfo,
     ProcessingError,
     SpeechSegment,
     StageTimings,
     StreamConfig,
 )
-from livedub.sts.backend import BackendResult
+from livedub.sts.backend import BackendResult, pairs_info
 from livedub.sts.dub.errors import StageFailure
 from livedub.sts.dub.fitter import Fitter, SoxFitter, pad_or_trim
 from livedub.sts.dub.mixer import DuckingMixer, Mixer
@@ -196,6 +197,10 @@ class DubBackend:
             if (asr is None or src in asr) and self.synthesizer.voice_for(tgt) is not None
         ]
 
+    def languages(self) -> LanguagesInfo:
+        """`GET /v1/languages`: exactly the pairs `check_config` accepts."""
+        return pairs_info(self.name, self.supported_pairs())
+
     async def check_config(self, config: StreamConfig) -> str | None:
         loop = asyncio.get_running_loop()
         pairs = await loop.run_in_executor(self.pool, self.supported_pairs)
@@ -290,18 +295,9 @@ class DubBackend:
 
     def _dub(self, fragment: FragmentData, config: StreamConfig, timer: _Timer) -> BackendResult:
         audio = fragment.audio
-        rate, channels = audio.sample_rate_hz, audio.channels
+        rate = audio.sample_rate_hz
         n = round(audio.duration_ms * rate / 1000)
-
-        def decode() -> np.ndarray:
-            pcm, got_rate, _ = decode_audio(audio.to_bytes(), max_duration_s=audio.duration_ms / 1000 * 2 + 1)
-            pcm = resample_pcm(pcm, got_rate, rate, channels)
-            # AAC decodes to more samples than declared (encoder padding): the declared count wins
-            if pcm.shape[0] >= n:
-                return pcm[:n]
-            return np.concatenate([pcm, np.zeros((n - pcm.shape[0], channels), np.int16)])
-
-        pcm = timer.run("decode", decode)
+        pcm = timer.run("decode", lambda: _decode_exact(audio, n))
         if n < MIN_FRAGMENT_S * rate:
             return self._original(fragment, Outcome.TOO_SHORT, timer)
         mono16 = timer.run("decode", lambda: _to_float(resample_pcm(pcm, rate, ASR_RATE, 1))[:, 0])
@@ -322,49 +318,46 @@ class DubBackend:
         translations = [
             timer.run(
                 "translation",
-                partial(
-                    self.translator.translate,
-                    u.text,
-                    config.source_language,
-                    config.target_language,
-                ),
+                partial(self.translator.translate, u.text, config.source_language, config.target_language),
             )
             for u in placed
         ]
         translated = " ".join(t for t in translations if t.strip())
         if not has_words(translated):
             return self._original(fragment, Outcome.NO_WORDS, timer, transcript)
-        track = np.zeros(n, dtype=np.float32)
-        segments: list[SpeechSegment] = []
-        for u, text in zip(placed, translations, strict=True):
-            start, end = self._to_fragment(u, n, rate)
-            if has_words(text):
-                track[start:end] = self._voice(text, config.target_language, end - start, rate, timer)
-            segments.append(
-                SpeechSegment(
-                    start_ms=round(1000 * start / rate),
-                    end_ms=round(1000 * end / rate),
-                    text=u.text,
-                    translated_text=text,
-                )
-            )
+        track, segments = self._voice_track(placed, translations, n, rate, config.target_language, timer)
         mixed = timer.run("mix", lambda: self.mixer.mix(_to_float(pcm), track, rate))
         data = timer.run("encode", lambda: encode_pcm(_to_int16(mixed), rate, audio.format))
         self._count(Outcome.DUBBED)
         return BackendResult(
             status="success",
             dubbed_audio=AudioPayload.from_bytes(
-                data,
-                format=audio.format,
-                sample_rate_hz=rate,
-                channels=channels,
-                duration_ms=audio.duration_ms,
+                data, format=audio.format, sample_rate_hz=rate, channels=audio.channels, duration_ms=audio.duration_ms
             ),
             transcript=transcript,
             translated_text=translated,
             stage_timings=timer.timings(),
             segments=segments,
         )
+
+    def _voice_track(
+        self, placed: list[Utterance], translations: list[str], n: int, rate: int, language: str, timer: _Timer
+    ) -> tuple[np.ndarray, list[SpeechSegment]]:
+        """The dubbed voice over `n` samples (each utterance's translation fitted to where it was
+        spoken) and the speech spans it covers."""
+        track = np.zeros(n, dtype=np.float32)
+        segments: list[SpeechSegment] = []
+        for u, text in zip(placed, translations, strict=True):
+            start, end = self._to_fragment(u, n, rate)
+            if has_words(text):
+                track[start:end] = self._voice(text, language, end - start, rate, timer)
+            segments.append(
+                SpeechSegment(
+                    start_ms=round(1000 * start / rate), end_ms=round(1000 * end / rate), text=u.text,
+                    translated_text=text,
+                )
+            )  # fmt: skip
+        return track, segments
 
     @staticmethod
     def _to_fragment(span: Utterance, n: int, rate: int) -> tuple[int, int]:
@@ -391,3 +384,13 @@ class DubBackend:
             return pad_or_trim(self.fitter.fit(_to_float(pcm)[:, 0], rate, n_out), n_out)
 
         return timer.run("fit", fit)
+
+
+def _decode_exact(audio: AudioPayload, n: int) -> np.ndarray:
+    """The fragment's PCM at its own rate and channels, exactly `n` samples."""
+    pcm, got_rate, _ = decode_audio(audio.to_bytes(), max_duration_s=audio.duration_ms / 1000 * 2 + 1)
+    pcm = resample_pcm(pcm, got_rate, audio.sample_rate_hz, audio.channels)
+    # AAC decodes to more samples than declared (encoder padding): the declared count wins
+    if pcm.shape[0] >= n:
+        return pcm[:n]
+    return np.concatenate([pcm, np.zeros((n - pcm.shape[0], audio.channels), np.int16)])
