@@ -97,8 +97,8 @@ async def test_multi_track_output_carries_dub_first_and_original_second_in_sync(
     sid = f"orig-{ext}"
     runner = WorkerRunner(WorkerSettings(
         stream_id=sid, input_url=str(fx12), output_url=str(out), sts_url=sts.url, metrics_port=0,
-        paced=False, segment_s=SEGMENT_S, keep_original=True, source_language="en", target_language="es",
-    ))  # fmt: skip
+        paced=False, segment_s=SEGMENT_S, source_language="en", target_language="es",
+    ))  # fmt: skip  (the original track is on by default where the container carries several)
     assert await runner.run() == ExitCode.OK
     assert _metric(runner, "worker_segments_total", source="dubbed") == 6  # the first track is the dub
     assert _metric(runner, "worker_original_output_failures_total") == 0
@@ -132,13 +132,13 @@ async def test_multi_track_output_carries_dub_first_and_original_second_in_sync(
 
 
 @needs_ffmpeg
-async def test_without_keep_original_one_audio_track_tagged_with_the_target(
+async def test_without_the_original_track_one_audio_track_tagged_with_the_target(
     sts: Any, fx12: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "out.mkv"
     runner = WorkerRunner(WorkerSettings(
         stream_id="orig-off", input_url=str(fx12), output_url=str(out), sts_url=sts.url, metrics_port=0,
-        paced=False, segment_s=SEGMENT_S, source_language="en", target_language="es",
+        paced=False, segment_s=SEGMENT_S, source_language="en", target_language="es", original_track=False,
     ))  # fmt: skip
     assert await runner.run() == ExitCode.OK
     assert runner.health()["original"] == "off"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -310,6 +311,22 @@ def test_api_starts_fast_and_stops_without_leftovers(tmp_path: Path) -> None:
         ms.stop()
     assert alive(pids) == []
     assert ms.workdir is not None and not ms.workdir.exists()  # temporary workdir removed
+
+
+def test_ready_log_line_holds_no_credentials(caplog: pytest.LogCaptureFixture) -> None:
+    """The "media server ready" line shows where the server listens, never an account's password
+    (it used to log the worker account's URL: `rtsp://worker:<password>@…`)."""
+    caplog.set_level(logging.DEBUG)
+    secrets_ = {"publish_pass": "pub-Secret-0123456789", "worker_pass": "wrk-Secret-0123456789"}
+    settings = MediaServerSettings(**secrets_)  # type: ignore[arg-type]
+    with MediaServer(settings, rtsp_port=free_port(), rtmp_port=free_port(), streams=["a"]) as ms:
+        assert ms.ready
+    ready = [r for r in caplog.records if r.getMessage() == "media server ready"]
+    assert ready, caplog.text
+    logged = " ".join(str(vars(r)) for r in caplog.records)  # messages and their context fields
+    assert "rtsp://127.0.0.1:" in str(vars(ready[0]))  # where it listens is shown
+    for secret in secrets_.values():
+        assert secret not in logged
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

@@ -134,51 +134,84 @@ def analyze(
         audios = container.streams.audio
         astream = audios[audio_track] if len(audios) > audio_track else None
         streams: list[Any] = [s for s in (vstream, astream) if s is not None]
-        if vstream is not None:
-            vstream.thread_type = "AUTO"
-            result.video = TrackInfo(
-                kind="video",
-                codec=vstream.codec_context.name,
-                width=vstream.codec_context.width,
-                height=vstream.codec_context.height,
-                fps=float(vstream.average_rate) if vstream.average_rate else None,
-            )
-        if astream is not None:
-            result.audio = TrackInfo(
-                kind="audio",
-                codec=astream.codec_context.name,
-                sample_rate=astream.codec_context.sample_rate,
-                channels=astream.codec_context.channels,
-            )
+        _describe_tracks(result, vstream, astream)
         v_times: list[float] = []
         v_luma: list[float] = []
         v_counter: list[int] = []
         a_frames: list[tuple[float, np.ndarray, int]] = []
         a_rate = astream.codec_context.sample_rate if astream is not None else 0
-        try:
-            for packet in container.demux(*streams):
-                try:
-                    frames = packet.decode()
-                except av.FFmpegError:
-                    continue
-                if not _collect(frames, max_duration_s, v_times, v_luma, v_counter, a_frames):
-                    break
-        except (av.FFmpegError, OSError) as exc:
-            # A live source that stops sending ends with a read timeout: that is its end.
-            if not v_times and not a_frames:
-                raise
-            _log.info("analysis input ended: %s", exc)
-        for stream in streams:  # frames still inside the decoders (frame threading delays)
-            try:
-                flushed = stream.decode(None)
-            except av.FFmpegError:
-                continue
-            for frame in flushed:
-                if frame.time_base is None:  # flushed frames lose their time base
-                    frame.time_base = stream.time_base
-            _collect(flushed, max_duration_s, v_times, v_luma, v_counter, a_frames)
+        _decode(container, streams, max_duration_s, v_times, v_luma, v_counter, a_frames)
         if a_frames:
             a_rate = a_frames[0][2]
+    _measure(result, v_times, v_luma, v_counter, a_frames, a_rate)
+    return result
+
+
+def _describe_tracks(result: Analysis, vstream: Any | None, astream: Any | None) -> None:
+    """The tracks' codec parameters, as the container declares them."""
+    if vstream is not None:
+        vstream.thread_type = "AUTO"
+        result.video = TrackInfo(
+            kind="video",
+            codec=vstream.codec_context.name,
+            width=vstream.codec_context.width,
+            height=vstream.codec_context.height,
+            fps=float(vstream.average_rate) if vstream.average_rate else None,
+        )
+    if astream is not None:
+        result.audio = TrackInfo(
+            kind="audio",
+            codec=astream.codec_context.name,
+            sample_rate=astream.codec_context.sample_rate,
+            channels=astream.codec_context.channels,
+        )
+
+
+def _decode(
+    container: Any,
+    streams: list[Any],
+    max_duration_s: float | None,
+    v_times: list[float],
+    v_luma: list[float],
+    v_counter: list[int],
+    a_frames: list[tuple[float, np.ndarray, int]],
+) -> None:
+    """Decode `streams` (up to `max_duration_s`), then the frames still inside the decoders, into
+    the lists `_collect` fills."""
+    try:
+        for packet in container.demux(*streams):
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                continue
+            if not _collect(frames, max_duration_s, v_times, v_luma, v_counter, a_frames):
+                break
+    except (av.FFmpegError, OSError) as exc:
+        # A live source that stops sending ends with a read timeout: that is its end.
+        if not v_times and not a_frames:
+            raise
+        _log.info("analysis input ended: %s", exc)
+    for stream in streams:  # frames still inside the decoders (frame threading delays)
+        try:
+            flushed = stream.decode(None)
+        except av.FFmpegError:
+            continue
+        for frame in flushed:
+            if frame.time_base is None:  # flushed frames lose their time base
+                frame.time_base = stream.time_base
+        _collect(flushed, max_duration_s, v_times, v_luma, v_counter, a_frames)
+
+
+def _measure(
+    result: Analysis,
+    v_times: list[float],
+    v_luma: list[float],
+    v_counter: list[int],
+    a_frames: list[tuple[float, np.ndarray, int]],
+    a_rate: int,
+) -> None:
+    """Fill `result` from the decoded frames: track ranges, frame counter, duration, A/V offset at
+    every marker, tone order and silences."""
     if result.video is not None and v_times:
         _fill_video(result.video, v_times)
         c = np.array(v_counter)
@@ -201,7 +234,6 @@ def analyze(
         result.tone_order = [r.segment_index for r in result.tone_runs if r.segment_index is not None]
         audio_end_s = result.audio.end_s if result.audio and result.audio.end_s is not None else a_start
         result.silences = _silences(signal[: round((audio_end_s - a_start) * a_rate)], a_rate, a_start)
-    return result
 
 
 def _silences(signal: np.ndarray, rate: int, start_s: float) -> list[Gap]:

@@ -22,6 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -189,51 +190,8 @@ def make_fixture(
     layout = "mono" if spec.channels == 1 else "stereo"
     scale = 1.0 + spec.audio_drift_ppm * 1e-6
     with av.open(str(path), "w", format="mp4") as out:
-        v = out.add_stream(
-            "libx264",
-            rate=spec.fps,
-            options={
-                "preset": "ultrafast",
-                "tune": "zerolatency",
-                "crf": str(spec.crf),
-                "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0",
-            },
-        )
-        v.width, v.height, v.pix_fmt = spec.width, spec.height, "yuv420p"
-        v.codec_context.time_base = Fraction(1, spec.fps)
-        v.codec_context.gop_size = gop
-        a = out.add_stream("aac", rate=spec.sample_rate, layout=layout)
-        a.bit_rate = spec.audio_bitrate
-        base, white = _video_planes(spec)
-        bar_w = max(8, spec.width // 32)
-        n_audio = audio.shape[0]
-        a_pos = 0
-        frame_s = 1024
-        for i in range(spec.n_frames):
-            img = (white if i in flash else base).copy()
-            if i not in flash:
-                x = (i * 8) % max(1, spec.width - bar_w)
-                img[spec.height // 2 : spec.height // 2 + spec.height // 8, x : x + bar_w] = LUMA_BAR
-            _draw_counter(img, i)
-            vf = av.VideoFrame.from_ndarray(img, format="yuv420p")
-            vf.pts = i
-            vf.time_base = Fraction(1, spec.fps)
-            out.mux(v.encode(vf))
-            # Audio up to the end of this video frame (interleaving; timestamps by sample axis).
-            a_until = min(n_audio, math.ceil((i + 1) / spec.fps * spec.sample_rate / scale))
-            while a_pos < a_until:
-                chunk = audio[a_pos : a_pos + frame_s]
-                planar = np.ascontiguousarray(np.tile(chunk, (spec.channels, 1)))
-                af = av.AudioFrame.from_ndarray(planar, format="fltp", layout=layout)
-                af.sample_rate = spec.sample_rate
-                af.pts = a_pos
-                af.time_base = Fraction(1, spec.sample_rate)
-                for pkt in a.encode(af):
-                    _mux_audio(out, pkt, scale)
-                a_pos += chunk.shape[0]
-        out.mux(v.encode(None))
-        for pkt in a.encode(None):
-            _mux_audio(out, pkt, scale)
+        v, a = _add_streams(out, spec, gop, layout)
+        _write_media(out, v, a, spec, audio, flash, layout, scale)
     elapsed = time.monotonic() - started
     return FixtureInfo(
         path=str(path),
@@ -243,6 +201,72 @@ def make_fixture(
         segment_tones_hz=[segment_tone_hz(k) for k in range(math.ceil(spec.duration_s / spec.segment_s))],
         generation_s=round(elapsed, 3),
     )
+
+
+def _add_streams(
+    out: av.container.OutputContainer, spec: FixtureSpec, gop: int, layout: str
+) -> tuple[Any, Any]:
+    """The H.264 video (fixed GOP, no B-frames) and AAC audio streams of the fixture."""
+    v = out.add_stream(
+        "libx264",
+        rate=spec.fps,
+        options={
+            "preset": "ultrafast",
+            "tune": "zerolatency",
+            "crf": str(spec.crf),
+            "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0",
+        },
+    )
+    v.width, v.height, v.pix_fmt = spec.width, spec.height, "yuv420p"
+    v.codec_context.time_base = Fraction(1, spec.fps)
+    v.codec_context.gop_size = gop
+    a = out.add_stream("aac", rate=spec.sample_rate, layout=layout)
+    a.bit_rate = spec.audio_bitrate
+    return v, a
+
+
+def _write_media(
+    out: av.container.OutputContainer,
+    v: Any,
+    a: Any,
+    spec: FixtureSpec,
+    audio: np.ndarray,
+    flash: set[int],
+    layout: str,
+    scale: float,
+) -> None:
+    """Encode every video frame (white at the markers, a moving bar and the frame counter
+    otherwise) interleaved with the audio up to its end, then flush both encoders."""
+    base, white = _video_planes(spec)
+    bar_w = max(8, spec.width // 32)
+    n_audio = audio.shape[0]
+    a_pos = 0
+    frame_s = 1024
+    for i in range(spec.n_frames):
+        img = (white if i in flash else base).copy()
+        if i not in flash:
+            x = (i * 8) % max(1, spec.width - bar_w)
+            img[spec.height // 2 : spec.height // 2 + spec.height // 8, x : x + bar_w] = LUMA_BAR
+        _draw_counter(img, i)
+        vf = av.VideoFrame.from_ndarray(img, format="yuv420p")
+        vf.pts = i
+        vf.time_base = Fraction(1, spec.fps)
+        out.mux(v.encode(vf))
+        # Audio up to the end of this video frame (interleaving; timestamps by sample axis).
+        a_until = min(n_audio, math.ceil((i + 1) / spec.fps * spec.sample_rate / scale))
+        while a_pos < a_until:
+            chunk = audio[a_pos : a_pos + frame_s]
+            planar = np.ascontiguousarray(np.tile(chunk, (spec.channels, 1)))
+            af = av.AudioFrame.from_ndarray(planar, format="fltp", layout=layout)
+            af.sample_rate = spec.sample_rate
+            af.pts = a_pos
+            af.time_base = Fraction(1, spec.sample_rate)
+            for pkt in a.encode(af):
+                _mux_audio(out, pkt, scale)
+            a_pos += chunk.shape[0]
+    out.mux(v.encode(None))
+    for pkt in a.encode(None):
+        _mux_audio(out, pkt, scale)
 
 
 def _mux_audio(out: av.container.OutputContainer, pkt: av.Packet, scale: float) -> None:

@@ -282,15 +282,8 @@ class _Reader(threading.Thread):
             if srt is not None:
                 srt.close()
 
-    def _read(self, container: Any) -> None:
-        put = self.handoff.put
-        gen = self.generation
-        stop = self.handoff.stop
-        if not container.streams.audio:
-            put(ReaderEnd(gen, "no_audio", "no audio stream"))
-            return
-        astream = container.streams.audio[0]
-        vstream = container.streams.video[0] if container.streams.video else None
+    def _describe(self, astream: Any, vstream: Any | None) -> InputInfo:
+        """This connection's `InputInfo`: its streams and the PCM format that will be delivered."""
         in_rate = astream.codec_context.sample_rate
         in_channels = astream.codec_context.channels or 2
         if self.pcm_format is not None:
@@ -302,8 +295,8 @@ class _Reader(threading.Thread):
         frame_ns = NS_PER_S // 30
         if template is not None and template.frame_rate:
             frame_ns = int(NS_PER_S / template.frame_rate)
-        info = InputInfo(
-            generation=gen,
+        return InputInfo(
+            generation=self.generation,
             url=self.url,
             has_video=vstream is not None,
             video_codec=template.codec_name if template else None,
@@ -316,10 +309,40 @@ class _Reader(threading.Thread):
             channels=channels,
             read_wall=self.clock.wall(),
         )
+
+    def _announce(self, container: Any) -> tuple[list[Any], Any] | None:
+        """Pick the streams by type and hand over the `InputInfo`: (streams, resampler) to read
+        with, or None when the reader ends here (no audio, or stopped)."""
+        put = self.handoff.put
+        if not container.streams.audio:
+            put(ReaderEnd(self.generation, "no_audio", "no audio stream"))
+            return None
+        astream = container.streams.audio[0]
+        vstream = container.streams.video[0] if container.streams.video else None
+        info = self._describe(astream, vstream)
         if not put(info):
+            return None
+        resampler = av.AudioResampler(format="s16", layout=layout_for(info.channels), rate=info.sample_rate)
+        return [s for s in (vstream, astream) if s is not None], resampler
+
+    def _flush(self, resampler: Any) -> None:
+        """At EOF: deliver what the resampler still holds, then the end."""
+        put = self.handoff.put
+        gen = self.generation
+        tail = [frame_to_pcm(f) for f in resampler.resample(None)]
+        if tail:
+            put(RawAudio(gen, np.concatenate(tail), None, self.clock.wall()))
+        put(ReaderEnd(gen, "eof"))
+
+    def _read(self, container: Any) -> None:
+        """Hand over this connection's media until EOF, an error or stop (the per-packet loop)."""
+        opened = self._announce(container)
+        if opened is None:
             return
-        resampler = av.AudioResampler(format="s16", layout=layout_for(channels), rate=rate)
-        streams = [s for s in (vstream, astream) if s is not None]
+        streams, resampler = opened
+        put = self.handoff.put
+        gen = self.generation
+        stop = self.handoff.stop
         pace_base: tuple[float, float] | None = None  # (media seconds, monotonic)
         for packet in container.demux(*streams):
             if stop.is_set():
@@ -369,10 +392,7 @@ class _Reader(threading.Thread):
                 )
                 if not put(item):
                     return
-        tail = [frame_to_pcm(f) for f in resampler.resample(None)]
-        if tail:
-            put(RawAudio(gen, np.concatenate(tail), None, self.clock.wall()))
-        put(ReaderEnd(gen, "eof"))
+        self._flush(resampler)
 
 
 class MediaInput:
@@ -444,20 +464,7 @@ class MediaInput:
                     end = item
                     break
                 if isinstance(item, InputInfo):
-                    if self.pcm_format is None:
-                        self.pcm_format = (item.sample_rate, item.channels)
-                    self.log.info(
-                        "input connected",
-                        ctx={
-                            "url": redact_url(self.url),
-                            "generation": gen,
-                            "video": item.video_codec,
-                            "audio": item.audio_codec,
-                            "rate": item.input_sample_rate,
-                            "channels": item.input_channels,
-                        },
-                    )
-                    self._state(InputState.READING, self.url)
+                    self._connected(item, gen)
                 else:
                     got_media = True
                 yield item  # type: ignore[misc]
@@ -465,45 +472,77 @@ class MediaInput:
                 self._state(InputState.ENDED, "closed")
                 return
             assert end is not None
-            if end.kind == "no_audio":
-                self.log.error("audio track required for dubbing", ctx={"url": redact_url(self.url)})
-                self._state(InputState.FAILED, "no audio track")
-                raise NoAudioTrack(redact_url(self.url))
-            if end.kind == "eof" and self.end_on_eof:
-                self.log.info("input ended", ctx={"url": redact_url(self.url)})
-                self._state(InputState.ENDED, "eof")
+            if self._ended(end):
                 return
             if got_media:
                 failures = 0
                 ended_cleanly = end.kind == "eof"
-            if failures >= len(self.retry_delays_s) and ended_cleanly:
-                self.log.info(
-                    "input ended: the publisher stopped and did not come back",
-                    ctx={"url": redact_url(self.url), "retries": failures},
-                )
-                self._state(InputState.ENDED, "eof")
-                return
             if failures >= len(self.retry_delays_s):
-                self.log.error(
-                    "input unavailable: retries exhausted",
-                    ctx={"url": redact_url(self.url), "last_error": end.kind, "detail": redact_url(end.detail)},
-                )
-                self._state(InputState.FAILED, end.detail or end.kind)
-                raise InputUnavailable(f"input {redact_url(self.url)} unavailable: {end.kind} {redact_url(end.detail)}".strip())
+                self._give_up(end, failures, ended_cleanly)
+                return
             delay = self.retry_delays_s[failures]
             failures += 1
             if got_media:
                 yield InputLost(gen, end.kind, end.detail)
             self.reconnects += 1
-            self.log.warning(
-                "input lost, reconnecting",
-                ctx={"url": redact_url(self.url), "reason": end.kind, "detail": redact_url(end.detail), "retry_in_s": delay, "attempt": failures},
-            )
-            self._state(InputState.RECONNECTING, f"{end.kind}: retry {failures} in {delay:g}s")
+            self._reconnecting(end, delay, failures)
             await self._sleep_unless_closed(delay)
             if self._closed:
                 self._state(InputState.ENDED, "closed")
                 return
+
+    def _connected(self, info: InputInfo, gen: int) -> None:
+        if self.pcm_format is None:
+            self.pcm_format = (info.sample_rate, info.channels)
+        self.log.info(
+            "input connected",
+            ctx={
+                "url": redact_url(self.url),
+                "generation": gen,
+                "video": info.video_codec,
+                "audio": info.audio_codec,
+                "rate": info.input_sample_rate,
+                "channels": info.input_channels,
+            },
+        )
+        self._state(InputState.READING, self.url)
+
+    def _ended(self, end: ReaderEnd) -> bool:
+        """True when this connection's end is the input's end (EOF with `end_on_eof`); raises
+        `NoAudioTrack` for an input without audio; False when a reconnect may follow."""
+        if end.kind == "no_audio":
+            self.log.error("audio track required for dubbing", ctx={"url": redact_url(self.url)})
+            self._state(InputState.FAILED, "no audio track")
+            raise NoAudioTrack(redact_url(self.url))
+        if end.kind == "eof" and self.end_on_eof:
+            self.log.info("input ended", ctx={"url": redact_url(self.url)})
+            self._state(InputState.ENDED, "eof")
+            return True
+        return False
+
+    def _give_up(self, end: ReaderEnd, failures: int, ended_cleanly: bool) -> None:
+        """The retry budget is spent: the programme's end when the publisher stopped cleanly,
+        else `InputUnavailable`."""
+        if ended_cleanly:
+            self.log.info(
+                "input ended: the publisher stopped and did not come back",
+                ctx={"url": redact_url(self.url), "retries": failures},
+            )
+            self._state(InputState.ENDED, "eof")
+            return
+        self.log.error(
+            "input unavailable: retries exhausted",
+            ctx={"url": redact_url(self.url), "last_error": end.kind, "detail": redact_url(end.detail)},
+        )
+        self._state(InputState.FAILED, end.detail or end.kind)
+        raise InputUnavailable(f"input {redact_url(self.url)} unavailable: {end.kind} {redact_url(end.detail)}".strip())
+
+    def _reconnecting(self, end: ReaderEnd, delay: float, attempt: int) -> None:
+        self.log.warning(
+            "input lost, reconnecting",
+            ctx={"url": redact_url(self.url), "reason": end.kind, "detail": redact_url(end.detail), "retry_in_s": delay, "attempt": attempt},
+        )
+        self._state(InputState.RECONNECTING, f"{end.kind}: retry {attempt} in {delay:g}s")
 
     async def _sleep_unless_closed(self, delay_s: float) -> None:
         until = self.clock.monotonic() + delay_s

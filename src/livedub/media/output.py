@@ -1136,7 +1136,7 @@ class MediaOutput:
         astreams = {AudioTrack.DUBBED: opened.astream}
         try:
             tag_audio_stream(opened.astream, iso639_2(s.target_language), AudioTrack.DUBBED)
-            if s.keep_original and carries_several_audio_tracks(fmt):
+            if (s.keep_original or s.original_track) and carries_several_audio_tracks(fmt):
                 self.original_sound = OriginalSound.TRACK
                 ostream = opened.container.add_stream("aac", rate=self.sample_rate, layout=layout_for(self.channels))
                 ostream.bit_rate = s.output_audio_bitrate

@@ -21,6 +21,62 @@ from livedub.media.urls import is_live, output_format_for, strip_file_scheme
 _log = logging.getLogger(__name__)
 
 
+class _Publication:
+    """One publication's state across its passes through the source: the output streams, the
+    real-time pacing base (the first packet's wall and media time) and the packets written."""
+
+    def __init__(self, out: Any, stop: threading.Event, realtime: bool) -> None:
+        self.out = out
+        self.stop = stop
+        self.realtime = realtime
+        self.out_streams: dict[int, Any] = {}
+        self.start_wall: float | None = None
+        self.first_key_s: float | None = None
+        self.written = 0
+
+    def start(self, selected: list[Any]) -> None:
+        for s in selected:
+            self.out_streams[s.index] = self.out.add_stream_from_template(s)
+        self.out.start_encoding()
+
+    def copy(self, inp: Any, selected: list[Any], offset_s: float) -> float:
+        """One pass: `inp`'s packets, shifted by `offset_s` and paced; returns where it ended (s)."""
+        stop, out, out_streams, realtime = self.stop, self.out, self.out_streams, self.realtime
+        end_s = offset_s
+        for pkt in inp.demux(*selected):
+            if stop.is_set():
+                break
+            if pkt.size == 0 or (pkt.dts is None and pkt.pts is None):
+                continue
+            if pkt.is_discard:
+                # Encoder priming the source container says to discard (MP4 edit list):
+                # FLV/RTSP have no edit lists, so forwarding it would add ~21 ms of
+                # audio before the first video frame.
+                continue
+            tb = pkt.time_base
+            key = pkt.dts if pkt.dts is not None else pkt.pts
+            assert key is not None and tb is not None
+            key_s = float(key * tb) + offset_s
+            if realtime:
+                now = time.monotonic()
+                if self.start_wall is None or self.first_key_s is None:
+                    self.start_wall, self.first_key_s = now, key_s
+                wait = self.start_wall + (key_s - self.first_key_s) - now
+                if wait > 0 and stop.wait(wait):
+                    break
+            shift = round(offset_s / tb)
+            if pkt.pts is not None:
+                pkt.pts += shift
+            if pkt.dts is not None:
+                pkt.dts += shift
+            dur_s = float((pkt.duration or 0) * tb)
+            end_s = max(end_s, key_s + dur_s)
+            pkt.stream = out_streams[pkt.stream.index]
+            out.mux(pkt)
+            self.written += 1
+        return end_s
+
+
 def publish(
     source: str,
     url: str,
@@ -39,60 +95,24 @@ def publish(
     log = bind(_log, url=redact_url(url))
     stop = stop or threading.Event()
     fmt, opts = output_format_for(url)
-    written = 0
     with av.open(strip_file_scheme(source), "r") as probe:
         streams_meta = [(s.type, s.index) for s in probe.streams if s.type in ("video", "audio")]
     if not streams_meta:
         raise ValueError(f"{source} has no audio or video")
     out = av.open(strip_file_scheme(url), "w", format=fmt, options=opts)
+    pub = _Publication(out, stop, realtime)
     try:
         offset_s = 0.0  # added to every timestamp on each loop iteration
-        start_wall: float | None = None
-        first_key_s: float | None = None
         iteration = 0
-        out_streams: dict[int, Any] = {}
         while not stop.is_set():
-            end_s = offset_s
             with av.open(strip_file_scheme(source), "r") as inp:
                 selected = [s for s in inp.streams if s.type in ("video", "audio")]
-                if not out_streams:
-                    for s in selected:
-                        out_streams[s.index] = out.add_stream_from_template(s)
-                    out.start_encoding()
+                if not pub.out_streams:
+                    pub.start(selected)
                     log.info("publishing", ctx={"source": source, "format": fmt})
                     if on_started is not None:
                         on_started()
-                for pkt in inp.demux(*selected):
-                    if stop.is_set():
-                        break
-                    if pkt.size == 0 or (pkt.dts is None and pkt.pts is None):
-                        continue
-                    if pkt.is_discard:
-                        # Encoder priming the source container says to discard (MP4 edit list):
-                        # FLV/RTSP have no edit lists, so forwarding it would add ~21 ms of
-                        # audio before the first video frame.
-                        continue
-                    tb = pkt.time_base
-                    key = pkt.dts if pkt.dts is not None else pkt.pts
-                    assert key is not None and tb is not None
-                    key_s = float(key * tb) + offset_s
-                    if realtime:
-                        now = time.monotonic()
-                        if start_wall is None or first_key_s is None:
-                            start_wall, first_key_s = now, key_s
-                        wait = start_wall + (key_s - first_key_s) - now
-                        if wait > 0 and stop.wait(wait):
-                            break
-                    shift = round(offset_s / tb)
-                    if pkt.pts is not None:
-                        pkt.pts += shift
-                    if pkt.dts is not None:
-                        pkt.dts += shift
-                    dur_s = float((pkt.duration or 0) * tb)
-                    end_s = max(end_s, key_s + dur_s)
-                    pkt.stream = out_streams[pkt.stream.index]
-                    out.mux(pkt)
-                    written += 1
+                end_s = pub.copy(inp, selected, offset_s)
             iteration += 1
             if not loop or (max_loops is not None and iteration >= max_loops):
                 break
@@ -101,5 +121,5 @@ def publish(
         if linger_s > 0 and is_live(url) and not stop.is_set():
             stop.wait(linger_s)  # let a relay forward the last packets before we hang up
         out.close()
-        log.info("publish finished", ctx={"packets": written})
-    return written
+        log.info("publish finished", ctx={"packets": pub.written})
+    return pub.written

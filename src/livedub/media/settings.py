@@ -89,6 +89,12 @@ class MediaSettings(BaseModel):
     output_audio_bitrate: int = Field(128_000, ge=16_000)
     output_options: dict[str, str] = Field(default_factory=dict, description="libav muxer options")
     output_format: str | None = Field(None, description="muxer name; None = from the URL")
+    original_track: bool = Field(
+        False,
+        description="the original sound (the input audio on the same timeline) as the second audio "
+        "track where the container carries several (MPEG-TS, Matroska, MP4, RTSP); nothing else "
+        "(FLV/RTMP needs keep_original). The worker turns it on by default",
+    )
     keep_original: bool = Field(
         False,
         description="also output the original sound (the input audio on the same timeline): the "

@@ -117,30 +117,9 @@ class DriftCorrector:
             resync, self._resync = self._resync, False
             one_sample_ns = NS_PER_S // self.rate
             if (resync and raw < -one_sample_ns) or raw < -self.gap_ns:
-                fill = round(-raw * self.rate / NS_PER_S)
-                self.log.warning(
-                    "audio timestamp gap filled with silence",
-                    ctx={"gap_ms": round(-raw / 1e6, 1), "samples": fill},
-                )
-                self.gap_samples_filled += fill
-                self._window.clear()
-                if self.on_gap is not None:
-                    self.on_gap(fill)
-                silence = np.zeros((fill, pcm.shape[1]), dtype=pcm.dtype)
-                pcm = np.concatenate([silence, pcm])
-                self.samples_out += pcm.shape[0]
-                return pcm
+                return self._fill_gap(pcm, raw)
             if (resync and raw > one_sample_ns) or raw > self.gap_ns:
-                drop = min(n, round(raw * self.rate / NS_PER_S))
-                self.log.warning(
-                    "audio overlaps its timestamps: samples dropped",
-                    ctx={"overlap_ms": round(raw / 1e6, 1), "samples": drop},
-                )
-                self.samples_dropped += drop
-                self._window.clear()
-                pcm = pcm[drop:]
-                self.samples_out += pcm.shape[0]
-                return pcm
+                return self._drop_overlap(pcm, n, raw)
             self._window.append(raw)
             dev = self.deviation_ms * 1e6
             self.max_abs_deviation_ms = max(self.max_abs_deviation_ms, abs(dev) / 1e6)
@@ -175,5 +154,34 @@ class DriftCorrector:
                 else:
                     pcm = slew_frame(pcm, n + k)
                     self.samples_inserted += k
+        self.samples_out += pcm.shape[0]
+        return pcm
+
+    def _fill_gap(self, pcm: np.ndarray, raw: int) -> np.ndarray:
+        """The frame starts `-raw` ns after the sample clock: silence first, then the frame."""
+        fill = round(-raw * self.rate / NS_PER_S)
+        self.log.warning(
+            "audio timestamp gap filled with silence",
+            ctx={"gap_ms": round(-raw / 1e6, 1), "samples": fill},
+        )
+        self.gap_samples_filled += fill
+        self._window.clear()
+        if self.on_gap is not None:
+            self.on_gap(fill)
+        silence = np.zeros((fill, pcm.shape[1]), dtype=pcm.dtype)
+        pcm = np.concatenate([silence, pcm])
+        self.samples_out += pcm.shape[0]
+        return pcm
+
+    def _drop_overlap(self, pcm: np.ndarray, n: int, raw: int) -> np.ndarray:
+        """The frame starts `raw` ns before the sample clock: its first samples are dropped."""
+        drop = min(n, round(raw * self.rate / NS_PER_S))
+        self.log.warning(
+            "audio overlaps its timestamps: samples dropped",
+            ctx={"overlap_ms": round(raw / 1e6, 1), "samples": drop},
+        )
+        self.samples_dropped += drop
+        self._window.clear()
+        pcm = pcm[drop:]
         self.samples_out += pcm.shape[0]
         return pcm

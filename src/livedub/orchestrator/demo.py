@@ -15,6 +15,7 @@ exits 0 only if every fragment was dubbed and every marker is within 33 ms.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -36,6 +37,9 @@ from livedub.exitcodes import ExitCode
 from livedub.log import redact_url
 from livedub.sts.debug import processed_sent
 from livedub.subproc import terminate
+
+if TYPE_CHECKING:
+    from livedub.orchestrator.media_server import MediaServer
 
 _log = logging.getLogger(__name__)
 
@@ -260,139 +264,225 @@ def _segment_lines(sts_url: str, stream_id: str) -> list[str]:
     return lines
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    from livedub.media.analyze import analyze, write_plot
-    from livedub.media.fixture import FixtureSpec, make_fixture
-    from livedub.media.publish import publish
-    from livedub.media.record import record
-    from livedub.orchestrator.media_server import MediaServer, Role
+# Loaded by `run_demo` before it checks a port or starts anything (an import failure stops the
+# demo first; the start-up time it prints does not include them); the steps import what they use.
+_MEDIA_MODULES = (
+    "livedub.media.analyze",
+    "livedub.media.fixture",
+    "livedub.media.publish",
+    "livedub.media.record",
+    "livedub.orchestrator.media_server",
+)
 
-    sid: str = args.stream_id
+
+def run_demo(args: argparse.Namespace) -> int:
+    for module in _MEDIA_MODULES:
+        importlib.import_module(module)
     workdir = Path(args.workdir).resolve()
     logdir = workdir / "logs"
     logdir.mkdir(parents=True, exist_ok=True)
-    host = args.media_server or "127.0.0.1"
+    busy = _busy_ports(args)
+    if busy:
+        _log.error("ports in use on 127.0.0.1: %s (stop what uses them or pass other ports)", ", ".join(busy))
+        return int(ExitCode.USAGE)
+    stack = DemoStack(args, workdir)
+    try:
+        return stack.run()
+    except (TimeoutError, OSError) as exc:
+        _log.error("demo failed: %s (logs in %s)", exc, logdir)
+        return int(ExitCode.ERROR)
+    finally:
+        stack.stop()  # every process it started, on every path (Ctrl-C and other exceptions too)
+
+
+def _busy_ports(args: argparse.Namespace) -> list[str]:
+    """The ports the demo would listen on (none of an external media server or STS) already in
+    use on 127.0.0.1, as `name port`."""
     ports = {"RTSP": args.rtsp_port, "RTMP": args.rtmp_port, "orchestrator": args.orchestrator_port}
     if args.sts_url is None:
         ports[f"{args.backend} STS"] = args.sts_port
     if args.media_server is not None:
         ports.pop("RTSP")
         ports.pop("RTMP")
-    busy = [f"{name} {port}" for name, port in ports.items() if not _port_free(port)]
-    if busy:
-        _log.error("ports in use on 127.0.0.1: %s (stop what uses them or pass other ports)", ", ".join(busy))
-        return int(ExitCode.USAGE)
+    return [f"{name} {port}" for name, port in ports.items() if not _port_free(port)]
 
-    t_start = time.monotonic()
-    orch_url = f"http://127.0.0.1:{args.orchestrator_port}"
-    sts_url = args.sts_url or f"http://127.0.0.1:{args.sts_port}"
-    rtsp_in = f"rtsp://{host}:{args.rtsp_port}/live/{sid}/in"
-    rtmp_out = f"rtmp://{host}:{args.rtmp_port}/live/{sid}/out"
-    procs = _Procs(logdir)
-    # Hooks need a secret (issue 17 #2): a fresh one per run, by env only. With --media-server
-    # (an external one) its hook must send ORCH_HOOK_SECRET from the demo's environment.
-    hook_secret = os.environ.get("ORCH_HOOK_SECRET") or secrets.token_hex(16)
-    # The console's operator token (issue 18): a fresh one per run, by env only, written to a
-    # mode-600 file whose path (never the token) is printed.
-    api_token = os.environ.get("ORCH_API_TOKEN") or secrets.token_urlsafe(24)
-    token_file = write_secret_file(workdir / CONSOLE_TOKEN_FILE, api_token)
-    # JSON logs: the summary reads the worker's final figures from its last line
-    orch_env = {"ORCH_HOOK_SECRET": hook_secret, "ORCH_API_TOKEN": api_token, "LIVEDUB_LOG_FORMAT": "json"}
-    media_server: MediaServer | None = None
-    try:
-        dub = args.backend == "dub"
-        fixture = workdir / f"fixture-{'speech-' if dub else ''}{int(args.duration_s)}s.mp4"
-        if not fixture.exists():
-            _out(f"generating the {args.duration_s:g} s fixture (H.264 + AAC, sync markers"
-                 f"{', English speech' if dub else ''}) ...")
-            spec = FixtureSpec(duration_s=args.duration_s)
-            tmp = fixture.with_suffix(".tmp.mp4")
-            make_fixture(tmp, spec, voice=spoken_track(spec) if dub else None)
-            tmp.rename(fixture)
-        captions = workdir / "captions" / sid
-        if args.media_server is None:
-            media_server = MediaServer(
-                rtsp_port=args.rtsp_port, rtmp_port=args.rtmp_port, streams=[sid],
-                hook_url=orch_url, hook_secret=hook_secret, workdir=logdir / "media-server",
-            )
-            media_server.start()
-            # closed by default (issue 17 #1): publish with the publisher's credentials, and
-            # give the workers' account to the orchestrator by environment
-            rtsp_in = media_server.rtsp_url(f"live/{sid}/in", Role.PUBLISHER)
-            worker = media_server.credentials(Role.WORKER)
-            if worker is not None:
-                orch_env["ORCH_OUTPUT_USER"] = worker.user
-                orch_env["ORCH_OUTPUT_PASS"] = worker.password.get_secret_value()
-        if args.sts_url is None:
-            procs.spawn(f"{args.backend}-sts", [
-                *LIVEDUB, "sts", "--port", str(args.sts_port), "--backend", args.backend,
+
+def _ensure_fixture(workdir: Path, args: argparse.Namespace) -> Path:
+    """The test programme, generated once per length and backend (spoken with `dub`)."""
+    from livedub.media.fixture import FixtureSpec, make_fixture
+
+    dub = args.backend == "dub"
+    fixture = workdir / f"fixture-{'speech-' if dub else ''}{int(args.duration_s)}s.mp4"
+    if not fixture.exists():
+        _out(f"generating the {args.duration_s:g} s fixture (H.264 + AAC, sync markers"
+             f"{', English speech' if dub else ''}) ...")
+        spec = FixtureSpec(duration_s=args.duration_s)
+        tmp = fixture.with_suffix(".tmp.mp4")
+        make_fixture(tmp, spec, voice=spoken_track(spec) if dub else None)
+        tmp.rename(fixture)
+    return fixture
+
+
+class DemoStack:
+    """One demo run: what it starts (media server, STS, orchestrator, recorder, publisher), in
+    order (`run`), and `stop`, which stops every process it started, whatever happened."""
+
+    def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
+        self.args = args
+        self.sid: str = args.stream_id
+        self.workdir = workdir
+        self.logdir = workdir / "logs"
+        self.t_start = time.monotonic()
+        self.host = args.media_server or "127.0.0.1"
+        self.orch_url = f"http://127.0.0.1:{args.orchestrator_port}"
+        self.sts_url = args.sts_url or f"http://127.0.0.1:{args.sts_port}"
+        self.rtsp_in = f"rtsp://{self.host}:{args.rtsp_port}/live/{self.sid}/in"
+        self.rtmp_out = f"rtmp://{self.host}:{args.rtmp_port}/live/{self.sid}/out"
+        self.captions = workdir / "captions" / self.sid
+        self.procs = _Procs(self.logdir)
+        self.media_server: MediaServer | None = None
+        # Hooks need a secret (issue 17 #2): a fresh one per run, by env only. With --media-server
+        # (an external one) its hook must send ORCH_HOOK_SECRET from the demo's environment.
+        self.hook_secret = os.environ.get("ORCH_HOOK_SECRET") or secrets.token_hex(16)
+        # The console's operator token (issue 18): a fresh one per run, by env only, written to a
+        # mode-600 file whose path (never the token) is printed.
+        api_token = os.environ.get("ORCH_API_TOKEN") or secrets.token_urlsafe(24)
+        self.token_file = write_secret_file(workdir / CONSOLE_TOKEN_FILE, api_token)
+        # JSON logs: the summary reads the worker's final figures from its last line
+        self.orch_env = {
+            "ORCH_HOOK_SECRET": self.hook_secret,
+            "ORCH_API_TOKEN": api_token,
+            "LIVEDUB_LOG_FORMAT": "json",
+        }
+
+    def run(self) -> int:
+        """Every step; the exit code (0 only if every fragment was dubbed in sync)."""
+        fixture = _ensure_fixture(self.workdir, self.args)
+        if self.args.media_server is None:
+            self._start_media_server()
+        if self.args.sts_url is None:
+            self.procs.spawn(f"{self.args.backend}-sts", [
+                *LIVEDUB, "sts", "--port", str(self.args.sts_port), "--backend", self.args.backend,
             ])  # fmt: skip
+        self._start_orchestrator()
+        self._wait_ready()
+        recording, rec_done = self._publish(fixture)
+        m = self._watch(rec_done)
+        if m is None:
+            _log.error("the output never ended: see %s", self.logdir)
+            return int(ExitCode.ERROR)
+        return self._summarize(recording, m)
+
+    def stop(self) -> None:
+        self.procs.stop_all()
+        if self.media_server is not None:
+            self.media_server.stop()
+
+    def _start_media_server(self) -> None:
+        from livedub.orchestrator.media_server import MediaServer, Role
+
+        self.media_server = MediaServer(  # set before it starts: `stop` stops a half-started one too
+            rtsp_port=self.args.rtsp_port, rtmp_port=self.args.rtmp_port, streams=[self.sid],
+            hook_url=self.orch_url, hook_secret=self.hook_secret, workdir=self.logdir / "media-server",
+        )  # fmt: skip
+        self.media_server.start()
+        # closed by default (issue 17 #1): publish with the publisher's credentials, and
+        # give the workers' account to the orchestrator by environment
+        self.rtsp_in = self.media_server.rtsp_url(f"live/{self.sid}/in", Role.PUBLISHER)
+        worker = self.media_server.credentials(Role.WORKER)
+        if worker is not None:
+            self.orch_env["ORCH_OUTPUT_USER"] = worker.user
+            self.orch_env["ORCH_OUTPUT_PASS"] = worker.password.get_secret_value()
+
+    def _start_orchestrator(self) -> None:
+        a = self.args
         # the orchestrator's workers inherit WORKER_* from its environment
-        orch_env["WORKER_CAPTIONS"] = str(captions)  # spawn adds it to the environment
-        procs.spawn("orchestrator", [
-            *LIVEDUB, "serve", "--port", str(args.orchestrator_port), "--sts-url", sts_url,
-            "--input-base", f"rtsp://{host}:{args.rtsp_port}",
-            "--output-base", f"rtmp://{host}:{args.rtmp_port}", "--log-dir", str(logdir / "workers"),
-        ], env=orch_env)  # fmt: skip
-        if media_server is not None:
-            media_server.wait_ready(10)
-        _wait(lambda: _http_ok(f"{sts_url}/health"), 20, "the STS service")
-        _wait(lambda: _http_ok(f"{orch_url}/health"), 20, "the orchestrator")
-        _out(f"services up in {time.monotonic() - t_start:.1f} s: media server rtsp://{host}:{args.rtsp_port} "
-             f"rtmp://{host}:{args.rtmp_port}, STS {sts_url}, orchestrator {orch_url}")
-        _out(f"live console          : {orch_url}/ (sign in with the token in {token_file}, mode 600; "
+        self.orch_env["WORKER_CAPTIONS"] = str(self.captions)  # spawn adds it to the environment
+        self.procs.spawn("orchestrator", [
+            *LIVEDUB, "serve", "--port", str(a.orchestrator_port), "--sts-url", self.sts_url,
+            "--input-base", f"rtsp://{self.host}:{a.rtsp_port}",
+            "--output-base", f"rtmp://{self.host}:{a.rtmp_port}", "--log-dir", str(self.logdir / "workers"),
+        ], env=self.orch_env)  # fmt: skip
+
+    def _wait_ready(self) -> None:
+        if self.media_server is not None:
+            self.media_server.wait_ready(10)
+        _wait(lambda: _http_ok(f"{self.sts_url}/health"), 20, "the STS service")
+        _wait(lambda: _http_ok(f"{self.orch_url}/health"), 20, "the orchestrator")
+        host, a = self.host, self.args
+        _out(f"services up in {time.monotonic() - self.t_start:.1f} s: media server rtsp://{host}:{a.rtsp_port} "
+             f"rtmp://{host}:{a.rtmp_port}, STS {self.sts_url}, orchestrator {self.orch_url}")
+        _out(f"live console          : {self.orch_url}/ (sign in with the token in {self.token_file}, mode 600; "
              f"up while the programme plays)")
 
-        recording = workdir / f"{sid}-out.mkv"
+    def _publish(self, fixture: Path) -> tuple[Path, threading.Event]:
+        """Start recording the output, then publishing the fixture (both in daemon threads):
+        the recording's path and the event set when the recorder has finished."""
+        from livedub.media.publish import publish
+        from livedub.media.record import record
+
+        recording = self.workdir / f"{self.sid}-out.mkv"
         recording.unlink(missing_ok=True)
         rec_done = threading.Event()
 
         def _record() -> None:
             try:
-                record(rtmp_out, recording, wait_s=args.duration_s + 60, log=logdir / "recorder.log")
+                record(self.rtmp_out, recording, wait_s=self.args.duration_s + 60, log=self.logdir / "recorder.log")
             finally:
                 rec_done.set()
 
         rec_thread = threading.Thread(target=_record, daemon=True)
         rec_thread.start()
-        _out(f"publishing {fixture.name} to {redact_url(rtsp_in)} in real time; "
-             f"dubbed output at {redact_url(rtmp_out)}")
-        pub_thread = threading.Thread(target=publish, args=(str(fixture), rtsp_in), daemon=True)
+        _out(f"publishing {fixture.name} to {redact_url(self.rtsp_in)} in real time; "
+             f"dubbed output at {redact_url(self.rtmp_out)}")
+        pub_thread = threading.Thread(target=publish, args=(str(fixture), self.rtsp_in), daemon=True)
         pub_thread.start()
+        return recording, rec_done
 
+    def _watch(self, rec_done: threading.Event) -> dict[str, float] | None:
+        """Progress lines from the metrics until the recording ends: the last metrics, or None
+        when the output never ended."""
         last = 0.0
         m: dict[str, float] = {}
-        deadline = time.monotonic() + args.duration_s + 90
+        deadline = time.monotonic() + self.args.duration_s + 90
         while not rec_done.is_set() and time.monotonic() < deadline:
-            if time.monotonic() - last >= args.progress_interval_s:
+            if time.monotonic() - last >= self.args.progress_interval_s:
                 last = time.monotonic()
                 try:
-                    m = _metrics(f"{orch_url}/metrics", sid) or m
+                    m = _metrics(f"{self.orch_url}/metrics", self.sid) or m
                     _out(_progress_line(m))
                 except (urllib.error.URLError, OSError, ValueError):
                     pass
             rec_done.wait(0.2)
-        if not rec_done.is_set():
-            _log.error("the output never ended: see %s", logdir)
-            return int(ExitCode.ERROR)
+        return m if rec_done.is_set() else None
 
-        analysis = analyze(str(recording))
-        plot = workdir / f"{sid}-sync.png"
-        write_plot(analysis, plot)
-        summary = analysis.summary()
-        (workdir / f"{sid}-analysis.json").write_text(json.dumps(summary, indent=2, default=str))
-        final = _worker_final(logdir / "workers" / f"{sid}.log", args.worker_exit_timeout_s)
+    def _final_figures(self, m: dict[str, float]) -> tuple[int, int, int]:
+        """Segments dubbed, segments output, fallbacks: the worker's own count of what it output
+        (its exit line), else the last scrape's."""
+        final = _worker_final(self.logdir / "workers" / f"{self.sid}.log", self.args.worker_exit_timeout_s)
         if final is not None:  # the worker's own count of what it output, not a scrape made before the end
             out_by = final.get("output") or {}
             dubbed = int(out_by.get("dubbed", 0))
             total = dubbed + int(out_by.get("original", 0))
             fallbacks = int(final.get("fallback", 0))
         else:
-            _log.warning("the worker did not log its exit: figures from the last scrape (see %s)", logdir)
+            _log.warning("the worker did not log its exit: figures from the last scrape (see %s)", self.logdir)
             dubbed = int(m.get("worker_segments_total:dubbed", 0))
             total = dubbed + int(m.get("worker_segments_total:original", 0))
             fallbacks = int(sum(v for k, v in m.items() if k.startswith("worker_fallback_total:")))
-        expected = int(args.duration_s // 6)
+        return dubbed, total, fallbacks
+
+    def _summarize(self, recording: Path, m: dict[str, float]) -> int:
+        """Analyse the recording, print the summary; 0 only if every fragment was dubbed in sync."""
+        from livedub.media.analyze import analyze, write_plot
+
+        analysis = analyze(str(recording))
+        plot = self.workdir / f"{self.sid}-sync.png"
+        write_plot(analysis, plot)
+        summary = analysis.summary()
+        (self.workdir / f"{self.sid}-analysis.json").write_text(json.dumps(summary, indent=2, default=str))
+        dubbed, total, fallbacks = self._final_figures(m)
+        expected = int(self.args.duration_s // 6)
         ok = (
             dubbed >= expected
             and analysis.markers
@@ -408,18 +498,11 @@ def run_demo(args: argparse.Namespace) -> int:
         _out(f"A/V sync at markers   : max {analysis.max_abs_offset_ms:.1f} ms over {len(analysis.markers)} markers "
              f"(tolerance {SYNC_TOLERANCE_MS:.0f} ms)")
         _out(f"segment tone order    : {analysis.tone_order}")
-        for line in _segment_lines(sts_url, sid):
+        for line in _segment_lines(self.sts_url, self.sid):
             _out(line)
-        for vtt in sorted(captions.parent.glob(f"{captions.name}.*.vtt")):
+        for vtt in sorted(self.captions.parent.glob(f"{self.captions.name}.*.vtt")):
             _out(f"captions              : {vtt} ({vtt.read_text().count(' --> ')} cues)")
         _out(f"sync plot             : {plot}")
-        _out(f"logs                  : {logdir}")
-        _out(f"result                : {'OK' if ok else 'FAILED'} in {time.monotonic() - t_start:.0f} s")
+        _out(f"logs                  : {self.logdir}")
+        _out(f"result                : {'OK' if ok else 'FAILED'} in {time.monotonic() - self.t_start:.0f} s")
         return 0 if ok else int(ExitCode.ERROR)
-    except (TimeoutError, OSError) as exc:
-        _log.error("demo failed: %s (logs in %s)", exc, logdir)
-        return int(ExitCode.ERROR)
-    finally:
-        procs.stop_all()
-        if media_server is not None:
-            media_server.stop()

@@ -716,8 +716,9 @@ class MediaServer:
             _log.info(
                 "media server ready",
                 ctx={
-                    "rtsp": self.rtsp_url(""),
-                    "rtmp": self.rtmp_url(""),
+                    # never with credentials (a URL with a role's user and password is a secret)
+                    "rtsp": self.rtsp_url("", Role.ANONYMOUS),
+                    "rtmp": self.rtmp_url("", Role.ANONYMOUS),
                     "ready_after_ms": round(self.ready_after_s * 1000),
                 },
             )

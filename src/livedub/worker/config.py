@@ -28,7 +28,7 @@ def _default_worker_id() -> str:
 # (the others it gets are derived below: `sts_timeout_s`, `output_delay_s`, `unpaced_wait_s`).
 MEDIA_FIELDS = (
     "input_url", "output_url", "mirror_output_url", "stream_id", "segment_s", "paced", "read_timeout_s", "anchor_settle_s",
-    "deadline_margin_s", "transport_format", "segment_retention",
+    "deadline_margin_s", "transport_format", "segment_retention", "original_track",
 )  # fmt: skip
 
 
@@ -76,6 +76,12 @@ class WorkerSettings(BaseSettings):
         "m4a", description="fragment audio format on the wire: m4a, wav or flac"
     )
 
+    original_track: bool = Field(
+        True,
+        description="the original sound, tagged with source_language, as the second audio track "
+        "where the output carries several (MPEG-TS: srt/udp/tcp/.ts, Matroska, MP4, RTSP); the dub "
+        "stays the first, default track. FLV/RTMP carries one track: see keep_original",
+    )
     keep_original: bool = Field(
         False,
         description="also output the original sound, tagged with source_language: the second audio "

@@ -999,7 +999,8 @@ def _close_client(client: Any) -> None:
     GLib.idle_add(_do)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
+    """The relay's command line (`MediaServer._start_relay` in media_server.py passes it)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8554)
@@ -1053,7 +1054,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the cache keeps everything since a publish's first keyframe until a keyframe "
         "this long after it (0: only ever the last GOP)",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     global PATH_RE, ACCESS
     PATH_RE = path_re(args.id_pattern, args.language_pattern)
     ACCESS = Access.from_env()
