@@ -180,6 +180,7 @@ class _Handoff:
         self.clock = clock or SystemClock()
         self.info_taken = threading.Event()
         self.delivered_at = self.clock.monotonic()  # last media delivery (the watchdog's input)
+        self.delivered = 0  # media items given to the sink
         self.sink_error: BaseException | None = None
 
     def deliver(self, item: MediaItem) -> bool:
@@ -191,6 +192,7 @@ class _Handoff:
             if self.stop.is_set():  # an abandoned (stalled) reader must not deliver late media
                 return False
             self.delivered_at = self.clock.monotonic()
+            self.delivered += 1
             try:
                 sink(item)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
@@ -528,6 +530,8 @@ class MediaInput:
             if self._closed:
                 self._state(InputState.ENDED, "closed")
                 return
+            if self._handoff is not None and self._handoff.delivered:
+                got_media = True  # given to the media sink
             assert end is not None
             if self._ended(end):
                 return
