@@ -117,7 +117,7 @@ class MediaSettings(BaseModel):
     )
 
     # Fragments on the wire and on disk.
-    transport_format: TransportFormat = "m4a"
+    transport_format: TransportFormat = "flac"  # the worker's default (docs/protocol.md, "Transport format")
     transport_bitrate: int = Field(128_000, ge=16_000)
     dub_tolerance: float = Field(0.10, ge=0, le=0.5, description="±fraction trimmed/padded")
     segment_dir: Path | None = Field(None, description="write segment files here; None = off")
