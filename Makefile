@@ -9,7 +9,7 @@ APT_PACKAGES := ffmpeg nginx-light libnginx-mod-rtmp python3-gi gir1.2-gst-rtsp-
 	espeak-ng apertium apertium-eng-spa sox curl busybox chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv test test-unit test-integration lint demo console-screenshot bench bench-quick bench-dub soak \
+.PHONY: setup apt venv test test-unit test-integration lint demo console-screenshot bench bench-quick bench-lowlat bench-dub soak \
 	e2e-up e2e-down e2e-test e2e-test-full e2e-test-p1 e2e-test-p2 e2e-test-p3 test-reliability clean
 
 setup: apt venv
@@ -65,6 +65,11 @@ bench: setup
 BENCH_QUICK_ARGS ?=
 bench-quick: setup
 	$(BIN)/python -m bench.run --only transports --quiet-wait-s 20 --quiet-total-s 20 --budget-s 200 $(BENCH_QUICK_ARGS)
+
+# Issue 16's low-latency target: 4 streams, 1 s segments, D = segment + 0.5 s, the default (flac) transport.
+bench-lowlat: setup
+	$(BIN)/python -m bench.run --only low-latency --lowlat-short-only --lowlat-n 4 --lowlat-added-s 0.5 \
+		--lowlat-transport flac --window-segments 24 --quiet-wait-s 20 --quiet-total-s 20 --budget-s 300 --workdir var/bench-lowlat
 
 # The dub backend: per-fragment processing p50/p95 and CPU per stream-second, 2 real-time streams.
 bench-dub: setup

@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lowlat-segment-s", type=float, default=1.0, help="segment of the low-latency phase (default 1)")
     p.add_argument("--lowlat-added-s", type=float, default=0.45, help="D − segment in the low-latency phase (default 0.45)")
     p.add_argument("--lowlat-margin-s", type=float, default=0.1, help="worker --deadline-margin-s in the low-latency phase (default 0.1)")
+    p.add_argument("--lowlat-transport", choices=("flac", "m4a", "wav"), default="m4a", help="transport of the low-latency phase's short-segment group (default m4a)")
+    p.add_argument("--lowlat-short-only", action="store_true", help="the low-latency phase runs only its short-segment group (issue 16: `--only low-latency --lowlat-short-only --lowlat-n 4 --lowlat-added-s 0.5 --lowlat-transport flac --window-segments 24`)")
     p.add_argument("--input-protocol", choices=("rtsp", "rtmp"), default="rtsp", help="publish and read live/<id>/in over RTSP (default; the GStreamer relay) or RTMP (nginx)")
     p.add_argument("--no-profile", action="store_true", help="skip the py-spy profile phase")
     p.add_argument("--dub-n", type=int, default=2, help="streams in the dub phase (default 2; 0: skip)")
@@ -371,11 +373,13 @@ def main(argv: list[str] | None = None) -> int:
         added = args.lowlat_added_s
         # A low-latency deployment also takes each segment's audio closer to its due time.
         margin = ("--deadline-margin-s", f"{args.lowlat_margin_s:g}")
-        groups = [
-            Group(f"m4a-{ls:g}s".replace(".", "_"), "worker", args.lowlat_n, "m4a", ls, ls + added, margin),
-            Group(f"flac-{seg:g}s".replace(".", "_"), "worker", args.lowlat_n, "flac", seg, seg + added, margin),
-            Group(f"m4a-{seg:g}s".replace(".", "_"), "worker", args.lowlat_n, "m4a", seg, seg + added, margin),
-        ]
+        lt = args.lowlat_transport
+        groups = [Group(f"{lt}-{ls:g}s".replace(".", "_"), "worker", args.lowlat_n, lt, ls, ls + added, margin)]
+        if not args.lowlat_short_only:
+            groups += [
+                Group(f"flac-{seg:g}s".replace(".", "_"), "worker", args.lowlat_n, "flac", seg, seg + added, margin),
+                Group(f"m4a-{seg:g}s".replace(".", "_"), "worker", args.lowlat_n, "m4a", seg, seg + added, margin),
+            ]
         phase = Phase("low-latency", groups)
         if runner.fits(phase, cfg):
             runner.run(phase, cfg)

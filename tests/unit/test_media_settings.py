@@ -31,7 +31,7 @@ def test_defaults_follow_the_spec() -> None:
     assert s.read_timeout_s == 5.0 and s.reconnect_delays_s == (1.0, 2.0, 4.0)
     # D = segment + STS timeout (+ headroom for look-ahead, margin and read latency).
     assert s.effective_output_delay_s == pytest.approx(6 + 8 + 0.5)
-    assert s.transport_format == "m4a" and s.segment_dir is None
+    assert s.transport_format == "flac" and s.segment_dir is None
     assert s.drift_bound_ms == 20.0 and s.drift_max_slew == 0.005
 
 

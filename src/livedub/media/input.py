@@ -4,8 +4,11 @@ SRT is read through `livedub.media.srt` (libsrt via ctypes; PyAV's libav has no 
 and demuxed as MPEG-TS; everything else is opened by libav itself.
 
 A reader thread does the blocking libav work (demux; audio decode + conversion to int16 PCM;
-video stays compressed) and hands items to asyncio through a bounded queue, so read-ahead is
-bounded and a slow consumer back-pressures the reader. A watchdog ends a read that stalls longer
+video stays compressed). With a `media_sink` (the pipeline's) the reader delivers each media item
+to it synchronously, in its own thread: no queue, no event-loop wake-up per packet; only the
+connection's control items (`InputInfo`, its end) reach asyncio. Without one, every item goes
+to asyncio through a bounded queue, so read-ahead is bounded and a slow consumer back-pressures
+the reader. A watchdog ends a read that stalls longer
 than `read_timeout_s` (libav's own timeouts do not bound every wait); the stalled thread is
 abandoned and a new connection is made. Connections are retried at `reconnect_delays_s`
 (1 s, 2 s, 4 s) before `InputUnavailable`; an input without audio raises `NoAudioTrack` at once.
@@ -22,7 +25,7 @@ import io
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -50,6 +53,9 @@ PACE_TICK_S = 0.05  # real-time file reading releases packets in bursts of this 
 # After HANDOFF_IDLE_S without an item it waits to be woken again (no polling of a quiet input).
 HANDOFF_TICK_S = 0.02
 HANDOFF_IDLE_S = 0.5
+# With a media sink the loop is not woken by media at all; the watchdog then checks the reader's
+# last delivery this often (at most a quarter of the read timeout).
+WATCHDOG_CHECK_S = 1.0
 
 
 def to_ns(ts: int | None, time_base: Fraction | None) -> int | None:
@@ -130,6 +136,9 @@ class InputLost:
 
 
 InputEvent = InputInfo | RawVideo | RawAudio | InputLost
+MediaItem = RawVideo | RawAudio
+MediaSink = Callable[[MediaItem], None]
+"""Called in the reader thread for each media item, in order, under `MediaInput.lock`."""
 
 _TIMEOUT = object()
 
@@ -148,13 +157,59 @@ class _Handoff:
     woken at all.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, maxsize: int, tick_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        maxsize: int,
+        tick_s: float = 0.0,
+        *,
+        sink: MediaSink | None = None,
+        lock: threading.Lock | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self._q: queue.Queue[object] = queue.Queue(maxsize)
         self._loop = loop
         self._waiter: asyncio.Future[None] | None = None
         self._tick_s = tick_s  # 0: woken per item (inputs read as fast as possible)
         self._last_item_s = -float("inf")  # loop time of the last item taken
         self.stop = threading.Event()
+        # Sink mode: media go to `sink` in the reader thread; the reader waits for `info_taken`
+        # (set once the consumer has handled the connection's InputInfo) before the first one.
+        self.sink = sink
+        self.lock = lock or threading.Lock()
+        self.clock = clock or SystemClock()
+        self.info_taken = threading.Event()
+        self.delivered_at = self.clock.monotonic()  # last media delivery (the watchdog's input)
+        self.delivered = 0  # media items given to the sink
+        self.sink_error: BaseException | None = None
+
+    def deliver(self, item: MediaItem) -> bool:
+        """A media item: to the sink (sink mode) or the queue. False: stop reading."""
+        sink = self.sink
+        if sink is None:
+            return self.put(item)
+        with self.lock:
+            if self.stop.is_set():  # an abandoned (stalled) reader must not deliver late media
+                return False
+            self.delivered_at = self.clock.monotonic()
+            self.delivered += 1
+            try:
+                sink(item)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+                self.sink_error = exc
+                self.stop.set()
+                self._notify()
+                return False
+        return True
+
+    def wait_info_taken(self) -> bool:
+        """Sink mode: block until the consumer has handled the InputInfo (False: stopped)."""
+        if self.sink is None:
+            return True
+        while not self.info_taken.wait(0.2):
+            if self.stop.is_set():
+                return False
+        return not self.stop.is_set()
 
     def _notify(self) -> bool:
         waiter = self._waiter
@@ -320,7 +375,7 @@ class _Reader(threading.Thread):
         astream = container.streams.audio[0]
         vstream = container.streams.video[0] if container.streams.video else None
         info = self._describe(astream, vstream)
-        if not put(info):
+        if not put(info) or not self.handoff.wait_info_taken():
             return None
         resampler = av.AudioResampler(format="s16", layout=layout_for(info.channels), rate=info.sample_rate)
         return [s for s in (vstream, astream) if s is not None], resampler
@@ -330,8 +385,8 @@ class _Reader(threading.Thread):
         put = self.handoff.put
         gen = self.generation
         tail = [frame_to_pcm(f) for f in resampler.resample(None)]
-        if tail:
-            put(RawAudio(gen, np.concatenate(tail), None, self.clock.wall()))
+        if tail and not self.handoff.deliver(RawAudio(gen, np.concatenate(tail), None, self.clock.wall())):
+            return
         put(ReaderEnd(gen, "eof"))
 
     def _read(self, container: Any) -> None:
@@ -340,7 +395,7 @@ class _Reader(threading.Thread):
         if opened is None:
             return
         streams, resampler = opened
-        put = self.handoff.put
+        deliver = self.handoff.deliver
         gen = self.generation
         stop = self.handoff.stop
         pace_base: tuple[float, float] | None = None  # (media seconds, monotonic)
@@ -362,7 +417,7 @@ class _Reader(threading.Thread):
             if packet.stream.type == "video":
                 if packet.size == 0:
                     continue
-                item: object = RawVideo(
+                item: MediaItem = RawVideo(
                     generation=gen,
                     data=bytes(packet),
                     pts_ns=to_ns(packet.pts, tb),
@@ -371,7 +426,7 @@ class _Reader(threading.Thread):
                     keyframe=packet.is_keyframe,
                     read_wall=self.clock.wall(),
                 )
-                if not put(item):
+                if not deliver(item):
                     return
                 continue
             try:
@@ -390,7 +445,7 @@ class _Reader(threading.Thread):
                     pts_ns=to_ns(frame.pts, frame.time_base),
                     read_wall=self.clock.wall(),
                 )
-                if not put(item):
+                if not deliver(item):
                     return
         self._flush(resampler)
 
@@ -399,8 +454,8 @@ class MediaInput:
     """Connect (and re-connect) to an input URL and yield its media as `InputEvent`s.
 
     `events()` yields an `InputInfo` at the start of every connection, then `RawVideo` /
-    `RawAudio` items, and `InputLost` when a connection that delivered media ends and a
-    reconnect follows. It returns at EOF when `end_on_eof`, raises `NoAudioTrack` at once for an
+    `RawAudio` items (with a `media_sink`: given to it in the reader thread instead), and
+    `InputLost` when a connection that delivered media ends and a reconnect follows. It returns at EOF when `end_on_eof`, raises `NoAudioTrack` at once for an
     input without audio, and raises `InputUnavailable` when the retry budget is spent.
     """
 
@@ -411,8 +466,12 @@ class MediaInput:
         clock: Clock | None = None,
         observer: MediaObserver | None = None,
         realtime: bool | None = None,
+        media_sink: MediaSink | None = None,
     ) -> None:
         self.settings = settings
+        self.media_sink = media_sink
+        # Held while the sink handles an item; the consumer takes it to touch what the sink does.
+        self.lock = threading.Lock()
         self.url = settings.input_url
         self.clock = clock or SystemClock()
         self.observer = observer or NullObserver()
@@ -438,7 +497,7 @@ class MediaInput:
             self.log.exception("observer failed")
 
     def close(self) -> None:
-        """Stop reading: `events()` returns promptly (no reconnect, no InputLost)."""
+        """Stop reading: `events()` returns promptly (no reconnect, no InputLost). Thread-safe."""
         self._closed = True
         if self._handoff is not None:
             self._handoff.stop.set()
@@ -471,6 +530,8 @@ class MediaInput:
             if self._closed:
                 self._state(InputState.ENDED, "closed")
                 return
+            if self._handoff is not None and self._handoff.delivered:
+                got_media = True  # given to the media sink
             assert end is not None
             if self._ended(end):
                 return
@@ -554,9 +615,11 @@ class MediaInput:
 
     async def _run_reader(self, gen: int) -> AsyncIterator[object]:
         loop = asyncio.get_running_loop()
-        # Real-time inputs (live, or paced files) deliver items spread out in time: take them in ticks.
-        tick_s = HANDOFF_TICK_S if (self.realtime or is_live(self.url)) else 0.0
-        handoff = _Handoff(loop, self.settings.read_ahead_items, tick_s)
+        # Real-time inputs (live, or paced files) deliver items spread out in time: take them in
+        # ticks. A sink takes the media in the reader thread: the queue holds control items only.
+        sink = self.media_sink
+        tick_s = HANDOFF_TICK_S if (sink is None and (self.realtime or is_live(self.url))) else 0.0
+        handoff = _Handoff(loop, self.settings.read_ahead_items, tick_s, sink=sink, lock=self.lock, clock=self.clock)
         self._handoff = handoff
         reader = _Reader(
             generation=gen,
@@ -573,7 +636,12 @@ class MediaInput:
         try:
             while not self._closed:
                 timeout = self.settings.read_timeout_s if opened else self.settings.open_timeout_s + 2.0
-                item = await handoff.get(timeout)
+                if sink is not None and opened:
+                    item = await self._sink_wait(handoff, timeout)
+                else:
+                    item = await handoff.get(timeout)
+                if handoff.sink_error is not None:
+                    raise handoff.sink_error
                 if item is _TIMEOUT and self._closed:
                     return
                 if item is _TIMEOUT:
@@ -587,8 +655,22 @@ class MediaInput:
                     return
                 if isinstance(item, InputInfo):
                     opened = True
+                    handoff.delivered_at = self.clock.monotonic()
                 yield item
+                if isinstance(item, InputInfo):
+                    handoff.info_taken.set()  # handled: the reader may deliver its media now
                 if isinstance(item, ReaderEnd):
                     return
         finally:
             handoff.stop.set()
+
+    async def _sink_wait(self, handoff: _Handoff, timeout_s: float) -> object:
+        """Sink mode: the next control item, or `_TIMEOUT` once the reader has delivered nothing
+        for `timeout_s` (or on close / a sink error). Wakes at most every WATCHDOG_CHECK_S."""
+        check_s = min(WATCHDOG_CHECK_S, timeout_s / 4)
+        while True:
+            item = await handoff.get(check_s)
+            if item is not _TIMEOUT or self._closed or handoff.sink_error is not None:
+                return item
+            if self.clock.monotonic() - handoff.delivered_at >= timeout_s:
+                return _TIMEOUT

@@ -62,8 +62,6 @@ from livedub.media.urls import (
 _log = logging.getLogger(__name__)
 
 AAC_FRAME = 1024
-# Paced writes happen in ticks of this length (a packet is at most this late).
-OUTPUT_TICK_S = 0.02
 # The encoder emits a packet for samples [p, p+1024) only after about two more frames went in.
 ENCODER_LOOKAHEAD_SAMPLES = 3 * AAC_FRAME
 # A mirror's queue: ≈ 25 s of 30 fps video + 48 kHz AAC. A mirror this far behind is stalled: it
@@ -1082,7 +1080,7 @@ class MediaOutput:
         self._abort = False
         self._paced = settings.paced
         self._kicked = False
-        self._tick_s = OUTPUT_TICK_S
+        self._tick_s = settings.output_tick_s
 
     def open(self) -> None:
         """Prepare the output. Files and unpaced outputs are opened here (header written).

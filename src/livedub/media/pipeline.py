@@ -7,6 +7,12 @@ async `on_segment` hook (the worker sends it to STS from there and later calls
 never block or stall the media. `run_passthrough()` is the same pipeline with no STS: every
 segment resolves to its original audio with reason "passthrough".
 
+Threads: the input's reader thread runs the per-packet work (timeline, A/V sync, segmenter,
+hand-over to the output thread) as the input's media sink, so the event loop is not woken per
+packet; it is woken once per segment (observer, STS hook) and for the connection's events.
+Whatever the loop does to that state (input lost, idle release, the end) it does under the
+input's lock.
+
 This module decides nothing about STS, circuit breakers or metrics: it reports through the
 `MediaObserver` (always on the event-loop thread) and returns an exit code.
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,7 +31,7 @@ from livedub.clock import Clock, SystemClock
 from livedub.exitcodes import ExitCode
 from livedub.log import bind, redact_url
 from livedub.media.errors import InputUnavailable, NoAudioTrack, OutputFailed
-from livedub.media.input import InputInfo, InputLost, MediaInput, RawAudio, RawVideo
+from livedub.media.input import InputInfo, InputLost, MediaInput, MediaItem, RawAudio, RawVideo
 from livedub.media.observer import MediaObserver, NullObserver, WriteErrorKind
 from livedub.media.output import ENCODER_LOOKAHEAD_SAMPLES, MediaOutput, deadline_wall
 from livedub.media.segment import NS_PER_S, Segment, Segmenter, VideoPacket
@@ -39,8 +46,8 @@ _log = logging.getLogger(__name__)
 
 SegmentHook = Callable[[Segment], Awaitable[None]]
 
-IDLE_CHECK_S = 0.1
 IDLE_RELEASE_S = 0.3  # input quiet this long: stop waiting for video to complete a segment
+IDLE_CHECK_S = IDLE_RELEASE_S / 2
 
 
 _OPTIONAL_EVENTS = frozenset({"on_mirror_state"})  # observers may lack them (added later)
@@ -139,7 +146,7 @@ class MediaPipeline:
         self.clock = clock or SystemClock()
         self.log = bind(_log, stream_id=settings.stream_id)
         self.stats = PipelineStats()
-        self.input = MediaInput(settings, clock=self.clock, observer=self.observer)
+        self.input = MediaInput(settings, clock=self.clock, observer=self.observer, media_sink=self._deliver)
         self.output: MediaOutput | None = None
         self.segmenter: Segmenter | None = None
         self.drift: DriftCorrector | None = None
@@ -162,6 +169,7 @@ class MediaPipeline:
         self._w0_first = 0.0
         self._anchor_settled = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = False
         self._drain_on_stop = True
@@ -194,6 +202,7 @@ class MediaPipeline:
         """Run until the input ends (0), is unavailable (10), has no audio (11), or the output
         fails (12). The output is always drained and closed before returning."""
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._output_done = asyncio.Event()
         code: ExitCode | int = ExitCode.OK
         try:
@@ -257,35 +266,50 @@ class MediaPipeline:
             if seg is None or not seg.waiting or self.output is None:
                 continue
             if self.clock.monotonic() - self._last_item_at >= IDLE_RELEASE_S:
-                seg.release_waiting()
-                self._drain_segments()
+                with self.input.lock:
+                    seg.release_waiting()
+                    self._drain_segments()
 
     async def _consume(self) -> ExitCode:
-        async for ev in self.input.events():
+        async for ev in self.input.events():  # media go to `_deliver` (the input's sink)
             self._last_item_at = self.clock.monotonic()
-            if isinstance(ev, RawAudio):
-                self._on_audio(ev)
-            elif isinstance(ev, RawVideo):
-                self._on_video(ev)
-            elif isinstance(ev, InputInfo):
+            if isinstance(ev, InputInfo):
                 await self._on_info(ev)
             elif isinstance(ev, InputLost):
-                self._on_lost(ev)
+                with self.input.lock:
+                    self._on_lost(ev)
             if self.output is not None and self.output.error is not None:
                 raise self.output.error
             if self._stop:
                 break
+        if self.output is not None and self.output.error is not None:
+            raise self.output.error
         return ExitCode.OK
 
+    def _deliver(self, ev: MediaItem) -> None:
+        """The input's media sink: one packet's work, in the reader thread (under its lock)."""
+        self._last_item_at = self.clock.monotonic()
+        if isinstance(ev, RawAudio):
+            self._on_audio(ev)
+        else:
+            self._on_video(ev)
+        if self.output is not None and self.output.error is not None:
+            self.input.close()  # the loop raises it (`_consume`)
+
     async def _on_info(self, info: InputInfo) -> None:
+        with self.input.lock:
+            self._new_connection(info)
+        if self._info is None:
+            self._info = info
+            await self._open(info)
+
+    def _new_connection(self, info: InputInfo) -> None:
         if self._repairer is not None:
             for st in self._repairer.flush():
                 self._emit_video(st.item, st.pts_ns, st.dts_ns, st.duration_ns)
         self._repairer = TimestampRepairer(max(1, info.video_frame_ns))
         if self._info is None:
-            self._info = info
-            await self._open(info)
-            return
+            return  # the first connection: `_on_info` opens the output
         self.stats.reconnects += 1
         resume_at = self._resume_floor_ns
         if self._w0 is not None and (is_live(self.settings.input_url) or self.settings.paced):
@@ -460,23 +484,30 @@ class MediaPipeline:
                     "tail": seg.is_tail,
                 },
             )
-            self.observer.on_segment_created(seg)
-            if self.settings.paced and self.clock.wall() > seg.audio.deadline_wall:
+            late = self.settings.paced and self.clock.wall() > seg.audio.deadline_wall
+            if late:
                 self.stats.late_segments += 1
                 self.log.warning(
                     "segment reached the output after its deadline (delay too small?)",
                     ctx={"fragment_id": seg.id, "batch": seg.batch},
                 )
-                self.observer.on_late_segment(seg)
             if self.writer is not None:
                 self.writer.write_segment(seg)
             if self.resolve_as is not None:
                 seg.audio.set_fallback(self.resolve_as)
+            # Queued on the loop before the output can report it taken (same FIFO).
+            self._in_loop(self._segment_created, seg, late)
             self.output.push_segment(seg)
-            if seg.dub and self.on_segment is not None and self.resolve_as is None:
-                task = asyncio.get_running_loop().create_task(self._run_hook(seg))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+
+    def _segment_created(self, seg: Segment, late: bool) -> None:
+        """On the loop: the observer learns of the segment; its STS hook starts as a task."""
+        self.observer.on_segment_created(seg)
+        if late:
+            self.observer.on_late_segment(seg)
+        if seg.dub and self.on_segment is not None and self.resolve_as is None:
+            task = asyncio.get_running_loop().create_task(self._run_hook(seg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _run_hook(self, seg: Segment) -> None:
         assert self.on_segment is not None
@@ -490,6 +521,13 @@ class MediaPipeline:
             seg.audio.set_fallback("hook_error")
 
     # -- callbacks from other threads -------------------------------------------------------
+    def _in_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run `fn` on the event loop: now when called there, else as soon as the loop can."""
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        else:
+            self._call_in_loop(fn, *args)
+
     def _call_in_loop(self, fn: Callable[..., None], *args: Any) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
@@ -509,6 +547,8 @@ class MediaPipeline:
         self._call_in_loop(self.observer.on_write_error, kind, error)
 
     def _done_from_thread(self) -> None:
+        if self.output is not None and self.output.error is not None:
+            self.input.close()  # a quiet input must not keep the loop from seeing the failure
         self._call_in_loop(self._output_done.set)
 
     def _mirror_from_thread(self, state: str, detail: str | None) -> None:
@@ -540,22 +580,28 @@ class MediaPipeline:
         self.log.warning(
             "input timestamp discontinuity rebased", ctx={"stream": kind, "jump_ms": round(jump_ns / 1e6, 1)}
         )
-        self.observer.on_discontinuity(kind, jump_ns / 1e6)
+        self._in_loop(self.observer.on_discontinuity, kind, jump_ns / 1e6)
 
     def _on_correction(self, deviation_ms: float, samples: int) -> None:
-        self.observer.on_drift_correction(deviation_ms, samples)
+        self._in_loop(self.observer.on_drift_correction, deviation_ms, samples)
 
     # -- shutdown ---------------------------------------------------------------------------
+    def _flush_media(self) -> None:
+        """The end: what the repairer and the segmenter still hold goes out."""
+        if self.segmenter is None:
+            return
+        if self._repairer is not None:
+            for st in self._repairer.flush():
+                self._emit_video(st.item, st.pts_ns, st.dts_ns, st.duration_ns)
+        self._drain_segments(self.segmenter.finish())
+
     async def _finish(self, code: ExitCode | int) -> ExitCode | int:
         output = self.output
         if output is None:
             return code
         try:
-            if self.segmenter is not None:
-                if self._repairer is not None:
-                    for st in self._repairer.flush():
-                        self._emit_video(st.item, st.pts_ns, st.dts_ns, st.duration_ns)
-                self._drain_segments(self.segmenter.finish())
+            with self.input.lock:
+                self._flush_media()
             output.end()
             if not self._drain_on_stop:
                 output.abort()

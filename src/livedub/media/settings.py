@@ -59,6 +59,14 @@ class MediaSettings(BaseModel):
         0.5, ge=0, description="a network output waits this long after its last packet before it "
         "hangs up, so that a relay forwards the last packets first"
     )
+    output_tick_s: float = Field(
+        0.1,
+        gt=0,
+        le=0.5,
+        description="a paced output writes what is due in ticks of this length (a packet is at most "
+        "this late; each tick wakes the output thread: 0.02 s cost ≈ 3 ms CPU per stream-second "
+        "more than 0.1 s, docs/performance.md)",
+    )
     deadline_margin_s: float = Field(
         0.25, ge=0, description="a segment's audio is taken this long before its first sample is due"
     )
@@ -109,7 +117,7 @@ class MediaSettings(BaseModel):
     )
 
     # Fragments on the wire and on disk.
-    transport_format: TransportFormat = "m4a"
+    transport_format: TransportFormat = "flac"  # the worker's default (docs/protocol.md, "Transport format")
     transport_bitrate: int = Field(128_000, ge=16_000)
     dub_tolerance: float = Field(0.10, ge=0, le=0.5, description="±fraction trimmed/padded")
     segment_dir: Path | None = Field(None, description="write segment files here; None = off")

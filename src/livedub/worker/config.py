@@ -28,7 +28,7 @@ def _default_worker_id() -> str:
 # (the others it gets are derived below: `sts_timeout_s`, `output_delay_s`, `unpaced_wait_s`).
 MEDIA_FIELDS = (
     "input_url", "output_url", "mirror_output_url", "stream_id", "segment_s", "paced", "read_timeout_s", "anchor_settle_s",
-    "deadline_margin_s", "transport_format", "segment_retention", "original_track",
+    "deadline_margin_s", "output_tick_s", "transport_format", "segment_retention", "original_track",
 )  # fmt: skip
 
 
@@ -73,7 +73,9 @@ class WorkerSettings(BaseSettings):
     target_language: str = Field("es", description="stream:init config.target_language")
     voice_profile: str = Field("default", description="stream:init config.voice_profile")
     transport_format: Literal["m4a", "wav", "flac"] = Field(
-        "m4a", description="fragment audio format on the wire: m4a, wav or flac"
+        "flac",
+        description="fragment audio format on the wire: flac (default: lossless, ≈ 1 ms CPU per "
+        "stream-second to encode), m4a (AAC, ≈ 13 ms) or wav (no encode, 13× the bytes); docs/protocol.md",
     )
 
     original_track: bool = Field(
@@ -112,6 +114,9 @@ class WorkerSettings(BaseSettings):
     read_timeout_s: float = Field(5.0, gt=0, description="input read watchdog")
     deadline_margin_s: float = Field(
         0.25, ge=0, le=5.0, description="a segment's audio is taken this long before it is due (low latency: 0.1)"
+    )
+    output_tick_s: float = Field(
+        0.1, gt=0, le=0.5, description="the output writes what is due in ticks of this length (a packet is at most this late)"
     )
     anchor_settle_s: float = Field(
         2.0, ge=0, description="W0 follows the input's live edge this long (≤ D/2): a cached-GOP burst adds no latency"
