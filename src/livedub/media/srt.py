@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import logging
 import os
 import socket
 import struct
@@ -40,6 +41,7 @@ _SONAMES = ("libsrt-gnutls.so.1.5", "libsrt-openssl.so.1.5", "libsrt.so.1.5", "l
 
 # SRT_SOCKOPT values (srt.h, stable since 1.3).
 _SNDSYN, _RCVSYN, _LINGER, _SNDTIMEO, _RCVTIMEO = 1, 2, 7, 13, 14
+_log = logging.getLogger(__name__)
 _TSBPDMODE, _LATENCY, _PASSPHRASE, _PBKEYLEN, _CONNTIMEO, _PEERLATENCY = 22, 23, 26, 27, 36, 44
 _STREAMID, _TRANSTYPE = 46, 50
 _SRTT_LIVE = 0
@@ -48,6 +50,7 @@ _EPOLL_IN, _EPOLL_ERR = 0x1, 0x8
 _ECONNLOST, _ENOCONN, _ETIMEOUT = 2001, 2002, 6003
 _LINGER_S = 1  # srt_close waits up to this long for unsent/unacknowledged data
 _PLAYOUT_MARGIN_S = 0.05  # SrtWriter.close: after the peer's latency, for the last packet's trip
+_ACK_POLL_S = 0.01  # SrtWriter.close: how often it checks that the peer acknowledged everything
 _LOG_ERR = 3  # libsrt logs (to stderr) errors only: its warnings are routine
 
 MODES = ("caller", "listener")
@@ -126,6 +129,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "srt_recvmsg": (ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_int]),
     "srt_sendmsg2": (ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p]),
     "srt_close": (ctypes.c_int, [ctypes.c_int]),
+    "srt_getsndbuffer": (ctypes.c_int, [ctypes.c_int, ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(ctypes.c_size_t)]),
     "srt_getlasterror": (ctypes.c_int, [ctypes.c_void_p]),
     "srt_getlasterror_str": (ctypes.c_char_p, []),
     "srt_epoll_create": (ctypes.c_int, []),
@@ -383,6 +387,21 @@ class SrtWriter(_SrtSocket):
             self.bytes_sent += len(part)
         self._last_send = time.monotonic()
 
+    def _wait_acknowledged(self) -> None:
+        """Until the peer has acknowledged every packet sent (the send buffer is empty), at most
+        `timeout_s`: on a loaded machine the acknowledgements can take longer than srt_close's
+        linger, and what is still unacknowledged at the hang-up is lost."""
+        sock = self._sock
+        if sock is None:
+            return
+        blocks, nbytes = ctypes.c_size_t(0), ctypes.c_size_t(0)
+        deadline = time.monotonic() + self.timeout_s
+        while self._lib.srt_getsndbuffer(sock, ctypes.byref(blocks), ctypes.byref(nbytes)) >= 0 and nbytes.value:
+            if time.monotonic() >= deadline:
+                _log.warning("srt: peer did not acknowledge everything before close", extra={"ctx": {"bytes": nbytes.value}})
+                return
+            time.sleep(_ACK_POLL_S)
+
     def _peer_latency_s(self) -> float:
         value, size = ctypes.c_int(0), ctypes.c_int(ctypes.sizeof(ctypes.c_int))
         sock = self._sock
@@ -398,6 +417,7 @@ class SrtWriter(_SrtSocket):
             if self.connected and self._out:
                 self._send(len(self._out))
             if self.connected and self.bytes_sent:
+                self._wait_acknowledged()
                 wait = self._last_send + self._peer_latency_s() + _PLAYOUT_MARGIN_S - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
