@@ -2,6 +2,10 @@
 
 Subcommand modules expose `add_parsers(subparsers)`; each parser sets `func` to a callable
 `(argparse.Namespace) -> int` returning the process exit code. This module never holds logic.
+
+`main` imports only the module of the command given (`_COMMAND_MODULES`), so a worker process
+never loads the STS server, the orchestrator or the media tools (issue 16: ≈ 3 MB less RSS per
+worker); help without a command, or an unknown command, still builds the full parser.
 """
 
 from __future__ import annotations
@@ -23,9 +27,24 @@ _SUBCOMMAND_MODULES = (
     "livedub.orchestrator.serve_cli",
     "livedub.orchestrator.demo",
 )
+# Command → the module that registers it (tests/unit/test_cli_lazy.py checks it matches the modules).
+_COMMAND_MODULES = {
+    "sts": "livedub.sts.cli",
+    "worker": "livedub.worker.cli",
+    "make-fixture": "livedub.media.cli",
+    "analyze": "livedub.media.cli",
+    "publish": "livedub.media.cli",
+    "passthrough": "livedub.media.cli",
+    "media-server": "livedub.orchestrator.cli",
+    "serve": "livedub.orchestrator.serve_cli",
+    "demo": "livedub.orchestrator.demo",
+}
+_GLOBAL_VALUE_FLAGS = ("--log-level", "--log-format")  # top-level flags that take a value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; with `command` (a key of `_COMMAND_MODULES`), only that command's module is
+    imported and registered (the same parse for that command, less memory)."""
     parser = argparse.ArgumentParser(prog="livedub", description="Live broadcast dubbing.")
     parser.add_argument("--version", action="version", version=f"livedub {__version__}")
     # default None: the env var (read by setup_logging) must win over an absent flag
@@ -39,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="log line format (env LIVEDUB_LOG_FORMAT; default text)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _SUBCOMMAND_MODULES:
+    modules = (_COMMAND_MODULES[command],) if command in _COMMAND_MODULES else _SUBCOMMAND_MODULES
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:  # a concern not built yet
@@ -50,13 +70,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command named in `argv` when it is a known one and no help is asked before it, else None
+    (then `main` builds the full parser, so top-level help and errors list every command)."""
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _GLOBAL_VALUE_FLAGS:
+            skip = True
+        elif arg in ("-h", "--help"):
+            return None
+        elif not arg.startswith("-"):
+            return arg if arg in _COMMAND_MODULES else None
+    return None
+
+
 def setup_logging_from_args(args: argparse.Namespace) -> None:
     """Flags given win over `LIVEDUB_LOG_LEVEL` / `LIVEDUB_LOG_FORMAT`, which win over defaults."""
     setup_logging(args.log_level, args.log_format)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_of(argv))
     args = parser.parse_args(argv)
     setup_logging_from_args(args)
     func = getattr(args, "func", None)

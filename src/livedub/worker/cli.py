@@ -39,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
     if not settings.input_url or not settings.output_url:
         _log.error("--input and --output are required")
         return int(ExitCode.USAGE)
+    if settings.malloc_tuning:  # before the worker's threads start (see livedub/worker/memory.py)
+        from livedub.worker.memory import tune_malloc
+
+        _log.debug("malloc tuned", extra={"ctx": {"set": tune_malloc()}})
     from livedub.worker.runner import WorkerRunner
 
     return asyncio.run(WorkerRunner(settings).run())

@@ -122,6 +122,11 @@ class WorkerSettings(BaseSettings):
         2.0, ge=0, description="W0 follows the input's live edge this long (≤ D/2): a cached-GOP burst adds no latency"
     )
     paced: bool = Field(True, description="pace the output to real time (off: file→file as fast as possible)")
+    malloc_tuning: bool = Field(
+        True,
+        description="tune glibc malloc for a small resident set at start-up: one arena, trim and mmap thresholds "
+        "128 KiB (`livedub/worker/memory.py`; a MALLOC_* env var that is set wins)",
+    )
     drain_timeout_s: float | None = Field(
         None,
         ge=0,
