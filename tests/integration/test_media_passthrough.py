@@ -26,8 +26,8 @@ from livedub.media import (
     encode_pcm,
     run_passthrough,
 )
-from livedub.media.audio import fragment_bytes, remux_coded
 from livedub.media.analyze import Analysis, analyze
+from livedub.media.audio import fragment_bytes, remux_coded
 from livedub.media.fixture import FixtureSpec, make_fixture
 
 FRAME_MS = 1000 / 30

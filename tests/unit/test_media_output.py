@@ -126,24 +126,29 @@ def test_packets_are_written_at_w0_plus_pts_plus_delay_in_timestamp_order() -> N
     assert enc.fed == [(0, N), (N, N), (2 * N, N)]  # exactly N samples per segment, contiguous
 
 
+def _early_writes(ahead: float) -> list[float]:
+    """How early (s) each packet was written with `write_ahead_s=ahead` (margin 0.1 s)."""
+    core, _enc, sink, clock, _taken = make_core(delay_s=3.0, write_ahead_s=ahead)
+    w0 = 100.0
+    clock[0] = w0
+    core.set_anchor(w0)
+    core.set_audio_start(0)
+    evs = [(w0 + i * 0.1, (lambda i=i: core.push_video(video(i * 0.1, key=i % 10 == 0)))) for i in range(30)]
+    for k in range(3):
+        evs.append((w0 + k + 1.0, (lambda k=k: core.push_segment(segment(k), clock[0]))))
+    evs.append((w0 + 3.05, core.end))
+    run_until(core, clock, w0 + 10, evs)
+    assert core.done and sink.written
+    keys = [k for _, k, _ in sink.written]
+    assert keys == sorted(keys)
+    return [w0 + key_ns / NS_PER_S + 3.0 - wall for _kind, key_ns, wall in sink.written]
+
+
 def test_write_ahead_writes_up_to_that_early_never_more_and_at_most_the_margin() -> None:
     for ahead, expected in ((0.05, 0.05), (0.5, 0.1)):  # the margin (0.1 s) bounds it
-        core, _enc, sink, clock, _taken = make_core(delay_s=3.0, write_ahead_s=ahead)
-        w0 = 100.0
-        clock[0] = w0
-        core.set_anchor(w0)
-        core.set_audio_start(0)
-        evs = [(w0 + i * 0.1, (lambda i=i: core.push_video(video(i * 0.1, key=i % 10 == 0)))) for i in range(30)]
-        for k in range(3):
-            evs.append((w0 + k + 1.0, (lambda k=k: core.push_segment(segment(k), clock[0]))))
-        evs.append((w0 + 3.05, core.end))
-        run_until(core, clock, w0 + 10, evs)
-        assert core.done and sink.written
-        early = [w0 + key_ns / NS_PER_S + 3.0 - wall for _kind, key_ns, wall in sink.written]
-        assert max(early) <= expected + 1e-9 and min(early) >= -1e-9
-        assert max(early) >= expected - 1e-9  # fake time: exactly that early
-        keys = [k for _, k, _ in sink.written]
-        assert keys == sorted(keys)
+        early = _early_writes(ahead)
+        assert min(early) >= -1e-9  # never late
+        assert abs(max(early) - expected) < 1e-9  # fake time: exactly that early, never more
 
 
 def test_dubbed_before_deadline_is_used_and_after_deadline_refused() -> None:
