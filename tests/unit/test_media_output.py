@@ -102,9 +102,8 @@ def run_until(core: OutputCore, clock: list[float], t_end: float, events: list[t
         wake = core.poll(clock[0])
 
 
-def test_packets_are_written_at_w0_plus_pts_plus_delay_in_timestamp_order() -> None:
-    core, enc, sink, clock, taken = make_core(delay_s=3.0)
-    w0 = 100.0
+def play_three_segments(core: OutputCore, clock: list[float], w0: float) -> None:
+    """3 s of video at 10 fps and three 1 s segments arriving as they are cut, then the end."""
     clock[0] = w0
     core.set_anchor(w0)
     core.set_audio_start(0)
@@ -113,6 +112,12 @@ def test_packets_are_written_at_w0_plus_pts_plus_delay_in_timestamp_order() -> N
         evs.append((w0 + k + 1.0, (lambda k=k: core.push_segment(segment(k), clock[0]))))
     evs.append((w0 + 3.05, core.end))
     run_until(core, clock, w0 + 10, evs)
+
+
+def test_packets_are_written_at_w0_plus_pts_plus_delay_in_timestamp_order() -> None:
+    core, enc, sink, clock, taken = make_core(delay_s=3.0)
+    w0 = 100.0
+    play_three_segments(core, clock, w0)
     assert core.done
     assert sink.written, "nothing written"
     for _kind, key_ns, wall in sink.written:
@@ -130,14 +135,7 @@ def _early_writes(ahead: float) -> list[float]:
     """How early (s) each packet was written with `write_ahead_s=ahead` (margin 0.1 s)."""
     core, _enc, sink, clock, _taken = make_core(delay_s=3.0, write_ahead_s=ahead)
     w0 = 100.0
-    clock[0] = w0
-    core.set_anchor(w0)
-    core.set_audio_start(0)
-    evs = [(w0 + i * 0.1, (lambda i=i: core.push_video(video(i * 0.1, key=i % 10 == 0)))) for i in range(30)]
-    for k in range(3):
-        evs.append((w0 + k + 1.0, (lambda k=k: core.push_segment(segment(k), clock[0]))))
-    evs.append((w0 + 3.05, core.end))
-    run_until(core, clock, w0 + 10, evs)
+    play_three_segments(core, clock, w0)
     assert core.done and sink.written
     keys = [k for _, k, _ in sink.written]
     assert keys == sorted(keys)
