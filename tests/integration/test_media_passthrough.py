@@ -27,6 +27,7 @@ from livedub.media import (
     run_passthrough,
 )
 from livedub.media.analyze import Analysis, analyze
+from livedub.media.audio import fragment_bytes, remux_coded
 from livedub.media.fixture import FixtureSpec, make_fixture
 
 FRAME_MS = 1000 / 30
@@ -134,6 +135,46 @@ async def test_dubbed_audio_round_trip_through_transport_encoding(fx20: Path, fx
     assert {src for _, src, _ in rec.output} == {"dubbed"}
     # Double AAC generation, still sample-exact: markers and tones stay where they were.
     assert_clean_copy(fx20_analysis, analyze(out))
+
+
+async def test_m4a_fragments_are_the_inputs_own_packets_and_decode_to_the_segment_exactly(
+    fx20: Path, tmp_path: Path
+) -> None:
+    """m4a transport: a segment's fragment is the input's AAC packets remuxed (no encode); it
+    decodes to exactly the segment's samples. The first segment has no frame before it: encoded."""
+    rec = Recorder()
+    pipeline = MediaPipeline(
+        settings(fx20, tmp_path / "o.mp4", paced=False, transport_format="m4a", segment_s=2.0), rec, on_segment=None
+    )
+    assert await pipeline.run() == ExitCode.OK
+    full = [s for s in rec.created if not s.is_tail]
+    assert len(full) >= 5 and full[0].coded is None
+    for seg in full[1:]:
+        assert seg.coded is not None, seg.batch
+        data = remux_coded(seg.coded)
+        pcm = decode_fragment(data, expected_samples=seg.n_samples, sample_rate=seg.sample_rate, channels=seg.channels)
+        assert np.array_equal(pcm, seg.pcm), (seg.batch, int(np.abs(pcm.astype(int) - seg.pcm).max()))
+        assert fragment_bytes(seg.pcm, seg.sample_rate, "m4a", seg.coded) == data
+        assert fragment_bytes(seg.pcm, seg.sample_rate, "flac", seg.coded) == encode_pcm(seg.pcm, seg.sample_rate, "flac")
+
+
+async def test_no_input_packets_for_other_transports_or_where_sync_changed_the_audio(tmp_path: Path) -> None:
+    src = tmp_path / "drift.mp4"
+    make_fixture(src, FixtureSpec(duration_s=20, width=320, height=240, audio_drift_ppm=3000))
+    rec = Recorder()
+    assert await MediaPipeline(settings(src, tmp_path / "a.mp4", paced=False), rec).run() == ExitCode.OK
+    assert rec.created and all(s.coded is None for s in rec.created)  # flac: never collected
+    rec = Recorder()
+    pipeline = MediaPipeline(settings(src, tmp_path / "b.mp4", paced=False, transport_format="m4a"), rec)
+    assert await pipeline.run() == ExitCode.OK
+    assert pipeline.stats.samples_inserted > 0  # A/V sync slewed: those segments are not the input's
+    for seg in rec.created:
+        if seg.coded is not None:
+            pcm = decode_fragment(
+                remux_coded(seg.coded), expected_samples=seg.n_samples, sample_rate=seg.sample_rate, channels=seg.channels
+            )
+            assert np.array_equal(pcm, seg.pcm), seg.batch
+    assert any(s.coded is None for s in rec.created[1:] if not s.is_tail)
 
 
 async def test_late_dub_falls_back_to_original_with_reason(fx20: Path, tmp_path: Path) -> None:

@@ -102,9 +102,8 @@ def run_until(core: OutputCore, clock: list[float], t_end: float, events: list[t
         wake = core.poll(clock[0])
 
 
-def test_packets_are_written_at_w0_plus_pts_plus_delay_in_timestamp_order() -> None:
-    core, enc, sink, clock, taken = make_core(delay_s=3.0)
-    w0 = 100.0
+def play_three_segments(core: OutputCore, clock: list[float], w0: float) -> None:
+    """3 s of video at 10 fps and three 1 s segments arriving as they are cut, then the end."""
     clock[0] = w0
     core.set_anchor(w0)
     core.set_audio_start(0)
@@ -113,6 +112,12 @@ def test_packets_are_written_at_w0_plus_pts_plus_delay_in_timestamp_order() -> N
         evs.append((w0 + k + 1.0, (lambda k=k: core.push_segment(segment(k), clock[0]))))
     evs.append((w0 + 3.05, core.end))
     run_until(core, clock, w0 + 10, evs)
+
+
+def test_packets_are_written_at_w0_plus_pts_plus_delay_in_timestamp_order() -> None:
+    core, enc, sink, clock, taken = make_core(delay_s=3.0)
+    w0 = 100.0
+    play_three_segments(core, clock, w0)
     assert core.done
     assert sink.written, "nothing written"
     for _kind, key_ns, wall in sink.written:
@@ -124,6 +129,24 @@ def test_packets_are_written_at_w0_plus_pts_plus_delay_in_timestamp_order() -> N
     assert [k for k, *_ in taken] == [0, 1, 2]
     assert all(src == "original" and reason == "deadline" for _, src, reason in taken)
     assert enc.fed == [(0, N), (N, N), (2 * N, N)]  # exactly N samples per segment, contiguous
+
+
+def _early_writes(ahead: float) -> list[float]:
+    """How early (s) each packet was written with `write_ahead_s=ahead` (margin 0.1 s)."""
+    core, _enc, sink, clock, _taken = make_core(delay_s=3.0, write_ahead_s=ahead)
+    w0 = 100.0
+    play_three_segments(core, clock, w0)
+    assert core.done and sink.written
+    keys = [k for _, k, _ in sink.written]
+    assert keys == sorted(keys)
+    return [w0 + key_ns / NS_PER_S + 3.0 - wall for _kind, key_ns, wall in sink.written]
+
+
+def test_write_ahead_writes_up_to_that_early_never_more_and_at_most_the_margin() -> None:
+    for ahead, expected in ((0.05, 0.05), (0.5, 0.1)):  # the margin (0.1 s) bounds it
+        early = _early_writes(ahead)
+        assert min(early) >= -1e-9  # never late
+        assert abs(max(early) - expected) < 1e-9  # fake time: exactly that early, never more
 
 
 def test_dubbed_before_deadline_is_used_and_after_deadline_refused() -> None:

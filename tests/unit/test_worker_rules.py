@@ -230,7 +230,7 @@ async def test_a_bug_while_sending_falls_back_and_dub_never_raises(monkeypatch: 
     def broken_encoder(*_a: object, **_k: object) -> bytes:
         raise RuntimeError("encoder bug")
 
-    monkeypatch.setattr("livedub.worker.session.encode_pcm", broken_encoder)
+    monkeypatch.setattr("livedub.worker.session.fragment_bytes", broken_encoder)
     clock = VirtualClock()
     out = await run_session(2, FakeSts(clock), clock)
     assert out.reasons == [F.SEND_ERROR] * 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import struct
 import wave
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -24,6 +25,47 @@ from livedub.media.settings import TransportFormat
 
 _CONTAINER = {"m4a": ("mp4", "aac"), "flac": ("flac", "flac")}
 _MIME = {"m4a": "audio/mp4", "wav": "audio/wav", "flac": "audio/flac"}
+
+
+@dataclass(frozen=True)
+class CodedAudio:
+    """The input's own compressed audio packets that decode to a segment's samples exactly: each
+    `(position, packet)` with its first sample relative to the segment start (the first packet
+    starts at least one frame before it: AAC decodes a frame from its predecessor too). Muxed
+    as-is by `remux_coded` instead of encoding the segment's PCM again (docs/protocol.md,
+    "Transport format")."""
+
+    template: Any  # an AudioTemplate: the input stream's codec parameters
+    packets: tuple[tuple[int, bytes], ...]
+    frame_samples: int
+    sample_rate: int
+
+
+def remux_coded(coded: CodedAudio) -> bytes:
+    """m4a bytes holding `coded`'s packets, timed so that a decoder's output starts at the
+    segment's first sample (the packets before it fall in the MP4 edit list's skipped part)."""
+    buf = io.BytesIO()
+    tb = Fraction(1, coded.sample_rate)
+    with av.open(buf, "w", format=_CONTAINER["m4a"][0]) as out:
+        stream = out.add_stream_from_template(coded.template.stream)
+        for pos, data in coded.packets:
+            pkt = av.Packet(data)
+            pkt.stream = stream
+            pkt.time_base = tb
+            pkt.pts = pkt.dts = pos
+            pkt.duration = coded.frame_samples
+            out.mux(pkt)
+    return buf.getvalue()
+
+
+def fragment_bytes(
+    pcm: np.ndarray, sample_rate: int, fmt: TransportFormat, coded: CodedAudio | None = None
+) -> bytes:
+    """A segment's audio as transport bytes: for m4a its input packets remuxed when they cover it
+    (`coded`), else `encode_pcm`."""
+    if fmt == "m4a" and coded is not None:
+        return remux_coded(coded)
+    return encode_pcm(pcm, sample_rate, fmt)
 
 
 def layout_for(channels: int) -> str:

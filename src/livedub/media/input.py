@@ -82,6 +82,15 @@ class VideoTemplate:
         self.frame_rate: Fraction | None = Fraction(rate) if rate else None
 
 
+class AudioTemplate:
+    """A private copy of an audio stream's codec parameters (for `remux_coded`): like
+    `VideoTemplate`, safe to use after the input container is closed."""
+
+    def __init__(self, stream: Any) -> None:
+        self._holder = av.open(io.BytesIO(), "w", format="mp4")
+        self.stream = self._holder.add_stream_from_template(stream)
+
+
 @dataclass(frozen=True)
 class InputInfo:
     """Sent once per connection, before its media."""
@@ -98,6 +107,9 @@ class InputInfo:
     sample_rate: int  # of the delivered PCM
     channels: int
     read_wall: float
+    # Set when the input's audio packets can be remuxed as m4a fragments (AAC at the delivered
+    # rate and channels, and the m4a transport): RawAudio then carries each packet (`coded`).
+    audio_template: AudioTemplate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +129,7 @@ class RawAudio:
     pcm: np.ndarray  # int16 (n, channels) at InputInfo.sample_rate
     pts_ns: int | None
     read_wall: float
+    coded: bytes | None = None  # the packet this PCM was decoded from, alone (InputInfo.audio_template)
 
 
 @dataclass(frozen=True)
@@ -347,6 +360,11 @@ class _Reader(threading.Thread):
             rate = self.settings.sample_rate_hz or in_rate
             channels = self.settings.channels or min(2, in_channels)
         template = VideoTemplate(vstream) if vstream is not None else None
+        remux = (
+            self.settings.transport_format == "m4a"
+            and astream.codec_context.name == "aac"
+            and (in_rate, in_channels) == (rate, channels)
+        )
         frame_ns = NS_PER_S // 30
         if template is not None and template.frame_rate:
             frame_ns = int(NS_PER_S / template.frame_rate)
@@ -363,9 +381,10 @@ class _Reader(threading.Thread):
             sample_rate=rate,
             channels=channels,
             read_wall=self.clock.wall(),
+            audio_template=AudioTemplate(astream) if remux else None,
         )
 
-    def _announce(self, container: Any) -> tuple[list[Any], Any] | None:
+    def _announce(self, container: Any) -> tuple[list[Any], Any, bool] | None:
         """Pick the streams by type and hand over the `InputInfo`: (streams, resampler) to read
         with, or None when the reader ends here (no audio, or stopped)."""
         put = self.handoff.put
@@ -378,7 +397,7 @@ class _Reader(threading.Thread):
         if not put(info) or not self.handoff.wait_info_taken():
             return None
         resampler = av.AudioResampler(format="s16", layout=layout_for(info.channels), rate=info.sample_rate)
-        return [s for s in (vstream, astream) if s is not None], resampler
+        return [s for s in (vstream, astream) if s is not None], resampler, info.audio_template is not None
 
     def _flush(self, resampler: Any) -> None:
         """At EOF: deliver what the resampler still holds, then the end."""
@@ -394,7 +413,7 @@ class _Reader(threading.Thread):
         opened = self._announce(container)
         if opened is None:
             return
-        streams, resampler = opened
+        streams, resampler, remux = opened
         deliver = self.handoff.deliver
         gen = self.generation
         stop = self.handoff.stop
@@ -434,6 +453,8 @@ class _Reader(threading.Thread):
             except av.FFmpegError as exc:
                 _log.warning("audio packet undecodable: %s", exc)
                 continue
+            # A packet decoded alone into one frame of the same length can stand for that frame.
+            coded = bytes(packet) if remux and len(frames) == 1 else None
             for frame in frames:
                 parts = [frame_to_pcm(f) for f in resampler.resample(frame)]
                 if not parts:
@@ -444,6 +465,7 @@ class _Reader(threading.Thread):
                     pcm=pcm,
                     pts_ns=to_ns(frame.pts, frame.time_base),
                     read_wall=self.clock.wall(),
+                    coded=coded if pcm.shape[0] == frame.samples else None,
                 )
                 if not deliver(item):
                     return

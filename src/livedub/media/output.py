@@ -147,8 +147,13 @@ class OutputCore:
         on_taken: TakenFn | None = None,
         on_delay: DelayFn | None = None,
         original_encoder: AudioEncoder | None = None,
+        write_ahead_s: float = 0.0,
     ) -> None:
         self.paced = paced
+        # Paced: a packet may be written this long before it is due (the output thread wakes in
+        # ticks; writing up to a tick early instead of up to a tick late adds no latency). At most
+        # the deadline margin: a segment's audio is encoded that long before it is due.
+        self.write_ahead_s = min(write_ahead_s, margin_s)
         self.delay_s = delay_s
         self.rate = sample_rate
         self.channels = channels
@@ -372,7 +377,7 @@ class OutputCore:
             key, which = min(h for h in heads if h is not None)
             if self.paced:
                 assert self.w0 is not None
-                due = self.w0 + key / NS_PER_S + self.delay_s
+                due = self.w0 + key / NS_PER_S + self.delay_s - self.write_ahead_s
                 if now < due:
                     return due
             elif key > horizon:
@@ -1123,6 +1128,7 @@ class MediaOutput:
             on_taken=self.on_taken,
             on_delay=self.on_delay,
             original_encoder=original_encoder,
+            write_ahead_s=s.output_tick_s,
         )
 
     def _prepare(self) -> tuple[StreamAudioEncoder, StreamAudioEncoder | None, PacketSink]:

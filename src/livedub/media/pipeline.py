@@ -308,6 +308,9 @@ class MediaPipeline:
             for st in self._repairer.flush():
                 self._emit_video(st.item, st.pts_ns, st.dts_ns, st.duration_ns)
         self._repairer = TimestampRepairer(max(1, info.video_frame_ns))
+        if self.segmenter is not None:  # a new decoder: its packets cannot follow the old ones
+            self.segmenter.break_coded()
+            self.segmenter.coded_template = info.audio_template
         if self._info is None:
             return  # the first connection: `_on_info` opens the output
         self.stats.reconnects += 1
@@ -367,6 +370,7 @@ class MediaPipeline:
             has_video=info.has_video,
             deadline_for=deadline_for,
         )
+        self.segmenter.coded_template = info.audio_template
         self.drift = DriftCorrector(
             info.sample_rate,
             bound_ms=s.drift_bound_ms,
@@ -453,13 +457,16 @@ class MediaPipeline:
             duration_ns = ev.pcm.shape[0] * NS_PER_S // rate
             pts = ev.pts_ns + self.timeline.shift("audio", ev.pts_ns, duration_ns)
             self._anchor(pts, ev.read_wall)
-        pcm = self.drift.process(ev.pcm, pts)
+        d = self.drift
+        changes = (d.samples_inserted, d.samples_dropped, d.gap_samples_filled)
+        pcm = d.process(ev.pcm, pts)
         if self.segmenter.audio_t0_ns is None:
             t0 = self.drift.t0_ns if self.drift.t0_ns is not None else 0
             self.output.set_audio_start(t0)
             self._anchor(t0, ev.read_wall)
-        self.segmenter.push_audio(pcm, self.drift.t0_ns)
-        d = self.drift
+        # The input packet stands for this PCM only if A/V sync left it untouched.
+        unchanged = pcm.shape[0] == ev.pcm.shape[0] and changes == (d.samples_inserted, d.samples_dropped, d.gap_samples_filled)
+        self.segmenter.push_audio(pcm, self.drift.t0_ns, ev.coded if unchanged else None)
         self.stats.drift_corrections = d.corrections
         self.stats.samples_inserted = d.samples_inserted
         self.stats.samples_dropped = d.samples_dropped

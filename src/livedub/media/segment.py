@@ -19,6 +19,7 @@ from typing import Literal
 
 import numpy as np
 
+from livedub.media.audio import CodedAudio
 from livedub.media.timeline import NS_PER_S
 from livedub.reasons import FallbackReason
 
@@ -160,6 +161,7 @@ class Segment:
     is_tail: bool = False  # the last, shorter-than-N segment of a stream
     dub: bool = True  # False for a tail shorter than min_tail_s: never sent, always original
     av_sync_delta_ms: float = 0.0  # sample clock minus input audio timestamps, at creation
+    coded: CodedAudio | None = None  # the input's packets that decode to `pcm` exactly, if any
 
     @property
     def duration_ns(self) -> int:
@@ -226,6 +228,10 @@ class Segmenter:
         self._max_video_dts: int | None = None
         self._ready: list[Segment] = []
         self._finished = False
+        # The input's packets of the audio pushed lately, while contiguous and unchanged:
+        # (first sample, samples, packet). Set `coded_template` to collect them (see CodedAudio).
+        self.coded_template: object | None = None
+        self._coded: list[tuple[int, int, bytes]] = []
 
     # -- timeline -------------------------------------------------------------------------
     def t0_of(self, batch: int) -> int:
@@ -245,8 +251,10 @@ class Segmenter:
         return self.audio_t0_ns + self._samples_total * NS_PER_S // self.sample_rate
 
     # -- input ----------------------------------------------------------------------------
-    def push_audio(self, pcm: np.ndarray, pts_ns: int | None = None) -> None:
-        """Append contiguous PCM (int16 `(n, channels)`). The first call's `pts_ns` is audio_t0."""
+    def push_audio(self, pcm: np.ndarray, pts_ns: int | None = None, coded: bytes | None = None) -> None:
+        """Append contiguous PCM (int16 `(n, channels)`). The first call's `pts_ns` is audio_t0.
+        `coded`: the input packet this PCM was decoded from, unchanged (else None)."""
+        self._note_coded(pcm.shape[0], coded)
         if self._finished:
             raise RuntimeError("segmenter finished")
         if pcm.ndim != 2 or pcm.shape[1] != self.channels:
@@ -269,6 +277,35 @@ class Segmenter:
                 self._buf = np.empty((self.n, self.channels), dtype=np.int16)
                 self._fill = 0
         self._release()
+
+    def _note_coded(self, samples: int, coded: bytes | None) -> None:
+        run = self._coded
+        if coded is None or self.coded_template is None:
+            run.clear()
+            return
+        start = self._samples_total
+        if run and run[-1][0] + run[-1][1] != start:
+            run.clear()
+        run.append((start, samples, coded))
+
+    def break_coded(self) -> None:
+        """The packets before this point cannot precede the next ones (a new connection)."""
+        self._coded.clear()
+
+    def _coded_for(self, start: int, n: int) -> CodedAudio | None:
+        """The collected packets covering samples [start, start + n) plus the frame before."""
+        run = self._coded
+        if not run or self.coded_template is None:
+            return None
+        frame = run[0][1]
+        picked = [(pos - start, data) for pos, size, data in run if pos + size > start - size and pos < start + n]
+        last_pos, last_size, _ = run[-1]
+        if not picked or picked[0][0] > -frame or last_pos + last_size < start + n:
+            return None
+        # keep what the next segment needs (its first frame and the one before)
+        end = start + n
+        self._coded = [e for e in run if e[0] + e[1] > end - e[1]]
+        return CodedAudio(self.coded_template, tuple(picked), frame, self.sample_rate)
 
     def push_video(self, pkt: VideoPacket) -> None:
         if self._max_video_dts is None or pkt.dts_ns > self._max_video_dts:
@@ -311,6 +348,8 @@ class Segmenter:
         )
         if not dub:
             seg.audio.set_fallback(FallbackReason.SHORT_TAIL)
+        elif not is_tail:
+            seg.coded = self._coded_for(batch * self.n, n)
         # Video already collected for this segment's span while it was open.
         end = seg.end_ns
         keep: list[VideoPacket] = []

@@ -101,8 +101,12 @@ class OutcomeRecorder:
         self.on_texts = on_texts  # the last lines of /health (worker/control.py)
 
     # -- fragments (the session) -------------------------------------------------------------
-    def segment_ready(self, segment: Segment, nbytes: int) -> None:
-        self.log.info("segment ready", ctx={"fragment_id": segment.id, "batch": segment.batch, "bytes": nbytes})
+    def segment_ready(self, segment: Segment, nbytes: int, *, remuxed: bool = False) -> None:
+        """`remuxed`: the fragment is the input's own AAC packets, not a new encode."""
+        self.log.info(
+            "segment ready",
+            ctx={"fragment_id": segment.id, "batch": segment.batch, "bytes": nbytes, "remuxed": remuxed},
+        )
 
     def fragment_sent(self, segment: Segment, seq: int, probe: bool, held_ms: float) -> None:
         self.metrics.fragment_sent()
