@@ -18,16 +18,8 @@ from collections.abc import Sequence
 from livedub import __version__
 from livedub.log import setup_logging
 
-# Modules that contribute subcommands, in help order.
-_SUBCOMMAND_MODULES = (
-    "livedub.sts.cli",
-    "livedub.worker.cli",
-    "livedub.media.cli",
-    "livedub.orchestrator.cli",
-    "livedub.orchestrator.serve_cli",
-    "livedub.orchestrator.demo",
-)
-# Command → the module that registers it (tests/unit/test_cli_lazy.py checks it matches the modules).
+# Command → the module that registers it, in help order (tests/unit/test_cli_lazy.py checks it
+# against what each module registers).
 _COMMAND_MODULES = {
     "sts": "livedub.sts.cli",
     "worker": "livedub.worker.cli",
@@ -39,6 +31,8 @@ _COMMAND_MODULES = {
     "serve": "livedub.orchestrator.serve_cli",
     "demo": "livedub.orchestrator.demo",
 }
+# Modules that contribute subcommands, in help order.
+_SUBCOMMAND_MODULES = tuple(dict.fromkeys(_COMMAND_MODULES.values()))
 _GLOBAL_VALUE_FLAGS = ("--log-level", "--log-format")  # top-level flags that take a value
 
 
