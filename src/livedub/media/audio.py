@@ -58,12 +58,18 @@ def remux_coded(coded: CodedAudio) -> bytes:
     return buf.getvalue()
 
 
+def remuxes(fmt: TransportFormat, coded: CodedAudio | None) -> bool:
+    """Whether `fragment_bytes` remuxes the input's packets (m4a, and they cover the segment)."""
+    return fmt == "m4a" and coded is not None
+
+
 def fragment_bytes(
     pcm: np.ndarray, sample_rate: int, fmt: TransportFormat, coded: CodedAudio | None = None
 ) -> bytes:
     """A segment's audio as transport bytes: for m4a its input packets remuxed when they cover it
     (`coded`), else `encode_pcm`."""
-    if fmt == "m4a" and coded is not None:
+    if remuxes(fmt, coded):
+        assert coded is not None
         return remux_coded(coded)
     return encode_pcm(pcm, sample_rate, fmt)
 

@@ -254,11 +254,11 @@ class Segmenter:
     def push_audio(self, pcm: np.ndarray, pts_ns: int | None = None, coded: bytes | None = None) -> None:
         """Append contiguous PCM (int16 `(n, channels)`). The first call's `pts_ns` is audio_t0.
         `coded`: the input packet this PCM was decoded from, unchanged (else None)."""
-        self._note_coded(pcm.shape[0], coded)
         if self._finished:
             raise RuntimeError("segmenter finished")
         if pcm.ndim != 2 or pcm.shape[1] != self.channels:
             raise ValueError(f"expected (n, {self.channels}) PCM, got {pcm.shape}")
+        self._note_coded(pcm.shape[0], coded)
         if self.audio_t0_ns is None:
             self.audio_t0_ns = int(pts_ns) if pts_ns is not None else 0
             pre, self._pre_video = self._pre_video, []

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from livedub.clock import Clock, wait_within
 from livedub.exitcodes import ExitCode
 from livedub.log import bind
-from livedub.media.audio import decode_fragment, fragment_bytes
+from livedub.media.audio import decode_fragment, fragment_bytes, remuxes
 from livedub.media.errors import DubbedAudioRejected
 from livedub.media.segment import Segment
 from livedub.protocol import (
@@ -233,7 +233,7 @@ class DubbingSession:
         # Encode while (possibly) waiting for a slot: it is the same work either way.
         fmt = self.settings.transport_format
         data: bytes = await self._offload(fragment_bytes, segment.pcm, segment.sample_rate, fmt, segment.coded)
-        self.recorder.segment_ready(segment, len(data), remuxed=fmt == "m4a" and segment.coded is not None)
+        self.recorder.segment_ready(segment, len(data), remuxed=remuxes(fmt, segment.coded))
         ready_s = self.clock.monotonic()
         held = await self._hold(segment)
         if held is not None:
