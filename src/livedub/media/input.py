@@ -385,8 +385,9 @@ class _Reader(threading.Thread):
         )
 
     def _announce(self, container: Any) -> tuple[list[Any], Any, bool] | None:
-        """Pick the streams by type and hand over the `InputInfo`: (streams, resampler) to read
-        with, or None when the reader ends here (no audio, or stopped)."""
+        """Pick the streams by type and hand over the `InputInfo`: (streams, resampler, whether each
+        audio packet goes along with its PCM) to read with, or None when the reader ends here (no
+        audio, or stopped)."""
         put = self.handoff.put
         if not container.streams.audio:
             put(ReaderEnd(self.generation, "no_audio", "no audio stream"))
@@ -477,8 +478,9 @@ class MediaInput:
 
     `events()` yields an `InputInfo` at the start of every connection, then `RawVideo` /
     `RawAudio` items (with a `media_sink`: given to it in the reader thread instead), and
-    `InputLost` when a connection that delivered media ends and a reconnect follows. It returns at EOF when `end_on_eof`, raises `NoAudioTrack` at once for an
-    input without audio, and raises `InputUnavailable` when the retry budget is spent.
+    `InputLost` when a connection that delivered media ends and a reconnect follows. It returns
+    at EOF when `end_on_eof`, raises `NoAudioTrack` at once for an input without audio, and
+    raises `InputUnavailable` when the retry budget is spent.
     """
 
     def __init__(

@@ -1301,7 +1301,7 @@ class MediaOutput:
                     if not self._inbox and not self._abort and not self._kicked:
                         timeout = 1.0 if math.isinf(wake) else max(0.0, min(1.0, wake - self.clock.wall()))
                         if self._paced:
-                            # Write in ticks: at most `tick` late, far fewer wake-ups.
+                            # Write in ticks (the core writes up to a tick early): far fewer wake-ups.
                             timeout = max(timeout, self._tick_s)
                         if timeout > 0:
                             self._cond.wait(timeout)

@@ -63,9 +63,10 @@ class MediaSettings(BaseModel):
         0.1,
         gt=0,
         le=0.5,
-        description="a paced output writes what is due in ticks of this length (a packet is at most "
-        "this late; each tick wakes the output thread: 0.02 s cost ≈ 3 ms CPU per stream-second "
-        "more than 0.1 s, docs/performance.md)",
+        description="a paced output writes in ticks of this length what falls due before the next "
+        "one (a packet goes out at most this long, and at most deadline_margin_s, before it is due; "
+        "each tick wakes the output thread: 0.02 s cost ≈ 3 ms CPU per stream-second more than "
+        "0.1 s, docs/performance.md)",
     )
     deadline_margin_s: float = Field(
         0.25, ge=0, description="a segment's audio is taken this long before its first sample is due"

@@ -116,7 +116,7 @@ class WorkerSettings(BaseSettings):
         0.25, ge=0, le=5.0, description="a segment's audio is taken this long before it is due (low latency: 0.1)"
     )
     output_tick_s: float = Field(
-        0.1, gt=0, le=0.5, description="the output writes what is due in ticks of this length (a packet is at most this late)"
+        0.1, gt=0, le=0.5, description="the output writes in ticks of this length what falls due before the next one (a packet goes out at most this early)"
     )
     anchor_settle_s: float = Field(
         2.0, ge=0, description="W0 follows the input's live edge this long (≤ D/2): a cached-GOP burst adds no latency"
