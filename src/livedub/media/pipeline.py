@@ -278,10 +278,9 @@ class MediaPipeline:
             elif isinstance(ev, InputLost):
                 with self.input.lock:
                     self._on_lost(ev)
-            if self.output is not None and self.output.error is not None:
-                raise self.output.error
             if self._stop:
                 break
+        # A failed output closes the input (`_deliver`, `_done_from_thread`): the loop ends here.
         if self.output is not None and self.output.error is not None:
             raise self.output.error
         return ExitCode.OK
