@@ -16,6 +16,7 @@ END = "<!-- bench:end -->"
 PASSTHROUGH_TARGET = 1.2
 M4A_TARGET = 2.0  # it encodes AAC twice
 LOSSLESS_TARGET = 1.3  # flac and wav transport, the echo STS's share included
+TRANSPORT_TARGETS = {"m4a": M4A_TARGET, "flac": LOSSLESS_TARGET, "wav": LOSSLESS_TARGET}
 RSS_TARGET = 1.5  # RSS per worker vs per relay
 STREAMS_TARGET = 20
 ADDED_LATENCY_TARGET_MS = 500.0
@@ -176,9 +177,8 @@ def render(results: dict[str, Any]) -> str:
         tbase = _same_phase_baseline(tr) or base
         for g in tr["groups_result"]:
             ratio = g["cpu_ms_per_stream_s"] / tbase if tbase else None
-            target = {"m4a": f"≤ {M4A_TARGET}×", "flac": f"≤ {LOSSLESS_TARGET}×", "wav": f"≤ {LOSSLESS_TARGET}×"}.get(
-                g["label"], "–"
-            )
+            goal = TRANSPORT_TARGETS.get(g["label"])
+            target = "–" if goal is None else f"≤ {goal}×"
             lines.append(
                 f"| {g['label']} | {g['n']} | {_f(g['cpu_ms_per_stream_s'])} | {_f(g['sts_ms_per_stream_s'])} | "
                 f"{_f(ratio, '.2f')}× | {target} | {_f(g['rss_mb_per_stream'], '.0f')} | {_seg(g)} | "
@@ -296,7 +296,7 @@ def verdicts(results: dict[str, Any]) -> list[str]:
         worst = max(v for _, v in ratios)
         best = min(v for _, v in ratios)
         tp = _series_transport(series)
-        goal = M4A_TARGET if tp == "m4a" else LOSSLESS_TARGET
+        goal = TRANSPORT_TARGETS[tp]
         out.append(
             f"{tp} worker ≤ {goal}× baseline: **{'met' if worst <= goal else 'missed'}** "
             f"(measured {best:.2f}–{worst:.2f}× over N = {', '.join(str(n) for n, _ in ratios)})."
@@ -305,7 +305,7 @@ def verdicts(results: dict[str, Any]) -> list[str]:
     tbase = (_same_phase_baseline(tr) if tr else None) or base
     if tr and tr.get("groups_result") and tbase:
         for g in tr["groups_result"]:
-            target = {"flac": LOSSLESS_TARGET, "wav": LOSSLESS_TARGET, "m4a": M4A_TARGET}.get(g["label"])
+            target = TRANSPORT_TARGETS.get(g["label"])
             if target is not None:
                 ratio = g["cpu_ms_per_stream_s"] / tbase
                 out.append(
@@ -344,7 +344,7 @@ def verdicts(results: dict[str, Any]) -> list[str]:
     return out
 
 
-QUICK_CPU_TARGETS = {"passthrough": PASSTHROUGH_TARGET, "flac": LOSSLESS_TARGET, "wav": LOSSLESS_TARGET, "m4a": M4A_TARGET}
+QUICK_CPU_TARGETS = {"passthrough": PASSTHROUGH_TARGET, **TRANSPORT_TARGETS}
 """Issue 16: CPU per stream-second of each transports group ≤ this × the relay's (same phase)."""
 QUICK_RSS_TARGET = RSS_TARGET
 """Issue 16: RSS per stream ≤ this × the relay's."""
