@@ -17,7 +17,7 @@ def _segmenter(template: object | None = "tpl") -> Segmenter:
 
 
 def _push(s: Segmenter, i: int, coded: bool = True) -> None:
-    s.push_audio(np.full((FRAME, 2), i, np.int16), 0, f"p{i}".encode() if coded else None)
+    s.push_audio(np.full((FRAME, 2), i, np.int16), 0, (f"p{i}".encode(),) if coded else None)
 
 
 def test_every_segment_but_the_first_gets_its_packets_and_the_one_before() -> None:
@@ -63,3 +63,15 @@ def test_break_padding_and_no_template_give_no_packets() -> None:
     for i in range(40):
         _push(s, i)
     assert all(seg.coded is None for seg in s.pop_ready())
+
+
+def test_batches_of_packets_give_the_same_runs_as_single_packets() -> None:
+    single, batched = _segmenter(), _segmenter()
+    for i in range(40):
+        _push(single, i)
+    for i in range(0, 40, 5):
+        pcm = np.concatenate([np.full((FRAME, 2), j, np.int16) for j in range(i, i + 5)])
+        batched.push_audio(pcm, 0, tuple(f"p{j}".encode() for j in range(i, i + 5)))
+    a, b = single.pop_ready(), batched.pop_ready()
+    assert [s.coded.packets if s.coded else None for s in a] == [s.coded.packets if s.coded else None for s in b]
+    assert b[1].coded is not None

@@ -87,6 +87,15 @@ def pcm_to_planar_float(pcm: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((pcm.astype(np.float32) * (1.0 / 32768.0)).T)
 
 
+def planar_float_to_pcm(planar: np.ndarray) -> np.ndarray:
+    """float32 `(ch, n)` → int16 `(n, ch)`, as libswresample converts float to s16: scaled by
+    32768, rounded half to even, saturated."""
+    scaled = planar.T * np.float32(32768.0)
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, -32768, 32767, out=scaled)
+    return scaled.astype(np.int16, order="C")
+
+
 def frame_to_pcm(frame: av.AudioFrame) -> np.ndarray:
     """A decoded/resampled frame in packed s16 → int16 `(n, ch)`."""
     arr = frame.to_ndarray()

@@ -3,8 +3,8 @@
 SRT is read through `livedub.media.srt` (libsrt via ctypes; PyAV's libav has no srt protocol)
 and demuxed as MPEG-TS; everything else is opened by libav itself.
 
-A reader thread does the blocking libav work (demux; audio decode + conversion to int16 PCM;
-video stays compressed). With a `media_sink` (the pipeline's) the reader delivers each media item
+A reader thread does the blocking libav work (demux; audio decode + conversion to int16 PCM, in
+batches of `input_audio_batch_s`; video stays compressed). With a `media_sink` (the pipeline's) the reader delivers each media item
 to it synchronously, in its own thread: no queue, no event-loop wake-up per packet; only the
 connection's control items (`InputInfo`, its end) reach asyncio. Without one, every item goes
 to asyncio through a bounded queue, so read-ahead is bounded and a slow consumer back-pressures
@@ -25,7 +25,7 @@ import io
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -35,7 +35,7 @@ import numpy as np
 
 from livedub.clock import Clock, SystemClock
 from livedub.log import bind, redact_url
-from livedub.media.audio import frame_to_pcm, layout_for
+from livedub.media.audio import frame_to_pcm, layout_for, planar_float_to_pcm
 from livedub.media.errors import InputUnavailable, NoAudioTrack
 from livedub.media.observer import InputState, MediaObserver, NullObserver
 from livedub.media.settings import MediaSettings
@@ -129,7 +129,8 @@ class RawAudio:
     pcm: np.ndarray  # int16 (n, channels) at InputInfo.sample_rate
     pts_ns: int | None
     read_wall: float
-    coded: bytes | None = None  # the packet this PCM was decoded from, alone (InputInfo.audio_template)
+    # the packets this PCM was decoded from, each alone into an equal share (InputInfo.audio_template)
+    coded: tuple[bytes, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -195,19 +196,49 @@ class _Handoff:
         self.delivered_at = self.clock.monotonic()  # last media delivery (the watchdog's input)
         self.delivered = 0  # media items given to the sink
         self.sink_error: BaseException | None = None
+        self.batcher: AudioBatcher | None = None  # the connection's audio batcher (set by the reader)
 
     def deliver(self, item: MediaItem) -> bool:
         """A media item: to the sink (sink mode) or the queue. False: stop reading."""
-        sink = self.sink
-        if sink is None:
+        if self.sink is None:
             return self.put(item)
         with self.lock:
+            return self._to_sink((item,))
+
+    def deliver_audio(self, frame: av.AudioFrame, coded: bytes | None) -> bool:
+        """A decoded audio frame: into the connection's batcher; the batches it completes to the
+        sink (under the lock, so that `flush_audio` from the consumer's side keeps their order)
+        or the queue. False: stop reading."""
+        batcher = self.batcher
+        assert batcher is not None
+        if self.sink is None:
+            return all(self.put(item) for item in batcher.add(frame, coded))
+        with self.lock:
+            return self._to_sink(batcher.add(frame, coded))
+
+    def flush_audio(self, older_than_s: float = 0.0) -> bool:
+        """Deliver the batch held so far if its first frame came `older_than_s` ago or more (the
+        input went quiet: no frame will complete it). False: stop reading."""
+        batcher = self.batcher
+        if batcher is None:
+            return True
+        if self.sink is None:
+            return all(self.put(item) for item in batcher.flush())
+        with self.lock:
+            if batcher.age_s() < older_than_s:
+                return True
+            return self._to_sink(batcher.flush())
+
+    def _to_sink(self, items: Iterable[MediaItem]) -> bool:
+        """Give items to the sink (the lock held)."""
+        assert self.sink is not None
+        for item in items:
             if self.stop.is_set():  # an abandoned (stalled) reader must not deliver late media
                 return False
             self.delivered_at = self.clock.monotonic()
             self.delivered += 1
             try:
-                sink(item)
+                self.sink(item)
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
                 self.sink_error = exc
                 self.stop.set()
@@ -287,6 +318,99 @@ class _Handoff:
                 self._waiter = None
             if self.stop.is_set() or (self._q.empty() and loop.time() >= deadline):
                 return _TIMEOUT
+
+
+class AudioBatcher:
+    """Decoded audio frames → `RawAudio` items of about `batch_s` each: one conversion to int16 PCM
+    and one delivery per batch instead of per frame (a live input's frames arrive one by one, and
+    per-frame work on cold caches costs several times what the same work costs in a batch:
+    docs/performance.md).
+
+    A batch is contiguous: a frame whose timestamp is not where the batch's samples end (by more
+    than `JITTER_NS`) or that has none ends the batch before it, so A/V sync sees every jump.
+    Frames already in the target format (float planar, the rate and channels of `InputInfo`:
+    what AAC, Opus and MP3 decoders give) are converted with numpy, exactly as libswresample
+    converts float to s16 (round half to even, saturate); others go through the resampler.
+    A batch carries its packets (`RawAudio.coded`) only if every frame in it came alone from
+    one packet, unchanged in length. The reader hands frames over with `_Handoff.deliver_audio`;
+    a batch that no frame completes (the input went quiet, or stalled) is delivered by
+    `flush_audio` from the consumer's side (the pipeline's idle check) or at EOF."""
+
+    #: a frame this far from where the batch ends starts a new batch (FLV's 1 ms timestamps
+    #: round a 1024-sample frame at 48 kHz by up to 0.5 ms)
+    JITTER_NS = 2_000_000
+
+    def __init__(self, generation: int, rate: int, channels: int, batch_s: float, clock: Clock) -> None:
+        self.generation = generation
+        self.rate = rate
+        self.channels = channels
+        self.batch_samples = max(1, round(batch_s * rate))
+        self.clock = clock
+        self.resampler = av.AudioResampler(format="s16", layout=layout_for(channels), rate=rate)
+        self._parts: list[np.ndarray] = []
+        self._planar = False  # the parts are float (channels, n), not int16 (n, channels)
+        self._packets: list[bytes] | None = []
+        self._pts_ns: int | None = None
+        self._samples = 0
+        self._wall = 0.0
+        self._started = 0.0  # monotonic time of the batch's first frame
+
+    def add(self, frame: av.AudioFrame, coded: bytes | None) -> list[RawAudio]:
+        """Take one decoded frame; returns the batches completed by it (zero, one or two)."""
+        out: list[RawAudio] = []
+        pts_ns = to_ns(frame.pts, frame.time_base)
+        planar = (
+            frame.format.name == "fltp" and frame.sample_rate == self.rate and frame.layout.nb_channels == self.channels
+        )
+        if self._parts and (planar != self._planar or not self._continues(pts_ns)):
+            out.extend(self.flush())
+        if planar:
+            part = frame.to_ndarray()
+            samples = part.shape[1]
+        else:
+            pieces = [frame_to_pcm(f) for f in self.resampler.resample(frame)]
+            if not pieces:
+                return out
+            part = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+            samples = part.shape[0]
+        if not self._parts:
+            self._pts_ns, self._wall, self._planar = pts_ns, self.clock.wall(), planar
+            self._started = self.clock.monotonic()
+            self._packets = []
+        self._parts.append(part)
+        self._samples += samples
+        if self._packets is not None:
+            if coded is not None and samples == frame.samples:
+                self._packets.append(coded)
+            else:
+                self._packets = None
+        if pts_ns is None or self._samples >= self.batch_samples:
+            out.extend(self.flush())
+        return out
+
+    def age_s(self) -> float:
+        """How long ago the held batch's first frame came (0 if none is held)."""
+        return self.clock.monotonic() - self._started if self._parts else 0.0
+
+    def _continues(self, pts_ns: int | None) -> bool:
+        if pts_ns is None or self._pts_ns is None:
+            return False
+        expected = self._pts_ns + self._samples * NS_PER_S // self.rate
+        return abs(pts_ns - expected) <= self.JITTER_NS
+
+    def flush(self) -> list[RawAudio]:
+        """The batch so far as one `RawAudio` (none if empty)."""
+        if not self._parts:
+            return []
+        parts, self._parts = self._parts, []
+        if self._planar:
+            pcm = planar_float_to_pcm(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1))
+        else:
+            pcm = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        packets = tuple(self._packets) if self._packets else None
+        item = RawAudio(self.generation, pcm, self._pts_ns, self._wall, packets)
+        self._samples = 0
+        return [item]
 
 
 class _Reader(threading.Thread):
@@ -384,8 +508,8 @@ class _Reader(threading.Thread):
             audio_template=AudioTemplate(astream) if remux else None,
         )
 
-    def _announce(self, container: Any) -> tuple[list[Any], Any, bool] | None:
-        """Pick the streams by type and hand over the `InputInfo`: (streams, resampler, whether each
+    def _announce(self, container: Any) -> tuple[list[Any], AudioBatcher, bool] | None:
+        """Pick the streams by type and hand over the `InputInfo`: (streams, audio batcher, whether each
         audio packet goes along with its PCM) to read with, or None when the reader ends here (no
         audio, or stopped)."""
         put = self.handoff.put
@@ -397,8 +521,11 @@ class _Reader(threading.Thread):
         info = self._describe(astream, vstream)
         if not put(info) or not self.handoff.wait_info_taken():
             return None
-        resampler = av.AudioResampler(format="s16", layout=layout_for(info.channels), rate=info.sample_rate)
-        return [s for s in (vstream, astream) if s is not None], resampler, info.audio_template is not None
+        # Batches need a consumer that flushes them when the input goes quiet (the pipeline does).
+        batch_s = self.settings.input_audio_batch_s if self.handoff.sink is not None else 0.0
+        batcher = AudioBatcher(self.generation, info.sample_rate, info.channels, batch_s, self.clock)
+        self.handoff.batcher = batcher
+        return [s for s in (vstream, astream) if s is not None], batcher, info.audio_template is not None
 
     def _flush(self, resampler: Any) -> None:
         """At EOF: deliver what the resampler still holds, then the end."""
@@ -414,8 +541,9 @@ class _Reader(threading.Thread):
         opened = self._announce(container)
         if opened is None:
             return
-        streams, resampler, remux = opened
+        streams, batcher, remux = opened
         deliver = self.handoff.deliver
+        deliver_audio = self.handoff.deliver_audio
         gen = self.generation
         stop = self.handoff.stop
         pace_base: tuple[float, float] | None = None  # (media seconds, monotonic)
@@ -457,20 +585,10 @@ class _Reader(threading.Thread):
             # A packet decoded alone into one frame of the same length can stand for that frame.
             coded = bytes(packet) if remux and len(frames) == 1 else None
             for frame in frames:
-                parts = [frame_to_pcm(f) for f in resampler.resample(frame)]
-                if not parts:
-                    continue
-                pcm = parts[0] if len(parts) == 1 else np.concatenate(parts)
-                item = RawAudio(
-                    generation=gen,
-                    pcm=pcm,
-                    pts_ns=to_ns(frame.pts, frame.time_base),
-                    read_wall=self.clock.wall(),
-                    coded=coded if pcm.shape[0] == frame.samples else None,
-                )
-                if not deliver(item):
+                if not deliver_audio(frame, coded):
                     return
-        self._flush(resampler)
+        if self.handoff.flush_audio():
+            self._flush(batcher.resampler)
 
 
 class MediaInput:
@@ -519,6 +637,12 @@ class MediaInput:
             self.observer.on_input_state(state, detail)
         except Exception:  # noqa: BLE001 - observers must not break the input
             self.log.exception("observer failed")
+
+    def flush_audio(self, older_than_s: float) -> None:
+        """Deliver the reader's held audio batch if it began `older_than_s` ago or more (call it
+        periodically: a live input that goes quiet leaves its last batch incomplete)."""
+        if self._handoff is not None:
+            self._handoff.flush_audio(older_than_s)
 
     def close(self) -> None:
         """Stop reading: `events()` returns promptly (no reconnect, no InputLost). Thread-safe."""
@@ -669,6 +793,7 @@ class MediaInput:
                 if item is _TIMEOUT and self._closed:
                     return
                 if item is _TIMEOUT:
+                    handoff.flush_audio()  # what the stalled reader holds is not lost
                     self.stalls += 1
                     phase = "read" if opened else "open"
                     self.log.warning(

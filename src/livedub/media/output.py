@@ -424,13 +424,19 @@ class StreamAudioEncoder:
         self.channels = channels
         self.end_pad_samples = end_pad_samples  # silence after the end (MediaOutput._prepare)
         self.layout = layout_for(channels)
+        self._format = av.AudioFormat("fltp")
+        self._layout = av.AudioLayout(self.layout)
         self.time_base = Fraction(1, sample_rate)
         self._carry = np.zeros((0, channels), dtype=np.int16)
         self._next: int | None = None
         self.on_first_sample: Callable[[int], None] | None = None
 
     def _frame(self, pcm: np.ndarray, pts: int) -> av.AudioFrame:
-        frame = av.AudioFrame.from_ndarray(pcm_to_planar_float(pcm), format="fltp", layout=self.layout)
+        return self._planar_frame(pcm_to_planar_float(pcm), pts)
+
+    def _planar_frame(self, planar: np.ndarray, pts: int) -> av.AudioFrame:
+        """A frame of float `(ch, n)` samples (each row contiguous; the rows may be a wider array's)."""
+        frame = av.AudioFrame.from_ndarray(planar, format=self._format, layout=self._layout)
         frame.sample_rate = self.rate
         frame.pts = pts
         frame.time_base = self.time_base
@@ -454,13 +460,14 @@ class StreamAudioEncoder:
             raise ValueError(f"non-contiguous audio: got sample {abs_sample}, expected {expected}")
         data = np.concatenate([self._carry, pcm]) if self._carry.shape[0] else pcm
         out: list[EncodedAudio] = []
-        pos = 0
-        while data.shape[0] - pos >= AAC_FRAME:
-            frame = self._frame(data[pos : pos + AAC_FRAME], self._next)
-            out.extend(self._wrap(self.stream.encode(frame)))
-            pos += AAC_FRAME
-            self._next += AAC_FRAME
-        self._carry = data[pos:].copy()
+        whole = data.shape[0] - data.shape[0] % AAC_FRAME
+        if whole:
+            planar = pcm_to_planar_float(data[:whole])  # one conversion for every whole frame
+            for pos in range(0, whole, AAC_FRAME):
+                frame = self._planar_frame(planar[:, pos : pos + AAC_FRAME], self._next)
+                out.extend(self._wrap(self.stream.encode(frame)))
+                self._next += AAC_FRAME
+        self._carry = data[whole:].copy()
         return out
 
     def flush(self) -> list[EncodedAudio]:

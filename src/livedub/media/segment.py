@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -251,9 +251,10 @@ class Segmenter:
         return self.audio_t0_ns + self._samples_total * NS_PER_S // self.sample_rate
 
     # -- input ----------------------------------------------------------------------------
-    def push_audio(self, pcm: np.ndarray, pts_ns: int | None = None, coded: bytes | None = None) -> None:
+    def push_audio(self, pcm: np.ndarray, pts_ns: int | None = None, coded: Sequence[bytes] | None = None) -> None:
         """Append contiguous PCM (int16 `(n, channels)`). The first call's `pts_ns` is audio_t0.
-        `coded`: the input packet this PCM was decoded from, unchanged (else None)."""
+        `coded`: the input packets this PCM was decoded from, unchanged, each into an equal share
+        (else None)."""
         if self._finished:
             raise RuntimeError("segmenter finished")
         if pcm.ndim != 2 or pcm.shape[1] != self.channels:
@@ -278,15 +279,16 @@ class Segmenter:
                 self._fill = 0
         self._release()
 
-    def _note_coded(self, samples: int, coded: bytes | None) -> None:
+    def _note_coded(self, samples: int, coded: Sequence[bytes] | None) -> None:
         run = self._coded
-        if coded is None or self.coded_template is None:
+        if not coded or self.coded_template is None or samples % len(coded):
             run.clear()
             return
         start = self._samples_total
         if run and run[-1][0] + run[-1][1] != start:
             run.clear()
-        run.append((start, samples, coded))
+        each = samples // len(coded)
+        run.extend((start + i * each, each, data) for i, data in enumerate(coded))
 
     def break_coded(self) -> None:
         """The packets before this point cannot precede the next ones (a new connection)."""

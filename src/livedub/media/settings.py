@@ -59,6 +59,14 @@ class MediaSettings(BaseModel):
         0.5, ge=0, description="a network output waits this long after its last packet before it "
         "hangs up, so that a relay forwards the last packets first"
     )
+    input_audio_batch_s: float = Field(
+        0.1,
+        ge=0,
+        le=0.5,
+        description="the reader converts and hands over decoded audio in batches of about this length "
+        "(0: every frame alone); a batch ends early at a timestamp jump. A segment is cut at most this "
+        "much later; per-frame hand-over costs ≈ 3 ms CPU per stream-second more (docs/performance.md)",
+    )
     output_tick_s: float = Field(
         0.1,
         gt=0,

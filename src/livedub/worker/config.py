@@ -28,7 +28,7 @@ def _default_worker_id() -> str:
 # (the others it gets are derived below: `sts_timeout_s`, `output_delay_s`, `unpaced_wait_s`).
 MEDIA_FIELDS = (
     "input_url", "output_url", "mirror_output_url", "stream_id", "segment_s", "paced", "read_timeout_s", "anchor_settle_s",
-    "deadline_margin_s", "output_tick_s", "transport_format", "segment_retention", "original_track",
+    "deadline_margin_s", "output_tick_s", "input_audio_batch_s", "transport_format", "segment_retention", "original_track",
 )  # fmt: skip
 
 
@@ -117,6 +117,9 @@ class WorkerSettings(BaseSettings):
     )
     output_tick_s: float = Field(
         0.1, gt=0, le=0.5, description="the output writes in ticks of this length what falls due before the next one (a packet goes out at most this early)"
+    )
+    input_audio_batch_s: float = Field(
+        0.1, ge=0, le=0.5, description="the reader hands over decoded audio in batches of about this length (0: per frame)"
     )
     anchor_settle_s: float = Field(
         2.0, ge=0, description="W0 follows the input's live edge this long (≤ D/2): a cached-GOP burst adds no latency"
