@@ -851,7 +851,12 @@ class RelayAuth(GstRtspServer.RTSPAuth):
         creds = creds_from_basic(header) or creds_from_query(query)
         if method == "ANNOUNCE":
             if not ACCESS.may_publish(path, creds):
-                log("warning", "rtsp publish refused: credentials", path=path, given=creds is not None)
+                # An RTSP client (ffmpeg's too) sends its first ANNOUNCE without credentials and
+                # answers the 401 with them: only wrong credentials are worth a warning.
+                if creds is None:
+                    log("info", "rtsp publish: credentials requested (401)", path=path)
+                else:
+                    log("warning", "rtsp publish refused: credentials", path=path, given=True)
                 self._refuse(ctx, req, GstRtsp.RTSPStatusCode.UNAUTHORIZED)
                 return False
             st = self.relay.state(path)
