@@ -347,8 +347,10 @@ class AudioBatcher:
         self.batch_samples = max(1, round(batch_s * rate))
         self.clock = clock
         self.resampler = av.AudioResampler(format="s16", layout=layout_for(channels), rate=rate)
-        self._parts: list[np.ndarray] = []
-        self._planar = False  # the parts are float (channels, n), not int16 (n, channels)
+        self._fifo = av.AudioFifo()  # the float frames of the batch (one copy out per batch)
+        self._parts: list[np.ndarray] = []  # the int16 PCM of resampled frames
+        self._frames = 0  # frames in the batch
+        self._planar = False  # the batch is float frames in the fifo, not int16 parts
         self._packets: list[bytes] | None = []
         self._pts_ns: int | None = None
         self._samples = 0
@@ -362,22 +364,29 @@ class AudioBatcher:
         planar = (
             frame.format.name == "fltp" and frame.sample_rate == self.rate and frame.layout.nb_channels == self.channels
         )
-        if self._parts and (planar != self._planar or not self._continues(pts_ns)):
+        if self._frames and (planar != self._planar or not self._continues(pts_ns)):
             out.extend(self.flush())
+        samples = frame.samples
         if planar:
-            part = frame.to_ndarray()
-            samples = part.shape[1]
+            frame.pts = None  # the batch keeps its own timing (the fifo would check continuity)
+            try:
+                self._fifo.write(frame)
+            except ValueError:  # another layout than the fifo's first frame (a new decoder setup)
+                out.extend(self.flush())
+                self._fifo = av.AudioFifo()
+                self._fifo.write(frame)
         else:
             pieces = [frame_to_pcm(f) for f in self.resampler.resample(frame)]
             if not pieces:
                 return out
             part = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+            self._parts.append(part)
             samples = part.shape[0]
-        if not self._parts:
+        if not self._frames:
             self._pts_ns, self._wall, self._planar = pts_ns, self.clock.wall(), planar
             self._started = self.clock.monotonic()
             self._packets = []
-        self._parts.append(part)
+        self._frames += 1
         self._samples += samples
         if self._packets is not None:
             if coded is not None and samples == frame.samples:
@@ -390,7 +399,7 @@ class AudioBatcher:
 
     def age_s(self) -> float:
         """How long ago the held batch's first frame came (0 if none is held)."""
-        return self.clock.monotonic() - self._started if self._parts else 0.0
+        return self.clock.monotonic() - self._started if self._frames else 0.0
 
     def _continues(self, pts_ns: int | None) -> bool:
         if pts_ns is None or self._pts_ns is None:
@@ -400,16 +409,17 @@ class AudioBatcher:
 
     def flush(self) -> list[RawAudio]:
         """The batch so far as one `RawAudio` (none if empty)."""
-        if not self._parts:
+        if not self._frames:
             return []
-        parts, self._parts = self._parts, []
         if self._planar:
-            pcm = planar_float_to_pcm(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1))
+            got = self._fifo.read()  # None: only empty frames
+            pcm = planar_float_to_pcm(got.to_ndarray()) if got is not None else np.zeros((0, self.channels), np.int16)
         else:
+            parts, self._parts = self._parts, []
             pcm = parts[0] if len(parts) == 1 else np.concatenate(parts)
         packets = tuple(self._packets) if self._packets else None
         item = RawAudio(self.generation, pcm, self._pts_ns, self._wall, packets)
-        self._samples = 0
+        self._frames = self._samples = 0
         return [item]
 
 
