@@ -305,3 +305,34 @@ def test_end_padding_appends_silent_frames_after_the_last_real_one() -> None:
     assert padded == plain + [3072, 4096]
     # A partial last frame is completed with the padding's first samples.
     assert _aac_packets(2048, 3 * 1024 + 512)[-3:] == [3072, 4096, 5120]
+
+
+def test_the_encoder_gives_the_packets_pyavs_public_encode_gives() -> None:
+    """`StreamAudioEncoder` sends its exact frames to the codec without PyAV's resampling graph
+    where PyAV allows it: the packets (bytes, pts, time base) must be those of `stream.encode`."""
+    import io
+    from fractions import Fraction
+
+    import av
+
+    from livedub.media.audio import pcm_to_planar_float
+    from livedub.media.output import StreamAudioEncoder
+
+    rng = np.random.default_rng(7)
+    pcm = (rng.standard_normal((20 * 1024 + 300, 2)) * 3000).astype(np.int16)
+    with av.open(io.BytesIO(), "w", format="adts") as c:
+        ours = StreamAudioEncoder(c.add_stream("aac", rate=48_000, layout="stereo"), 48_000, 2)
+        mine = ours.encode(pcm[:7000], 0) + ours.encode(pcm[7000:], 7000) + ours.flush()
+    with av.open(io.BytesIO(), "w", format="adts") as c:
+        stream = c.add_stream("aac", rate=48_000, layout="stereo")
+        public = []
+        for start in range(0, pcm.shape[0], 1024):
+            f = av.AudioFrame.from_ndarray(pcm_to_planar_float(pcm[start : start + 1024]), format="fltp", layout="stereo")
+            f.sample_rate, f.pts, f.time_base = 48_000, start, Fraction(1, 48_000)
+            public += stream.encode(f)
+        public += stream.encode(None)
+    if hasattr(stream.codec_context, "_send_frame_and_recv"):  # PyAV has the direct path (18.x does)
+        assert ours._direct is not False
+    assert [(bytes(e.packet), e.packet.pts, e.packet.time_base) for e in mine] == [
+        (bytes(p), p.pts, p.time_base) for p in public
+    ]
