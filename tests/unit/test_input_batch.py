@@ -88,6 +88,53 @@ def test_frames_to_resample_go_through_the_resampler() -> None:
     assert all(a.coded is None for a in out)  # a different length: the packets do not stand for it
 
 
+class _Packet:
+    """What the batcher reads of a demuxed packet (a real one needs a demuxer's stream to decode)."""
+
+    def __init__(self, i: int, data: bytes, *, pts: int | None = None) -> None:
+        self.frame = _frame(i, pts=pts)
+        self.pts = self.frame.pts
+        self.time_base = Fraction(1, RATE)
+        self.duration = FRAME
+        self.data = data
+        self.decoded = False
+
+    def decode(self) -> list[av.AudioFrame]:
+        self.decoded = True
+        return [self.frame]
+
+    def __bytes__(self) -> bytes:
+        return self.data
+
+
+def test_packets_are_held_until_they_span_batch_s_then_decoded_together() -> None:
+    from livedub.clock import FakeClock
+
+    clock = FakeClock()
+    b = AudioBatcher(1, RATE, 2, 0.1, clock, remux=True)
+    packets = [_Packet(i, f"p{i}".encode()) for i in range(7)]
+    out = []
+    for p in packets[:4]:
+        out += b.add_packet(p)
+        clock.advance(FRAME / RATE)
+    assert out == [] and not any(p.decoded for p in packets)  # 4 frames = 85 ms: held, undecoded
+    out = b.add_packet(packets[4])  # 5 frames = 107 ms ≥ 0.1 s: decoded and delivered
+    assert [(a.pts_ns, a.pcm.shape[0], a.coded) for a in out] == [(0, 5 * FRAME, tuple(f"p{i}".encode() for i in range(5)))]
+    assert out[0].read_wall == 1_700_000_000.0  # the first packet's read time
+    assert b.add_packet(packets[5]) == [] and b.age_s() == 0.0
+    clock.advance(0.3)
+    assert abs(b.age_s() - 0.3) < 1e-6  # held for the idle flush to see
+    out = b.add_packet(_Packet(9, b"x", pts=30 * FRAME))  # a jump: decoded at once, two batches
+    assert [(a.pts_ns, a.pcm.shape[0], a.coded) for a in out] == [
+        (5 * FRAME * 10**9 // RATE, FRAME, (b"p5",)),
+        (30 * FRAME * 10**9 // RATE, FRAME, (b"x",)),
+    ]
+    assert abs(out[1].read_wall - out[0].read_wall - 0.3) < 1e-6  # each batch carries its first packet's read time
+    b.add_packet(packets[6])
+    b.close()  # the container closes: nothing held is decoded after
+    assert b.flush() == [] and not packets[6].decoded and b.add_packet(_Packet(8, b"y")) == []
+
+
 def test_the_handoff_flushes_a_held_batch_only_once_it_is_old_enough_and_keeps_order() -> None:
     import asyncio
 
@@ -99,18 +146,20 @@ def test_the_handoff_flushes_a_held_batch_only_once_it_is_old_enough_and_keeps_o
     loop = asyncio.new_event_loop()
     try:
         h = _Handoff(loop, 8, sink=got.append, clock=clock)
-        h.batcher = AudioBatcher(1, RATE, 2, 0.1, clock)
-        assert h.deliver_audio(_frame(0), b"a") and h.deliver_audio(_frame(1), b"b")
-        assert got == []  # held: 2 of 5 frames
+        h.batcher = AudioBatcher(1, RATE, 2, 0.1, clock, remux=True)
+        assert h.deliver_audio(_Packet(0, b"a")) and h.deliver_audio(_Packet(1, b"b"))
+        assert got == []  # held: 2 of 5 packets
         clock.advance(0.1)
-        assert h.flush_audio(0.2) and got == []  # not old enough: a frame may still complete it
+        assert h.flush_audio(0.2) and got == []  # not old enough: a packet may still complete it
         clock.advance(0.1)
         assert h.flush_audio(0.2)
         assert [(a.pts_ns, a.pcm.shape[0], a.coded) for a in got] == [(0, 2 * FRAME, (b"a", b"b"))]  # type: ignore[attr-defined]
         assert h.flush_audio(0.2) and len(got) == 1  # nothing held: nothing more
-        assert h.deliver_audio(_frame(2), b"c") and h.flush_audio(0.0) and len(got) == 2
+        assert h.deliver_audio(_Packet(2, b"c")) and h.flush_audio(0.0) and len(got) == 2
         h.stop.set()  # an abandoned reader delivers nothing
-        assert h.deliver_audio(_frame(3), b"d")  # held, not delivered
+        assert h.deliver_audio(_Packet(3, b"d"))  # held, not delivered
         assert not h.flush_audio(0.0) and len(got) == 2
+        h.close_audio()
+        assert h.batcher.flush() == []
     finally:
         loop.close()

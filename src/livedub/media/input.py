@@ -205,16 +205,23 @@ class _Handoff:
         with self.lock:
             return self._to_sink((item,))
 
-    def deliver_audio(self, frame: av.AudioFrame, coded: bytes | None) -> bool:
-        """A decoded audio frame: into the connection's batcher; the batches it completes to the
-        sink (under the lock, so that `flush_audio` from the consumer's side keeps their order)
-        or the queue. False: stop reading."""
+    def deliver_audio(self, packet: Any) -> bool:
+        """An audio packet: into the connection's batcher; the batches it completes to the sink
+        (under the lock, so that `flush_audio` from the consumer's side keeps their order) or
+        the queue. False: stop reading."""
         batcher = self.batcher
         assert batcher is not None
         if self.sink is None:
-            return all(self.put(item) for item in batcher.add(frame, coded))
+            return all(self.put(item) for item in batcher.add_packet(packet))
         with self.lock:
-            return self._to_sink(batcher.add(frame, coded))
+            return self._to_sink(batcher.add_packet(packet))
+
+    def close_audio(self) -> None:
+        """The reader's container closes: its batcher drops what it holds (under the lock, so
+        that no `flush_audio` decodes with a closed decoder)."""
+        with self.lock:
+            if self.batcher is not None:
+                self.batcher.close()
 
     def flush_audio(self, older_than_s: float = 0.0) -> bool:
         """Deliver the batch held so far if its first frame came `older_than_s` ago or more (the
@@ -321,10 +328,10 @@ class _Handoff:
 
 
 class AudioBatcher:
-    """Decoded audio frames → `RawAudio` items of about `batch_s` each: one conversion to int16 PCM
-    and one delivery per batch instead of per frame (a live input's frames arrive one by one, and
-    per-frame work on cold caches costs several times what the same work costs in a batch:
-    docs/performance.md).
+    """Audio packets → `RawAudio` items of about `batch_s` each: the packets are held until they
+    span `batch_s`, then decoded together, and their frames converted to int16 PCM once and
+    delivered once per batch (a live input's packets arrive one by one, and per-packet work on
+    cold caches costs several times what the same work costs in a batch: docs/performance.md).
 
     A batch is contiguous: a frame whose timestamp is not where the batch's samples end (by more
     than `JITTER_NS`) or that has none ends the batch before it, so A/V sync sees every jump.
@@ -332,20 +339,32 @@ class AudioBatcher:
     what AAC, Opus and MP3 decoders give) are converted with numpy, exactly as libswresample
     converts float to s16 (round half to even, saturate); others go through the resampler.
     A batch carries its packets (`RawAudio.coded`) only if every frame in it came alone from
-    one packet, unchanged in length. The reader hands frames over with `_Handoff.deliver_audio`;
-    a batch that no frame completes (the input went quiet, or stalled) is delivered by
-    `flush_audio` from the consumer's side (the pipeline's idle check) or at EOF."""
+    one packet, unchanged in length. The reader hands packets over with `_Handoff.deliver_audio`;
+    what no packet completes (the input went quiet, or stalled) is decoded and delivered by
+    `flush_audio` from the consumer's side (the pipeline's idle check: libav's decoder and demuxer
+    are separate contexts) or at EOF; `close` drops it when the connection's container closes."""
 
     #: a frame this far from where the batch ends starts a new batch (FLV's 1 ms timestamps
     #: round a 1024-sample frame at 48 kHz by up to 0.5 ms)
     JITTER_NS = 2_000_000
 
-    def __init__(self, generation: int, rate: int, channels: int, batch_s: float, clock: Clock) -> None:
+    #: packets held at most before they are decoded, whatever their timestamps say
+    MAX_HELD_PACKETS = 64
+
+    def __init__(
+        self, generation: int, rate: int, channels: int, batch_s: float, clock: Clock, *, remux: bool = False
+    ) -> None:
         self.generation = generation
         self.rate = rate
         self.channels = channels
         self.batch_samples = max(1, round(batch_s * rate))
+        self.batch_ns = round(batch_s * NS_PER_S)
         self.clock = clock
+        self.remux = remux  # keep each packet's bytes with its frame (InputInfo.audio_template)
+        self._held: list[tuple[Any, float]] = []  # (packet, read wall) not decoded yet (decoded together)
+        self._held_first_ns: int | None = None
+        self._held_started = 0.0
+        self._closed = False
         self.resampler = av.AudioResampler(format="s16", layout=layout_for(channels), rate=rate)
         self._fifo = av.AudioFifo()  # the float frames of the batch (one copy out per batch)
         self._parts: list[np.ndarray] = []  # the int16 PCM of resampled frames
@@ -357,22 +376,64 @@ class AudioBatcher:
         self._wall = 0.0
         self._started = 0.0  # monotonic time of the batch's first frame
 
-    def add(self, frame: av.AudioFrame, coded: bytes | None) -> list[RawAudio]:
-        """Take one decoded frame; returns the batches completed by it (zero, one or two)."""
+    def add_packet(self, packet: Any) -> list[RawAudio]:
+        """Take one audio packet; once the held ones span `batch_s` (or one has no timestamp),
+        decode them and return their batches (flushed: nothing decoded stays held)."""
+        if self._closed:
+            return []
+        tb = packet.time_base
+        pts_ns = to_ns(packet.pts, tb)
+        if not self._held:
+            self._held_first_ns = pts_ns
+            self._held_started = self.clock.monotonic()
+        self._held.append((packet, self.clock.wall()))
+        end_ns = None if pts_ns is None else pts_ns + (to_ns(packet.duration, tb) or 0)
+        if (
+            end_ns is None
+            or self._held_first_ns is None
+            or abs(end_ns - self._held_first_ns) >= self.batch_ns
+            or len(self._held) >= self.MAX_HELD_PACKETS
+        ):
+            return self.flush()
+        return []
+
+    def _decode_held(self) -> list[RawAudio]:
+        held, self._held = self._held, []
+        out: list[RawAudio] = []
+        for packet, wall in held:
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as exc:
+                _log.warning("audio packet undecodable: %s", exc)
+                continue
+            # A packet decoded alone into one frame of the same length can stand for that frame.
+            coded = bytes(packet) if self.remux and len(frames) == 1 else None
+            for frame in frames:
+                out.extend(self.add(frame, coded, wall=wall))
+        return out
+
+    def close(self) -> None:
+        """The connection's container is closing: drop what is held (nothing decodes after)."""
+        self._closed = True
+        self._held.clear()
+
+    def add(self, frame: av.AudioFrame, coded: bytes | None, *, wall: float | None = None) -> list[RawAudio]:
+        """Take one decoded frame (read at `wall`, default now); returns the batches completed
+        by it (zero, one or two)."""
         out: list[RawAudio] = []
         pts_ns = to_ns(frame.pts, frame.time_base)
         planar = (
             frame.format.name == "fltp" and frame.sample_rate == self.rate and frame.layout.nb_channels == self.channels
         )
         if self._frames and (planar != self._planar or not self._continues(pts_ns)):
-            out.extend(self.flush())
+            out.extend(self._flush_frames())
         samples = frame.samples
         if planar:
             frame.pts = None  # the batch keeps its own timing (the fifo would check continuity)
             try:
                 self._fifo.write(frame)
             except ValueError:  # another layout than the fifo's first frame (a new decoder setup)
-                out.extend(self.flush())
+                out.extend(self._flush_frames())
                 self._fifo = av.AudioFifo()
                 self._fifo.write(frame)
         else:
@@ -383,7 +444,8 @@ class AudioBatcher:
             self._parts.append(part)
             samples = part.shape[0]
         if not self._frames:
-            self._pts_ns, self._wall, self._planar = pts_ns, self.clock.wall(), planar
+            self._pts_ns, self._planar = pts_ns, planar
+            self._wall = self.clock.wall() if wall is None else wall
             self._started = self.clock.monotonic()
             self._packets = []
         self._frames += 1
@@ -394,11 +456,13 @@ class AudioBatcher:
             else:
                 self._packets = None
         if pts_ns is None or self._samples >= self.batch_samples:
-            out.extend(self.flush())
+            out.extend(self._flush_frames())
         return out
 
     def age_s(self) -> float:
-        """How long ago the held batch's first frame came (0 if none is held)."""
+        """How long ago the held batch's first packet or frame came (0 if nothing is held)."""
+        if self._held:
+            return self.clock.monotonic() - self._held_started
         return self.clock.monotonic() - self._started if self._frames else 0.0
 
     def _continues(self, pts_ns: int | None) -> bool:
@@ -408,7 +472,12 @@ class AudioBatcher:
         return abs(pts_ns - expected) <= self.JITTER_NS
 
     def flush(self) -> list[RawAudio]:
-        """The batch so far as one `RawAudio` (none if empty)."""
+        """Everything held, decoded, as `RawAudio` batches (none if nothing is held)."""
+        out = self._decode_held() if self._held else []
+        return out + self._flush_frames()
+
+    def _flush_frames(self) -> list[RawAudio]:
+        """The frames of the batch so far as one `RawAudio` (none if empty)."""
         if not self._frames:
             return []
         if self._planar:
@@ -477,6 +546,7 @@ class _Reader(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - libav raises many types; all end the connection
             put(ReaderEnd(gen, "error", f"{type(exc).__name__}: {redact_url(exc)}"))
         finally:
+            self.handoff.close_audio()
             try:
                 container.close()
             except Exception:  # noqa: BLE001
@@ -518,10 +588,9 @@ class _Reader(threading.Thread):
             audio_template=AudioTemplate(astream) if remux else None,
         )
 
-    def _announce(self, container: Any) -> tuple[list[Any], AudioBatcher, bool] | None:
-        """Pick the streams by type and hand over the `InputInfo`: (streams, audio batcher, whether each
-        audio packet goes along with its PCM) to read with, or None when the reader ends here (no
-        audio, or stopped)."""
+    def _announce(self, container: Any) -> tuple[list[Any], AudioBatcher] | None:
+        """Pick the streams by type and hand over the `InputInfo`: (streams, audio batcher) to read
+        with, or None when the reader ends here (no audio, or stopped)."""
         put = self.handoff.put
         if not container.streams.audio:
             put(ReaderEnd(self.generation, "no_audio", "no audio stream"))
@@ -533,9 +602,11 @@ class _Reader(threading.Thread):
             return None
         # Batches need a consumer that flushes them when the input goes quiet (the pipeline does).
         batch_s = self.settings.input_audio_batch_s if self.handoff.sink is not None else 0.0
-        batcher = AudioBatcher(self.generation, info.sample_rate, info.channels, batch_s, self.clock)
+        batcher = AudioBatcher(
+            self.generation, info.sample_rate, info.channels, batch_s, self.clock, remux=info.audio_template is not None
+        )
         self.handoff.batcher = batcher
-        return [s for s in (vstream, astream) if s is not None], batcher, info.audio_template is not None
+        return [s for s in (vstream, astream) if s is not None], batcher
 
     def _flush(self, resampler: Any) -> None:
         """At EOF: deliver what the resampler still holds, then the end."""
@@ -551,7 +622,7 @@ class _Reader(threading.Thread):
         opened = self._announce(container)
         if opened is None:
             return
-        streams, batcher, remux = opened
+        streams, batcher = opened
         deliver = self.handoff.deliver
         deliver_audio = self.handoff.deliver_audio
         gen = self.generation
@@ -587,16 +658,8 @@ class _Reader(threading.Thread):
                 if not deliver(item):
                     return
                 continue
-            try:
-                frames = packet.decode()
-            except av.FFmpegError as exc:
-                _log.warning("audio packet undecodable: %s", exc)
-                continue
-            # A packet decoded alone into one frame of the same length can stand for that frame.
-            coded = bytes(packet) if remux and len(frames) == 1 else None
-            for frame in frames:
-                if not deliver_audio(frame, coded):
-                    return
+            if not deliver_audio(packet):  # decoded in batches (AudioBatcher)
+                return
         if self.handoff.flush_audio():
             self._flush(batcher.resampler)
 
