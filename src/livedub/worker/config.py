@@ -119,7 +119,7 @@ class WorkerSettings(BaseSettings):
         0.1, gt=0, le=0.5, description="the output writes in ticks of this length what falls due before the next one (a packet goes out at most this early)"
     )
     input_audio_batch_s: float = Field(
-        0.1, ge=0, le=0.5, description="the reader hands over decoded audio in batches of about this length (0: per frame)"
+        0.1, ge=0, le=0.5, description="the reader decodes and hands over audio in batches of about this length (0: per packet)"
     )
     anchor_settle_s: float = Field(
         2.0, ge=0, description="W0 follows the input's live edge this long (≤ D/2): a cached-GOP burst adds no latency"
