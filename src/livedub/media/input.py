@@ -131,6 +131,7 @@ class RawAudio:
     read_wall: float
     # the packets this PCM was decoded from, each alone into an equal share (InputInfo.audio_template)
     coded: tuple[bytes, ...] | None = None
+    frame_samples: int = 0  # samples of the decoder's frames in it (A/V sync observes each; 0: one)
 
 
 @dataclass(frozen=True)
@@ -369,6 +370,7 @@ class AudioBatcher:
         self._fifo = av.AudioFifo()  # the float frames of the batch (one copy out per batch)
         self._parts: list[np.ndarray] = []  # the int16 PCM of resampled frames
         self._frames = 0  # frames in the batch
+        self._frame_samples = 0  # samples of its first frame
         self._planar = False  # the batch is float frames in the fifo, not int16 parts
         self._packets: list[bytes] | None = []
         self._pts_ns: int | None = None
@@ -444,7 +446,7 @@ class AudioBatcher:
             self._parts.append(part)
             samples = part.shape[0]
         if not self._frames:
-            self._pts_ns, self._planar = pts_ns, planar
+            self._pts_ns, self._planar, self._frame_samples = pts_ns, planar, samples
             self._wall = self.clock.wall() if wall is None else wall
             self._started = self.clock.monotonic()
             self._packets = []
@@ -487,7 +489,7 @@ class AudioBatcher:
             parts, self._parts = self._parts, []
             pcm = parts[0] if len(parts) == 1 else np.concatenate(parts)
         packets = tuple(self._packets) if self._packets else None
-        item = RawAudio(self.generation, pcm, self._pts_ns, self._wall, packets)
+        item = RawAudio(self.generation, pcm, self._pts_ns, self._wall, packets, self._frame_samples)
         self._frames = self._samples = 0
         return [item]
 

@@ -136,9 +136,7 @@ class MediaSettings(BaseModel):
     drift_bound_ms: float = Field(20.0, gt=0, description="start slewing beyond this deviation")
     drift_target_ms: float = Field(5.0, ge=0, description="stop slewing once back within this")
     drift_max_slew: float = Field(0.005, gt=0, le=0.05, description="max samples changed/frame")
-    drift_window_frames: int = Field(
-        24, ge=1, description="audio hand-overs (batches of input_audio_batch_s, or frames) averaged per measurement"
-    )
+    drift_window_frames: int = Field(24, ge=1, description="frames averaged per measurement")
     gap_fill_threshold_ms: float = Field(
         100.0, gt=0, description="an audio timestamp gap larger than this is filled with silence"
     )
