@@ -4,11 +4,11 @@ SRT is read through `livedub.media.srt` (libsrt via ctypes; PyAV's libav has no 
 and demuxed as MPEG-TS; everything else is opened by libav itself.
 
 A reader thread does the blocking libav work (demux; audio decode + conversion to int16 PCM, in
-batches of `input_audio_batch_s`; video stays compressed). With a `media_sink` (the pipeline's) the reader delivers each media item
-to it synchronously, in its own thread: no queue, no event-loop wake-up per packet; only the
-connection's control items (`InputInfo`, its end) reach asyncio. Without one, every item goes
-to asyncio through a bounded queue, so read-ahead is bounded and a slow consumer back-pressures
-the reader. A watchdog ends a read that stalls longer
+batches of `input_audio_batch_s`; video stays compressed). With a `media_sink` (the pipeline's)
+the reader delivers each media item to it synchronously, in its own thread: no queue, no
+event-loop wake-up per packet; only the connection's control items (`InputInfo`, its end) reach
+asyncio. Without one, every item goes to asyncio through a bounded queue, so read-ahead is
+bounded and a slow consumer back-pressures the reader. A watchdog ends a read that stalls longer
 than `read_timeout_s` (libav's own timeouts do not bound every wait); the stalled thread is
 abandoned and a new connection is made. Connections are retried at `reconnect_delays_s`
 (1 s, 2 s, 4 s) before `InputUnavailable`; an input without audio raises `NoAudioTrack` at once.
@@ -225,8 +225,8 @@ class _Handoff:
                 self.batcher.close()
 
     def flush_audio(self, older_than_s: float = 0.0) -> bool:
-        """Deliver the batch held so far if its first frame came `older_than_s` ago or more (the
-        input went quiet: no frame will complete it). False: stop reading."""
+        """Deliver what the batcher holds if its first packet came `older_than_s` ago or more (the
+        input went quiet: no packet will complete the batch). False: stop reading."""
         batcher = self.batcher
         if batcher is None:
             return True

@@ -262,10 +262,10 @@ class MediaPipeline:
     async def _release_when_idle(self) -> None:
         """A segment whose audio is complete waits for a video packet past its end; when the
         input goes quiet (e.g. the publisher stopped) that packet never comes: release it. The
-        reader's last audio batch, which no frame will complete then, is flushed first."""
+        reader's last audio batch, which no packet will complete then, is flushed first."""
         while True:
             await asyncio.sleep(IDLE_CHECK_S)
-            # the reader's audio batch that no frame will complete (a batch takes batch_s to fill)
+            # the reader's audio batch that no packet will complete (a batch takes batch_s to fill)
             self.input.flush_audio(2 * self.settings.input_audio_batch_s)
             seg = self.segmenter
             if seg is None or not seg.waiting or self.output is None:
