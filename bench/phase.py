@@ -88,6 +88,7 @@ class Settings:
     up_timeout_s: float = 40.0
     input_protocol: str = "rtsp"  # how publishers publish and pipelines read live/<id>/in
     spread: bool = True  # stream starts spread over one segment period (see run_phase)
+    relay_latency_ms: float = 250.0  # a relay keeps up while its end-to-end latency p95 stays within this (see _judge)
 
 
 class PortRange:
@@ -533,7 +534,7 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
                 "max_abs_offset_ms": max((abs(o) for o in offsets), default=None),
                 "recorded_s": sum(a.get("duration_s", 0.0) for a in items),
             }
-            _judge(gr, g)
+            _judge(gr, g, cfg.relay_latency_ms if cfg.latency_streams > 0 else None)
     result["wall_s"] = round(time.monotonic() - t_phase, 1)
     result["loadavg_end"] = list(os.getloadavg())
     return result
@@ -663,8 +664,14 @@ def _statuses(done: list[dict[str, Any]]) -> dict[str, int]:
     return {st: sum(1 for d in done if d.get("status") == st) for st in ("success", "partial", "failed")}
 
 
-def _judge(gr: dict[str, Any], g: Group) -> None:
-    """'Keeps up' (issue 7): every fragment dubbed, delay p95 within 100 ms of D, markers ≤ 33 ms."""
+def _judge(gr: dict[str, Any], g: Group, relay_latency_ms: float | None) -> None:
+    """'Keeps up' (issue 7): every process alive to the end, A/V markers within 33 ms, and
+    - a worker: every fragment dubbed, its output delay p95 within 100 ms of D;
+    - a relay (baseline): its end-to-end latency p95 (the probe, input → output) within
+      `relay_latency_ms`. A relay has no D: one that cannot keep up does not fall back, it falls
+      behind, and its latency grows for as long as it runs. The default 250 ms is its unloaded p95
+      (≈ 90 ms here) plus the 100 ms a worker may lag behind D, rounded up; None (no latency
+      probe: `--latency-streams 0`) judges a relay by the first two alone."""
     why: list[str] = []
     if gr["alive_at_end"] < gr["n"]:
         why.append(f"{gr['n'] - gr['alive_at_end']} process(es) died")
@@ -675,7 +682,13 @@ def _judge(gr: dict[str, Any], g: Group) -> None:
         why.append(f"marker offset {sync['max_abs_offset_ms']:.1f} ms > {SYNC_TOLERANCE_MS:.0f} ms")
     if sync.get("without_markers"):
         why.append(f"{sync['without_markers']} recording(s) without markers")
-    if g.kind != "baseline":
+    if g.kind == "baseline":
+        e2e = (gr.get("e2e_latency_ms") or {}).get("p95")
+        if relay_latency_ms is not None and e2e is None:
+            why.append("no end-to-end latency measured")
+        elif relay_latency_ms is not None and e2e > relay_latency_ms:
+            why.append(f"end-to-end latency p95 {e2e:.0f} ms > {relay_latency_ms:.0f} ms")
+    else:
         seg = gr["segments"]
         expected_reason = {"passthrough"} if g.kind == "passthrough" else set()
         bad = {k: v for k, v in seg["fallback_reasons"].items() if k not in NOT_FAILURES | expected_reason}

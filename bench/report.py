@@ -145,14 +145,23 @@ def render(results: dict[str, Any]) -> str:
         "",
         "| N | worker + STS ms/s | of which STS | baseline ms/s | ratio | RSS MB/stream (worker / baseline) | "
         "segments dubbed / original | output delay p50 / p95 ms (worker metric) | e2e latency p50 / p95 ms (probe) | "
-        "baseline e2e p50 / p95 ms | A/V max \\|offset\\| ms (markers) | machine busy (other load) cores | keeps up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "baseline e2e p50 / p95 ms | A/V max \\|offset\\| ms (markers) | machine busy (other load) cores | "
+        "workers keep up | baseline keeps up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in series:
         w, b = r.get("workers"), r.get("baseline")
         wp = r.get("workers_phase") or {}
+        if not w and b:  # a capacity step of the relays alone
+            mach = (r.get("baseline_phase") or {}).get("machine") or {}
+            lines.append(
+                f"| {r['n']} | – | – | {_f(b['cpu_ms_per_stream_s'])} | – | – / {_f(b['rss_mb_per_stream'], '.0f')} | – | – | – | "
+                f"{_lat(b.get('e2e_latency_ms'))} | {_sync(b)} | {_f(mach.get('busy_cores'), '.2f')} "
+                f"({_f(mach.get('other_cores'), '.2f')}) | – | {_keeps(b)} |"
+            )
+            continue
         if not w:
-            lines.append(f"| {r['n']} | phase failed: {wp.get('error') or 'no result'} |" + " |" * 11)
+            lines.append(f"| {r['n']} | phase failed: {wp.get('error') or 'no result'} |" + " |" * 12)
             continue
         ratio = w["cpu_ms_per_stream_s"] / b["cpu_ms_per_stream_s"] if b else None
         mach = wp.get("machine") or {}
@@ -161,9 +170,11 @@ def render(results: dict[str, Any]) -> str:
             f"{_f(b['cpu_ms_per_stream_s']) if b else '–'} | {_f(ratio, '.2f')}× | "
             f"{_f(w['rss_mb_per_stream'], '.0f')} / {_f(b['rss_mb_per_stream'], '.0f') if b else '–'} | {_seg(w)} | "
             f"{_lat(w.get('delay_ms'))} | {_lat(w.get('e2e_latency_ms'))} | {_lat(b.get('e2e_latency_ms')) if b else '–'} | "
-            f"{_sync(w)} | {_f(mach.get('busy_cores'), '.2f')} ({_f(mach.get('other_cores'), '.2f')}) | {_keeps(w)} |"
+            f"{_sync(w)} | {_f(mach.get('busy_cores'), '.2f')} ({_f(mach.get('other_cores'), '.2f')}) | {_keeps(w)} | "
+            f"{_keeps(b) if b else '–'} |"
         )
     lines += [""]
+    lines += capacity_section(results)
 
     tr = _phase(results, "transports")
     if tr and tr.get("groups_result"):
@@ -281,6 +292,37 @@ def render(results: dict[str, Any]) -> str:
     lines += [f"- {t}" for t in verdicts(results) + dub_verdicts(results)]
     lines += ["", END]
     return "\n".join(lines)
+
+
+def capacity_section(results: dict[str, Any]) -> list[str]:
+    """The most concurrent streams that kept up, workers and relays, same machine and run (issue 16)."""
+    cap = results.get("capacity") or {}
+    w, r = cap.get("workers") or {}, cap.get("relays") or {}
+    if not w and not r:
+        return []
+
+    def one(c: dict[str, Any]) -> str:
+        most, first = c.get("last_ok"), c.get("first_fail")
+        if most is None:
+            return "none" + (f" (fewest that did not: {first})" if first is not None else "")
+        if first is None:
+            return f"at least {most} (every N tried kept up; the search stops at `--capacity-max-n`)"
+        return f"{most} (fewest that did not: {first})"
+
+    ratio = cap.get("ratio")
+    bound = " (a bound: one kind never failed)" if ratio is not None and None in (w.get("first_fail"), r.get("first_fail")) else ""
+    return [
+        "### Capacity",
+        "",
+        "The most concurrent streams that kept up on this machine in this run (the series above, then "
+        "for each kind by doubling past its last N that kept up and bisecting; media server, echo STS, "
+        "publishers, recorders and the latency probe share the same cores):",
+        "",
+        f"- workers ({(results.get('config') or {}).get('transport') or _series_transport(_series(results))} transport + echo STS): {one(w)};",
+        f"- relays (`ffmpeg -c:v copy -c:a aac`): {one(r)};",
+        f"- workers ÷ relays: {_f(ratio, '.2f')}{bound}.",
+        "",
+    ]
 
 
 def verdicts(results: dict[str, Any]) -> list[str]:

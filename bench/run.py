@@ -3,17 +3,19 @@
 Phases (each with its own media server, echo STS, real-time ffmpeg publishers and recorders):
 1. transports — a few streams each through workers with m4a, flac and wav transport and in
    passthrough (no STS), side by side, each group with its own echo STS;
-2. series — N = 1, 2, 4, … concurrent streams through m4a workers + echo STS, then the same N
+2. series — N = 1, 2, 4, … concurrent streams through flac workers + echo STS, then the same N
    streams through the baseline relay `ffmpeg -i IN -c:v copy -c:a aac -f flv OUT`; stops after
-   the first N that does not keep up;
+   the first N at which the workers do not keep up (a relay keeps up while its end-to-end latency
+   p95 stays within `--relay-latency-ms`);
 3. low latency — short segments and D = segment + a few hundred ms;
 4. profile — py-spy on one worker of each kind;
 5. dub — N streams (default 2) of the spoken-English demo programme through workers and ONE
    real `livedub sts --backend dub` (faster-whisper → Apertium → espeak-ng → sox → mix), with
    D = segment + 2.5 s and the fragment timeout 2.5 s: per-fragment processing time (the STS's
    own `processing_time_ms` of every fragment), CPU per stream-second, fallbacks, A/V sync;
-6. capacity — bisection between the last N that kept up and the first that did not (workers
-   only), with the time left.
+6. capacity — for workers and for relays, taking turns: past the series' last N that kept up by
+   doubling until one does not (at most `--capacity-max-n`), then by bisection, down to an eighth
+   of the most that kept up; the report states both and their ratio (issue 16).
 Every figure is CPU-seconds per stream-second over a window of whole segments in steady state
 (start-up excluded). Results: var/bench/results.json; report: docs/performance.md (+ PNG plot).
 A time budget (`--budget-s`) skips the optional phases that would not fit.
@@ -85,9 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--series", type=_ints, default=[1, 2, 4, 8, 16, 32], help="N values (default 1,2,4,8,16,32)")
-    p.add_argument("--target-n", type=int, default=20, help="also try this N when the series passes below and fails above it (default 20; 0: off)")
     p.add_argument("--no-stop", action="store_true", help="run the whole series even after an N that does not keep up")
-    p.add_argument("--refine-steps", type=int, default=2, help="bisection steps between the last N that kept up and the first that did not (default 2)")
+    p.add_argument("--capacity-steps", type=int, default=4, help="capacity search steps after the series, each one N for workers and one for relays (default 4; 0: off)")
+    p.add_argument("--capacity-max-n", type=int, default=64, help="most streams the capacity search tries (default 64)")
+    p.add_argument("--relay-latency-ms", type=float, default=250.0, help="a relay keeps up while its end-to-end latency p95 stays within this (default 250: its unloaded ≈ 90 ms + the 100 ms a worker may lag behind D)")
     p.add_argument("--duration-s", type=float, default=50.0, help="fixture length = how long each stream is published (default 50)")
     p.add_argument("--segment-s", type=float, default=6.0, help="worker segment length (default 6)")
     p.add_argument("--added-delay-s", type=float, default=1.0, help="D = segment + this (default 1.0)")
@@ -114,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet-wait-s", type=float, default=45.0, help="longest wait for that, per phase (default 45; 0: never wait)")
     p.add_argument("--quiet-total-s", type=float, default=180.0, help="longest total wait for that over the run (default 180)")
     p.add_argument("--retry-other-cores", type=float, default=0.4, help="run a failed series phase again once if other programs used more cores than this during it (default 0.4)")
-    p.add_argument("--budget-s", type=float, default=780.0, help="skip phases that would end after this many seconds (default 780: `make bench` ≤ 15 min with set-up)")
+    p.add_argument("--budget-s", type=float, default=1500.0, help="skip phases that would end after this many seconds (default 1500: `make bench` ≤ 26 min with set-up)")
     p.add_argument("--workdir", type=Path, default=ROOT / "var" / "bench", help="default var/bench")
     p.add_argument("--doc", type=Path, default=None, help="report (default docs/performance.md; with --only WORKDIR/performance.md)")
     p.add_argument("--plot", type=Path, default=None, help="plot (default docs/performance.png; with --only WORKDIR/performance.png)")
@@ -317,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         latency_streams=args.latency_streams,
         input_protocol=args.input_protocol,
         spread=not args.aligned,
+        relay_latency_ms=args.relay_latency_ms,
     )
     seg = args.segment_s
     delay = seg + args.added_delay_s
@@ -329,23 +333,22 @@ def main(argv: list[str] | None = None) -> int:
         if runner.fits(phase, cfg):
             runner.run(phase, cfg)
 
-    last_ok: int | None = None
-    first_fail: int | None = None
+    workers_cap, relays_cap = Capacity(), Capacity()
+    caps = {"workers": workers_cap, "baseline": relays_cap}
 
-    def series_phases(n: int, baseline: bool = True) -> list[Phase]:
-        phases = [Phase(f"series-{n}-workers", [Group(args.transport, "worker", n, args.transport, seg, delay)])]
-        if baseline:
-            phases.append(Phase(f"series-{n}-baseline", [Group("baseline", "baseline", n, segment_s=seg)]))
-        return phases
-
-    def run_n(n: int, baseline: bool = True) -> bool | None:
-        """Run N streams; True/False = kept up or not; None = skipped for the budget."""
-        phases = series_phases(n, baseline)
+    def run_kind(n: int, kind: str) -> bool | None:
+        """Run N streams of one kind ("workers" or "baseline"); True/False = kept up or not; None =
+        skipped for the budget. A failed phase during which other programs used the machine runs
+        again once."""
+        if kind == "workers":
+            phase = Phase(f"series-{n}-workers", [Group(args.transport, "worker", n, args.transport, seg, delay)])
+        else:
+            phase = Phase(f"series-{n}-baseline", [Group("baseline", "baseline", n, segment_s=seg)])
         ok: bool | None = None
         for attempt in range(2):
-            if not runner.fits(phases[0], cfg):
+            if not runner.fits(phase, cfg):
                 return ok
-            w = runner.run(phases[0], cfg)
+            w = runner.run(phase, cfg)
             ok = bool(w.get("groups_result")) and all(g.get("keeps_up") for g in w["groups_result"])
             other = (w.get("machine") or {}).get("other_cores", 0.0)
             if ok or attempt or other <= args.retry_other_cores:
@@ -353,21 +356,16 @@ def main(argv: list[str] | None = None) -> int:
             _out(f"          other programs used {other:.2f} cores during this phase: running it again")
             w["name"] += "-disturbed"
             runner.save()
-        for ph in phases[1:]:
-            if runner.fits(ph, cfg):
-                runner.run(ph, cfg)
+        if ok is not None:
+            caps[kind].note(n, ok)
         return ok
 
     for n in args.series if wanted("series") else []:
-        ok = run_n(n)
-        if ok is None:
+        ok = run_kind(n, "workers")
+        if ok is None or run_kind(n, "baseline") is None:
             break
-        if ok:
-            last_ok = n
-        elif first_fail is None or n < first_fail:
-            first_fail = n
-            if not args.no_stop:
-                break
+        if not ok and not args.no_stop:
+            break
     if args.lowlat_n > 0 and wanted("low-latency"):
         ls = args.lowlat_segment_s
         added = args.lowlat_added_s
@@ -397,22 +395,24 @@ def main(argv: list[str] | None = None) -> int:
         if runner.fits(phase, cfg):
             runner.run(phase, cfg, Profiler(args.workdir / "profile"))
 
-    # Narrow the capacity down between the last N that kept up and the first that did not
-    # (workers only: the baseline's cost per stream does not depend on N).
-    for _ in range(args.refine_steps):
-        if last_ok is None or first_fail is None or first_fail - last_ok <= max(1, last_ok // 4):
-            break
-        mid = (last_ok + first_fail) // 2
-        ok = run_n(mid, baseline=False)
-        if ok is None:
-            break
-        if ok:
-            last_ok = mid
-        else:
-            first_fail = mid
-    if args.target_n and first_fail is not None and (last_ok or 0) < args.target_n < first_fail:
-        run_n(args.target_n, baseline=False)
-    res["capacity"] = {"most_kept_up": last_ok, "first_not": first_fail}
+    # Capacity: for workers and for relays, the most concurrent streams that keep up — past the
+    # series' last N that kept up by doubling (at most --capacity-max-n), then by bisection; the two
+    # kinds take turns, so that the budget cuts both alike.
+    if wanted("series"):
+        for _ in range(args.capacity_steps):
+            progressed = False
+            for kind, cap in caps.items():
+                n = cap.next_n(args.capacity_max_n)
+                if n is not None and run_kind(n, kind) is not None:
+                    progressed = True
+            if not progressed:
+                break
+    res["capacity"] = capacity_result(workers_cap, relays_cap)
+    if res["capacity"]["ratio"] is not None:
+        _out(
+            f"capacity: workers {workers_cap.last_ok}, relays {relays_cap.last_ok} concurrent streams kept up "
+            f"(ratio {res['capacity']['ratio']:.2f})"
+        )
 
     res["partial"] = args.only
     res["total_wall_s"] = round(runner.elapsed(), 1)
@@ -423,6 +423,45 @@ def main(argv: list[str] | None = None) -> int:
         _out(quick_table(res))
     _out(f"done in {runner.elapsed():.0f} s: {args.doc}, {args.plot}, {args.workdir / 'results.json'}")
     return 0 if completed(res, args.only) else 1
+
+
+@dataclasses.dataclass
+class Capacity:
+    """What the runs so far say of one pipeline kind: the most concurrent streams that kept up and
+    the fewest that did not."""
+
+    last_ok: int | None = None
+    first_fail: int | None = None
+
+    def note(self, n: int, ok: bool) -> None:
+        if ok:
+            self.last_ok = max(self.last_ok or 0, n)
+        else:
+            self.first_fail = n if self.first_fail is None else min(self.first_fail, n)
+
+    def next_n(self, max_n: int) -> int | None:
+        """The next N to try: twice the most that kept up while nothing failed (at most `max_n`),
+        then the middle of the gap until it is at most an eighth of the most that kept up (at least
+        1); None when there is nothing to narrow: nothing kept up, `max_n` kept up, the gap is
+        narrow enough, or the runs disagree (an N failed below one that kept up: noise)."""
+        if self.last_ok is None:
+            return None
+        if self.first_fail is None:
+            return min(2 * self.last_ok, max_n) if self.last_ok < max_n else None
+        if self.first_fail - self.last_ok <= max(1, self.last_ok // 8):
+            return None
+        return (self.last_ok + self.first_fail) // 2
+
+
+def capacity_result(workers: Capacity, relays: Capacity) -> dict[str, Any]:
+    """results.json's `capacity`: per kind the most that kept up and the first that did not, and
+    workers ÷ relays."""
+    ratio = workers.last_ok / relays.last_ok if workers.last_ok and relays.last_ok else None
+    return {
+        "workers": dataclasses.asdict(workers),
+        "relays": dataclasses.asdict(relays),
+        "ratio": ratio,
+    }
 
 
 def completed(results: dict[str, Any], only: list[str] | None) -> bool:
