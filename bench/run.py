@@ -31,6 +31,7 @@ import json
 import logging
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -277,6 +278,8 @@ def run_dub(runner: Runner, cfg: Settings, args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM as SIGINT: unwind, so that every phase's `finally` stops the processes it started
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     partial = args.only is not None
     if args.doc is None:
