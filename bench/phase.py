@@ -35,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.procs import Proc, ProcSet, system_cpu_s
 from livedub.media.record import record_argv
 from livedub.orchestrator.media_server import MediaServer, Role
+from livedub.orchestrator.settings import WORKER_ENV_INPUT_URL, WORKER_ENV_OUTPUT_URL
 from livedub.sts.debug import processed_sent
 
 _log = logging.getLogger("bench")
@@ -293,6 +294,9 @@ def turnarounds_ms(log_path: Path) -> list[float]:
 
 
 def _pipeline_argv(st: _Stream, sts_url: str | None) -> list[str]:
+    """The pipeline's command line. A worker gets its input and output URLs (they carry the media
+    server's credentials) from the environment, as the orchestrator gives them: `_pipeline_env`.
+    The baseline is the ffmpeg CLI, which takes URLs only as arguments."""
     g = st.group
     if g.kind == "baseline":
         in_opts = ["-rtsp_transport", "tcp"] if st.in_url.startswith("rtsp://") else []
@@ -304,7 +308,7 @@ def _pipeline_argv(st: _Stream, sts_url: str | None) -> list[str]:
     assert st.metrics_port is not None
     argv = [
         PY, "-m", "livedub", "--log-format", "json", "worker",
-        "--stream-id", st.sid, "--input", st.in_url, "--output", st.out_url,
+        "--stream-id", st.sid,
         "--sts-url", sts_url or "http://127.0.0.1:9", "--metrics-port", str(st.metrics_port),
         "--segment-s", f"{g.segment_s:g}", "--output-delay-s", f"{g.delay_s:g}",
         "--transport-format", g.transport,
@@ -314,11 +318,18 @@ def _pipeline_argv(st: _Stream, sts_url: str | None) -> list[str]:
     return [*argv, *g.extra_args]
 
 
+def _pipeline_env(st: _Stream) -> dict[str, str] | None:
+    if st.group.kind == "baseline":
+        return None
+    return {**os.environ, WORKER_ENV_INPUT_URL: st.in_url, WORKER_ENV_OUTPUT_URL: st.out_url}
+
+
 def _start_pipeline(st: _Stream, procs: ProcSet, sts_urls: dict[str, str]) -> None:
     st.pipeline = procs.spawn(
         st.group.kind if st.group.kind == "baseline" else "worker",
         st.group.label, f"{st.group.kind}-{st.sid}",
         _pipeline_argv(st, sts_urls.get(st.group.label)),
+        env=_pipeline_env(st),
     )  # fmt: skip
     st.started_s = time.monotonic()
 
