@@ -26,8 +26,31 @@ def _frame(i: int, *, pts: int | None = None, rate: int = RATE, seed: int = 0) -
     return f
 
 
-def _batcher(batch_s: float = 0.1) -> AudioBatcher:
-    return AudioBatcher(1, RATE, 2, batch_s, SystemClock())
+def _batcher(batch_s: float = 0.1, *, rate: int = RATE, channels: int = 2) -> AudioBatcher:
+    return AudioBatcher(1, rate, channels, batch_s, SystemClock(), remux=True)
+
+
+class _Packet:
+    """What the batcher reads of a demuxed packet (a real one needs a demuxer's stream to decode):
+    it decodes into `frames` frames (default one), the first at the packet's timestamp."""
+
+    def __init__(self, i: int, data: bytes, *, pts: int | None = None, frames: int = 1, no_pts: bool = False) -> None:
+        self.frames = [_frame(i + k, pts=None if pts is None else pts + k * FRAME) for k in range(frames)]
+        if no_pts:
+            for f in self.frames:
+                f.pts = None
+        self.pts = self.frames[0].pts
+        self.time_base = Fraction(1, RATE)
+        self.duration = FRAME * frames
+        self.data = data
+        self.decoded = False
+
+    def decode(self) -> list[av.AudioFrame]:
+        self.decoded = True
+        return self.frames
+
+    def __bytes__(self) -> bytes:
+        return self.data
 
 
 def test_conversion_is_libswresample_s16_exactly() -> None:
@@ -40,71 +63,56 @@ def test_conversion_is_libswresample_s16_exactly() -> None:
         np.testing.assert_array_equal(ours, theirs)
 
 
-def test_frames_are_delivered_in_batches_of_about_batch_s_with_their_packets() -> None:
-    b = _batcher(0.1)  # 4800 samples: a batch every 5 frames
+def test_packets_are_delivered_in_batches_of_about_batch_s_with_their_bytes() -> None:
+    b = _batcher(0.1)  # 4800 samples: a batch every 5 packets of 1024
     out = []
     for i in range(12):
-        out += b.add(_frame(i), f"p{i}".encode())
+        out += b.add_packet(_Packet(i, f"p{i}".encode()))
     out += b.flush()
     assert [a.pcm.shape[0] for a in out] == [5 * FRAME, 5 * FRAME, 2 * FRAME]
     assert [a.pts_ns for a in out] == [0, 5 * FRAME * 10**9 // RATE, 10 * FRAME * 10**9 // RATE]
+    assert all(a.frame_samples == FRAME for a in out)
     assert out[0].coded == tuple(f"p{i}".encode() for i in range(5))
     np.testing.assert_array_equal(out[1].pcm[:FRAME], planar_float_to_pcm(_frame(5).to_ndarray()))
 
 
 def test_a_timestamp_jump_or_a_missing_timestamp_ends_the_batch() -> None:
     b = _batcher(0.1)
-    out = b.add(_frame(0), b"a") + b.add(_frame(1, pts=FRAME + 12), b"b")  # 0.25 ms of jitter: same batch
-    assert out == []
-    out = b.add(_frame(2, pts=10 * FRAME), b"c")  # a jump: the batch so far goes out alone
-    assert len(out) == 1 and out[0].pcm.shape[0] == 2 * FRAME and out[0].coded == (b"a", b"b")
-    f = _frame(11)
-    f.pts = None
-    out = b.add(f, None)  # no timestamp: ends the batch before it, and goes out alone
+    packets = [_Packet(0, b"a"), _Packet(1, b"b", pts=FRAME + 12)]  # 0.25 ms of jitter: same batch
+    packets.append(_Packet(2, b"c", pts=10 * FRAME))  # a jump: the batch so far goes out alone
+    out = [a for p in packets for a in b.add_packet(p)]  # the jump spans ≥ 0.1 s: all decoded
     assert [(a.pts_ns, a.pcm.shape[0], a.coded) for a in out] == [
+        (0, 2 * FRAME, (b"a", b"b")),
         (10 * FRAME * 10**9 // RATE, FRAME, (b"c",)),
-        (None, FRAME, None),
+    ]
+    held = b.add_packet(_Packet(12, b"e", pts=12 * FRAME))
+    out = b.add_packet(_Packet(13, b"d", no_pts=True))  # no timestamp: decoded at once, alone
+    assert held == [] and [(a.pts_ns, a.pcm.shape[0], a.coded) for a in out] == [
+        (12 * FRAME * 10**9 // RATE, FRAME, (b"e",)),
+        (None, FRAME, (b"d",)),
     ]
 
 
-def test_a_frame_without_its_packet_drops_the_batchs_packets_and_zero_batches_each_frame() -> None:
+def test_a_packet_of_several_frames_drops_the_batchs_bytes_and_zero_batches_each_packet() -> None:
     b = _batcher(0.1)
-    out = b.add(_frame(0), b"a") + b.add(_frame(1), None)
-    out += b.flush()
-    assert len(out) == 1 and out[0].coded is None
+    out = b.add_packet(_Packet(0, b"a")) + b.add_packet(_Packet(1, b"b", frames=2)) + b.flush()
+    assert len(out) == 1 and out[0].pcm.shape[0] == 3 * FRAME and out[0].coded is None
     b = _batcher(0)
-    assert [a.pcm.shape[0] for i in range(3) for a in b.add(_frame(i), None)] == [FRAME] * 3
+    assert [a.pcm.shape[0] for i in range(3) for a in b.add_packet(_Packet(2 * i, b"x", frames=2))] == [2 * FRAME] * 3
 
 
-def test_frames_to_resample_go_through_the_resampler() -> None:
-    b = AudioBatcher(1, 16_000, 1, 0.1, SystemClock())
+def test_frames_to_resample_go_through_the_resampler_and_its_tail_comes_at_the_end() -> None:
+    b = _batcher(0.1, rate=16_000, channels=1)
     out = []
     for i in range(20):
-        out += b.add(_frame(i), b"x")
-    out += b.flush()
+        out += b.add_packet(_Packet(i, b"x"))
+    live = sum(a.pcm.shape[0] for a in out)
+    out += b.end()  # EOF: what is held, then what the resampler still holds
     total = sum(a.pcm.shape[0] for a in out)
     assert all(a.pcm.dtype == np.int16 and a.pcm.shape[1] == 1 for a in out)
-    assert abs(total - 20 * FRAME // 3) <= 64  # 48 kHz → 16 kHz (the resampler's delay aside)
+    assert total > live and abs(total - 20 * FRAME // 3) <= 2  # 48 kHz → 16 kHz, all of it
+    assert out[-1].pts_ns is None  # the tail
     assert all(a.coded is None for a in out)  # a different length: the packets do not stand for it
-
-
-class _Packet:
-    """What the batcher reads of a demuxed packet (a real one needs a demuxer's stream to decode)."""
-
-    def __init__(self, i: int, data: bytes, *, pts: int | None = None) -> None:
-        self.frame = _frame(i, pts=pts)
-        self.pts = self.frame.pts
-        self.time_base = Fraction(1, RATE)
-        self.duration = FRAME
-        self.data = data
-        self.decoded = False
-
-    def decode(self) -> list[av.AudioFrame]:
-        self.decoded = True
-        return [self.frame]
-
-    def __bytes__(self) -> bytes:
-        return self.data
 
 
 def test_packets_are_held_until_they_span_batch_s_then_decoded_together() -> None:

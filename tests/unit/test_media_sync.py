@@ -88,3 +88,28 @@ def test_slew_frame_is_smooth() -> None:
     assert y.shape == (1019, 1)
     assert y[0, 0] == x[0, 0] and y[-1, 0] == x[-1, 0]
     assert np.abs(np.diff(y[:, 0].astype(int))).max() <= 3
+
+
+def _batches(items: list[tuple[np.ndarray, int]], k: int) -> list[tuple[np.ndarray, int]]:
+    """The reader's batches: `k` consecutive frames, with the first one's timestamp."""
+    return [(np.concatenate([p for p, _ in items[i : i + k]]), items[i][1]) for i in range(0, len(items), k)]
+
+
+def test_a_batch_is_corrected_frame_by_frame() -> None:
+    steady = frames(500, 0)
+    one, batched = DriftCorrector(RATE), DriftCorrector(RATE)
+    expected = np.concatenate([one.process(p, t) for p, t in steady])
+    got = np.concatenate([batched.process_batch(p, t, FRAME) for p, t in _batches(steady, 5)])
+    np.testing.assert_array_equal(got, expected)
+    # drifting timestamps: exactly its frames, each at the batch's timestamp + its offset, one
+    # at a time (slewed by at most 0.5 % = 5 samples per frame, not per batch)
+    items = frames(2815 * 3, 1000)
+    batches = _batches(items, 5)
+    dc, ref = (DriftCorrector(RATE, bound_ms=20, target_ms=5, max_slew=0.005) for _ in range(2))
+    got = np.concatenate([dc.process_batch(p, t, FRAME) for p, t in batches])
+    frame_by_frame = [
+        ref.process(p[at : at + FRAME], t + at * NS // RATE).shape[0] for p, t in batches for at in range(0, p.shape[0], FRAME)
+    ]
+    assert got.shape[0] == sum(frame_by_frame) and dc.samples_inserted == ref.samples_inserted > 0
+    assert all(abs(s - FRAME) <= 5 for s in frame_by_frame) and dc.max_abs_deviation_ms < 25
+    assert DriftCorrector(RATE).process_batch(steady[0][0], None, FRAME).shape[0] == FRAME  # no timestamp: as is

@@ -227,15 +227,23 @@ class _Handoff:
     def flush_audio(self, older_than_s: float = 0.0) -> bool:
         """Deliver what the batcher holds if its first packet came `older_than_s` ago or more (the
         input went quiet: no packet will complete the batch). False: stop reading."""
+        return self._from_batcher(lambda b: b.flush() if b.age_s() >= older_than_s else [])
+
+    def end_audio(self) -> bool:
+        """EOF: deliver everything the batcher holds, the resampler's tail included. False: stop
+        reading."""
+        return self._from_batcher(AudioBatcher.end)
+
+    def _from_batcher(self, take: Callable[[AudioBatcher], list[RawAudio]]) -> bool:
+        """Deliver what `take` gets from the batcher, under the lock in sink mode (so that the
+        reader's and the consumer's deliveries keep their order)."""
         batcher = self.batcher
         if batcher is None:
             return True
         if self.sink is None:
-            return all(self.put(item) for item in batcher.flush())
+            return all(self.put(item) for item in take(batcher))
         with self.lock:
-            if batcher.age_s() < older_than_s:
-                return True
-            return self._to_sink(batcher.flush())
+            return self._to_sink(take(batcher))
 
     def _to_sink(self, items: Iterable[MediaItem]) -> bool:
         """Give items to the sink (the lock held)."""
@@ -330,8 +338,8 @@ class _Handoff:
 
 class AudioBatcher:
     """Audio packets → `RawAudio` items of about `batch_s` each: the packets are held until they
-    span `batch_s`, then decoded together, and their frames converted to int16 PCM once and
-    delivered once per batch (a live input's packets arrive one by one, and per-packet work on
+    span `batch_s` (that alone decides a batch's size), then decoded together, and their frames
+    converted to int16 PCM once and delivered once per batch (a live input's packets arrive one by one, and per-packet work on
     cold caches costs several times what the same work costs in a batch: docs/performance.md).
 
     A batch is contiguous: a frame whose timestamp is not where the batch's samples end (by more
@@ -343,7 +351,8 @@ class AudioBatcher:
     one packet, unchanged in length. The reader hands packets over with `_Handoff.deliver_audio`;
     what no packet completes (the input went quiet, or stalled) is decoded and delivered by
     `flush_audio` from the consumer's side (the pipeline's idle check: libav's decoder and demuxer
-    are separate contexts) or at EOF; `close` drops it when the connection's container closes."""
+    are separate contexts), or by `end` at EOF with the resampler's tail; `close` drops it when
+    the connection's container closes."""
 
     #: a frame this far from where the batch ends starts a new batch (FLV's 1 ms timestamps
     #: round a 1024-sample frame at 48 kHz by up to 0.5 ms)
@@ -358,7 +367,6 @@ class AudioBatcher:
         self.generation = generation
         self.rate = rate
         self.channels = channels
-        self.batch_samples = max(1, round(batch_s * rate))
         self.batch_ns = round(batch_s * NS_PER_S)
         self.clock = clock
         self.remux = remux  # keep each packet's bytes with its frame (InputInfo.audio_template)
@@ -411,7 +419,7 @@ class AudioBatcher:
             # A packet decoded alone into one frame of the same length can stand for that frame.
             coded = bytes(packet) if self.remux and len(frames) == 1 else None
             for frame in frames:
-                out.extend(self.add(frame, coded, wall=wall))
+                out.extend(self._add_frame(frame, coded, wall))
         return out
 
     def close(self) -> None:
@@ -419,9 +427,10 @@ class AudioBatcher:
         self._closed = True
         self._held.clear()
 
-    def add(self, frame: av.AudioFrame, coded: bytes | None, *, wall: float | None = None) -> list[RawAudio]:
-        """Take one decoded frame (read at `wall`, default now); returns the batches completed
-        by it (zero, one or two)."""
+    def _add_frame(self, frame: av.AudioFrame, coded: bytes | None, wall: float) -> list[RawAudio]:
+        """Take one decoded frame (its packet read at `wall`) into the batch; returns the batches
+        it ends (zero, one or two): a frame that does not continue the batch (a timestamp jump,
+        another format) ends the batch before it, one without a timestamp also itself."""
         out: list[RawAudio] = []
         pts_ns = to_ns(frame.pts, frame.time_base)
         planar = (
@@ -447,7 +456,7 @@ class AudioBatcher:
             samples = part.shape[0]
         if not self._frames:
             self._pts_ns, self._planar, self._frame_samples = pts_ns, planar, samples
-            self._wall = self.clock.wall() if wall is None else wall
+            self._wall = wall
             self._started = self.clock.monotonic()
             self._packets = []
         self._frames += 1
@@ -457,7 +466,7 @@ class AudioBatcher:
                 self._packets.append(coded)
             else:
                 self._packets = None
-        if pts_ns is None or self._samples >= self.batch_samples:
+        if pts_ns is None:
             out.extend(self._flush_frames())
         return out
 
@@ -477,6 +486,14 @@ class AudioBatcher:
         """Everything held, decoded, as `RawAudio` batches (none if nothing is held)."""
         out = self._decode_held() if self._held else []
         return out + self._flush_frames()
+
+    def end(self) -> list[RawAudio]:
+        """At EOF: everything held, then what the resampler still holds (its delay line)."""
+        out = self.flush()
+        tail = [frame_to_pcm(f) for f in self.resampler.resample(None)]
+        if tail:
+            out.append(RawAudio(self.generation, np.concatenate(tail), None, self.clock.wall()))
+        return out
 
     def _flush_frames(self) -> list[RawAudio]:
         """The frames of the batch so far as one `RawAudio` (none if empty)."""
@@ -590,9 +607,9 @@ class _Reader(threading.Thread):
             audio_template=AudioTemplate(astream) if remux else None,
         )
 
-    def _announce(self, container: Any) -> tuple[list[Any], AudioBatcher] | None:
-        """Pick the streams by type and hand over the `InputInfo`: (streams, audio batcher) to read
-        with, or None when the reader ends here (no audio, or stopped)."""
+    def _announce(self, container: Any) -> list[Any] | None:
+        """Pick the streams by type, hand over the `InputInfo` and set up the audio batcher: the
+        streams to read, or None when the reader ends here (no audio, or stopped)."""
         put = self.handoff.put
         if not container.streams.audio:
             put(ReaderEnd(self.generation, "no_audio", "no audio stream"))
@@ -608,23 +625,13 @@ class _Reader(threading.Thread):
             self.generation, info.sample_rate, info.channels, batch_s, self.clock, remux=info.audio_template is not None
         )
         self.handoff.batcher = batcher
-        return [s for s in (vstream, astream) if s is not None], batcher
-
-    def _flush(self, resampler: Any) -> None:
-        """At EOF: deliver what the resampler still holds, then the end."""
-        put = self.handoff.put
-        gen = self.generation
-        tail = [frame_to_pcm(f) for f in resampler.resample(None)]
-        if tail and not self.handoff.deliver(RawAudio(gen, np.concatenate(tail), None, self.clock.wall())):
-            return
-        put(ReaderEnd(gen, "eof"))
+        return [s for s in (vstream, astream) if s is not None]
 
     def _read(self, container: Any) -> None:
         """Hand over this connection's media until EOF, an error or stop (the per-packet loop)."""
-        opened = self._announce(container)
-        if opened is None:
+        streams = self._announce(container)
+        if streams is None:
             return
-        streams, batcher = opened
         deliver = self.handoff.deliver
         deliver_audio = self.handoff.deliver_audio
         gen = self.generation
@@ -662,8 +669,8 @@ class _Reader(threading.Thread):
                 continue
             if not deliver_audio(packet):  # decoded in batches (AudioBatcher)
                 return
-        if self.handoff.flush_audio():
-            self._flush(batcher.resampler)
+        if self.handoff.end_audio():
+            self.handoff.put(ReaderEnd(gen, "eof"))
 
 
 class MediaInput:

@@ -27,8 +27,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from livedub.clock import Clock, SystemClock
 from livedub.exitcodes import ExitCode
 from livedub.log import bind, redact_url
@@ -463,7 +461,7 @@ class MediaPipeline:
             self._anchor(pts, ev.read_wall)
         d = self.drift
         changes = (d.samples_inserted, d.samples_dropped, d.gap_samples_filled)
-        pcm = self._sync_frames(ev, pts)
+        pcm = self.drift.process_batch(ev.pcm, pts, ev.frame_samples)
         if self.segmenter.audio_t0_ns is None:
             t0 = self.drift.t0_ns if self.drift.t0_ns is not None else 0
             self.output.set_audio_start(t0)
@@ -477,17 +475,6 @@ class MediaPipeline:
         self.stats.gap_samples_filled = d.gap_samples_filled
         self.stats.max_abs_drift_ms = d.max_abs_deviation_ms
         self._drain_segments()
-
-    def _sync_frames(self, ev: RawAudio, pts: int | None) -> np.ndarray:
-        """A/V sync of a batch frame by frame, as decoded (its observations, and its slew of at most
-        `drift_max_slew` per frame, do not depend on `input_audio_batch_s`)."""
-        assert self.drift is not None
-        step, total = ev.frame_samples, ev.pcm.shape[0]
-        if pts is None or step <= 0 or step >= total:
-            return self.drift.process(ev.pcm, pts)
-        rate = self._sample_rate
-        parts = [self.drift.process(ev.pcm[at : at + step], pts + at * NS_PER_S // rate) for at in range(0, total, step)]
-        return np.concatenate(parts)
 
     def _drain_segments(self, segments: list[Segment] | None = None) -> None:
         assert self.segmenter is not None and self.output is not None

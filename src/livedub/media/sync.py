@@ -107,6 +107,19 @@ class DriftCorrector:
             if self.on_correction is not None:
                 self.on_correction(0.0, 0)
 
+    def process_batch(self, pcm: np.ndarray, pts_ns: int | None, frame_samples: int) -> np.ndarray:
+        """`process` for a batch of consecutive decoded frames of `frame_samples` each (the
+        reader's `RawAudio`): frame by frame, as decoded, so that the observations and the slew
+        of at most `max_slew` per frame do not depend on the batch size."""
+        total = pcm.shape[0]
+        if pts_ns is None or frame_samples <= 0 or frame_samples >= total:
+            return self.process(pcm, pts_ns)
+        parts = [
+            self.process(pcm[at : at + frame_samples], pts_ns + at * NS_PER_S // self.rate)
+            for at in range(0, total, frame_samples)
+        ]
+        return np.concatenate(parts)
+
     def process(self, pcm: np.ndarray, pts_ns: int | None) -> np.ndarray:
         """Return the (possibly slewed or gap-filled) PCM for one decoded frame."""
         if self.t0_ns is None:
