@@ -152,7 +152,7 @@ def render(results: dict[str, Any]) -> str:
     for r in series:
         w, b = r.get("workers"), r.get("baseline")
         wp = r.get("workers_phase") or {}
-        if not w and b:  # a capacity step of the relays alone
+        if not w and b and not r.get("workers_phase"):  # a capacity step of the relays alone
             mach = (r.get("baseline_phase") or {}).get("machine") or {}
             lines.append(
                 f"| {r['n']} | – | – | {_f(b['cpu_ms_per_stream_s'])} | – | – / {_f(b['rss_mb_per_stream'], '.0f')} | – | – | – | "
@@ -161,7 +161,10 @@ def render(results: dict[str, Any]) -> str:
             )
             continue
         if not w:
-            lines.append(f"| {r['n']} | phase failed: {wp.get('error') or 'no result'} |" + " |" * 12)
+            lines.append(
+                f"| {r['n']} | workers' phase failed: {wp.get('error') or 'no result'} |" + " |" * 11
+                + f" {_keeps(b) if b else '–'} |"
+            )
             continue
         ratio = w["cpu_ms_per_stream_s"] / b["cpu_ms_per_stream_s"] if b else None
         mach = wp.get("machine") or {}

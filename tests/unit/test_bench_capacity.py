@@ -96,3 +96,16 @@ def test_series_table_shows_relay_only_rows() -> None:
     row = next(line for line in text.splitlines() if line.startswith("| 48 |"))
     assert "| – / 54 |" in row and row.endswith("| – | **no**: x |")
     assert "### Capacity" in text
+
+
+def test_a_failed_workers_phase_is_shown_with_its_relays() -> None:
+    relay = _gr("baseline", 662.0) | {"cpu_ms_per_stream_s": 22.0, "rss_mb_per_stream": 54.0, "keeps_up": False, "why_not": ["late"]}
+    results = {
+        "phases": [
+            {"name": "series-32-workers", "groups_result": [], "error": "RuntimeError: outputs never went live: flac-27"},
+            {"name": "series-32-baseline", "groups_result": [relay]},
+        ]
+    }
+    row = next(line for line in render(results).splitlines() if line.startswith("| 32 |"))
+    assert "workers' phase failed: RuntimeError: outputs never went live" in row and row.endswith("| **no**: late |")
+    assert row.count("|") == 15  # 14 columns
