@@ -301,8 +301,8 @@ def capacity_section(results: dict[str, Any]) -> list[str]:
     """The most concurrent streams that kept up, workers and relays, same machine and run (issue 16)."""
     cap = results.get("capacity") or {}
     w, r = cap.get("workers") or {}, cap.get("relays") or {}
-    if not w and not r:
-        return []
+    if not any(c.get(k) is not None for c in (w, r) for k in ("last_ok", "first_fail")):
+        return []  # no series ran (e.g. `make bench-quick`)
 
     def one(c: dict[str, Any]) -> str:
         most, first = c.get("last_ok"), c.get("first_fail")

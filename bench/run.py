@@ -410,8 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                     progressed = True
             if not progressed:
                 break
-    res["capacity"] = capacity_result(workers_cap, relays_cap)
-    if res["capacity"]["ratio"] is not None:
+        res["capacity"] = capacity_result(workers_cap, relays_cap)
+    if (res.get("capacity") or {}).get("ratio") is not None:
         _out(
             f"capacity: workers {workers_cap.last_ok}, relays {relays_cap.last_ok} concurrent streams kept up "
             f"(ratio {res['capacity']['ratio']:.2f})"

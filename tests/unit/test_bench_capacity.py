@@ -109,3 +109,8 @@ def test_a_failed_workers_phase_is_shown_with_its_relays() -> None:
     row = next(line for line in render(results).splitlines() if line.startswith("| 32 |"))
     assert "workers' phase failed: RuntimeError: outputs never went live" in row and row.endswith("| **no**: late |")
     assert row.count("|") == 15  # 14 columns
+
+
+def test_no_capacity_section_without_a_series() -> None:
+    assert capacity_section({"capacity": capacity_result(Capacity(), Capacity())}) == []
+    assert capacity_section({}) == []
