@@ -32,6 +32,7 @@ from typing import Any
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.probe import STREAMS_ENV as PROBE_STREAMS_ENV
 from bench.procs import Proc, ProcSet, system_cpu_s
 from livedub.media.record import record_argv
 from livedub.orchestrator.media_server import MediaServer, Role
@@ -405,12 +406,15 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
         # starts first, so that its input readers attach as each stream is published, before the
         # pipeline: a reader joining a path later disturbs the readers already there (see
         # docs/performance.md, "RTSP relay").
-        probe_args: list[str] = []
+        probe_streams: list[list[str]] = []
         for g in phase.groups:
             for st in [s for s in streams if s.group is g][: cfg.latency_streams]:
-                probe_args += ["--stream", st.sid, st.in_url, st.out_url]
-        if probe_args:
-            procs.spawn("probe", "tools", "probe", [PY, "-m", "bench.probe", "--out", str(probe_out), *probe_args])
+                probe_streams.append([st.sid, st.in_url, st.out_url])
+        if probe_streams:  # the URLs carry credentials: in the environment, not in argv
+            procs.spawn(
+                "probe", "tools", "probe", [PY, "-m", "bench.probe", "--out", str(probe_out)],
+                env={**os.environ, PROBE_STREAMS_ENV: json.dumps(probe_streams)},
+            )  # fmt: skip
         out_fmt = ["-f", "rtsp", "-rtsp_transport", "tcp"] if cfg.input_protocol == "rtsp" else ["-f", "flv"]
         # Independent streams: publisher i starts `slot` seconds after publisher i-1, and its
         # pipeline right after it is published. With `spread`, the starts cover one segment period,

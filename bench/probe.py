@@ -1,6 +1,8 @@
 """Latency probe: input→output latency of live streams, measured from outside the worker.
 
-`python -m bench.probe --out RESULT.json --stream ID IN_URL OUT_URL [--stream ...]` reads, for each
+`python -m bench.probe --out RESULT.json --stream ID IN_URL OUT_URL [--stream ...]` (or the streams
+as a JSON list of [ID, IN_URL, OUT_URL] in the env var `BENCH_PROBE_STREAMS`, which keeps the
+URLs' credentials out of argv: the benchmark uses that) reads, for each
 stream, the input (what the worker reads) and the output (what a viewer reads) at the same time and
 stamps the arrival of every video packet with CLOCK_MONOTONIC. Video is codec-copied by both the
 worker and the baseline relay, so a frame is recognised on both sides by a hash of its slice NAL
@@ -164,6 +166,10 @@ def _result(streams: dict[str, tuple[_Side, _Side]]) -> dict[str, Any]:
     return out
 
 
+STREAMS_ENV = "BENCH_PROBE_STREAMS"
+"""Env var: the streams to probe, a JSON list of [id, in_url, out_url] (URLs with credentials)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="result JSON")
@@ -179,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     streams: dict[str, tuple[_Side, _Side]] = {}
-    for sid, in_url, out_url in args.stream:
+    from_env = json.loads(os.environ.get(STREAMS_ENV) or "[]")
+    for sid, in_url, out_url in [*args.stream, *from_env]:
         pair = (_Side(in_url, stop, _options(in_url)), _Side(out_url, stop, _options(out_url)))
         streams[sid] = pair
         for side in pair:
