@@ -210,12 +210,8 @@ class _Handoff:
         """An audio packet: into the connection's batcher; the batches it completes to the sink
         (under the lock, so that `flush_audio` from the consumer's side keeps their order) or
         the queue. False: stop reading."""
-        batcher = self.batcher
-        assert batcher is not None
-        if self.sink is None:
-            return all(self.put(item) for item in batcher.add_packet(packet))
-        with self.lock:
-            return self._to_sink(batcher.add_packet(packet))
+        assert self.batcher is not None
+        return self._from_batcher(lambda b: b.add_packet(packet))
 
     def close_audio(self) -> None:
         """The reader's container closes: its batcher drops what it holds (under the lock, so
@@ -339,8 +335,10 @@ class _Handoff:
 class AudioBatcher:
     """Audio packets → `RawAudio` items of about `batch_s` each: the packets are held until they
     span `batch_s` (that alone decides a batch's size), then decoded together, and their frames
-    converted to int16 PCM once and delivered once per batch (a live input's packets arrive one by one, and per-packet work on
-    cold caches costs several times what the same work costs in a batch: docs/performance.md).
+    converted to int16 PCM once and delivered once per batch (a live input's packets arrive one
+    by one, and per-packet work on cold caches costs several times what the same work costs in a
+    batch: docs/performance.md). Every call that decodes hands out all it decoded: between calls
+    only undecoded packets are held.
 
     A batch is contiguous: a frame whose timestamp is not where the batch's samples end (by more
     than `JITTER_NS`) or that has none ends the batch before it, so A/V sync sees every jump.
@@ -374,7 +372,7 @@ class AudioBatcher:
         self._held_first_ns: int | None = None
         self._held_started = 0.0
         self._closed = False
-        self.resampler = av.AudioResampler(format="s16", layout=layout_for(channels), rate=rate)
+        self._resampler = av.AudioResampler(format="s16", layout=layout_for(channels), rate=rate)
         self._fifo = av.AudioFifo()  # the float frames of the batch (one copy out per batch)
         self._parts: list[np.ndarray] = []  # the int16 PCM of resampled frames
         self._frames = 0  # frames in the batch
@@ -384,7 +382,6 @@ class AudioBatcher:
         self._pts_ns: int | None = None
         self._samples = 0
         self._wall = 0.0
-        self._started = 0.0  # monotonic time of the batch's first frame
 
     def add_packet(self, packet: Any) -> list[RawAudio]:
         """Take one audio packet; once the held ones span `batch_s` (or one has no timestamp),
@@ -448,7 +445,7 @@ class AudioBatcher:
                 self._fifo = av.AudioFifo()
                 self._fifo.write(frame)
         else:
-            pieces = [frame_to_pcm(f) for f in self.resampler.resample(frame)]
+            pieces = [frame_to_pcm(f) for f in self._resampler.resample(frame)]
             if not pieces:
                 return out
             part = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
@@ -457,7 +454,6 @@ class AudioBatcher:
         if not self._frames:
             self._pts_ns, self._planar, self._frame_samples = pts_ns, planar, samples
             self._wall = wall
-            self._started = self.clock.monotonic()
             self._packets = []
         self._frames += 1
         self._samples += samples
@@ -471,10 +467,8 @@ class AudioBatcher:
         return out
 
     def age_s(self) -> float:
-        """How long ago the held batch's first packet or frame came (0 if nothing is held)."""
-        if self._held:
-            return self.clock.monotonic() - self._held_started
-        return self.clock.monotonic() - self._started if self._frames else 0.0
+        """How long ago the first held packet came (0 if nothing is held)."""
+        return self.clock.monotonic() - self._held_started if self._held else 0.0
 
     def _continues(self, pts_ns: int | None) -> bool:
         if pts_ns is None or self._pts_ns is None:
@@ -490,7 +484,7 @@ class AudioBatcher:
     def end(self) -> list[RawAudio]:
         """At EOF: everything held, then what the resampler still holds (its delay line)."""
         out = self.flush()
-        tail = [frame_to_pcm(f) for f in self.resampler.resample(None)]
+        tail = [frame_to_pcm(f) for f in self._resampler.resample(None)]
         if tail:
             out.append(RawAudio(self.generation, np.concatenate(tail), None, self.clock.wall()))
         return out

@@ -461,7 +461,7 @@ class MediaPipeline:
             self._anchor(pts, ev.read_wall)
         d = self.drift
         changes = (d.samples_inserted, d.samples_dropped, d.gap_samples_filled)
-        pcm = self.drift.process_batch(ev.pcm, pts, ev.frame_samples)
+        pcm = d.process_batch(ev.pcm, pts, ev.frame_samples)
         if self.segmenter.audio_t0_ns is None:
             t0 = self.drift.t0_ns if self.drift.t0_ns is not None else 0
             self.output.set_audio_start(t0)
