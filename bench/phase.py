@@ -1,9 +1,10 @@
 """One benchmark phase: N live streams through workers (or the baseline relay), measured.
 
 A phase starts a fresh embedded media server, one echo STS per worker group, one real-time ffmpeg
-publisher per stream, then the pipelines (workers or `ffmpeg -i IN -c:v copy -c:a aac -f flv OUT`),
-a recorder per output and the latency probe on a subset of streams. Once every output is live it
-measures CPU over a window of whole segments (steady state: start-up and imports excluded), then
+publisher per stream (looping the fixture), then the pipelines (workers or `ffmpeg -i IN -c:v copy
+-c:a aac -f flv OUT`), a recorder per output and the latency probe on a subset of streams. Once
+every output is live it measures CPU over a window of whole fixture periods (`window_s`; steady
+state: start-up and imports excluded), then
 scrapes the workers' final metrics, stops everything it started (by PID) and analyses the
 recordings (A/V offset at every sync marker). It never touches processes or ports it did not
 start or pick.
@@ -78,9 +79,9 @@ class Settings:
     """What every phase shares (from the command line)."""
 
     fixture: Path
-    duration_s: float
+    duration_s: float  # the fixture's length: the period of every stream's content (publishers loop it)
     workdir: Path
-    window_segments: int = 4
+    window_segments: int = 4  # the window covers at least this many segments (see window_s)
     warmup_s: float = 1.0
     stagger_s: float = 0.25
     latency_streams: int = 2
@@ -336,11 +337,21 @@ def _start_pipeline(st: _Stream, procs: ProcSet, sts_urls: dict[str, str]) -> No
 
 
 def _window_unit_s(groups: list[Group]) -> float:
-    """The window is a whole number of every group's segment length (periodic work)."""
+    """The stagger unit: a whole number of every group's segment length (periodic work)."""
     segs = [g.segment_s for g in groups if g.kind != "baseline"] or [6.0]
     if all(float(s).is_integer() for s in segs):
         return float(math.lcm(*(int(s) for s in segs)))
     return max(segs)
+
+
+def window_s(groups: list[Group], cfg: Settings) -> float:
+    """The measurement window: the fewest whole periods of the looped fixture that cover
+    `cfg.window_segments` segments. Encoding cost follows the content (the fixture's AAC costs
+    11-28 ms/s from one tone to the next), and a worker encodes what it read D seconds earlier
+    while a relay encodes what it reads now: only over whole periods do both encode the same
+    programme. The default fixture (24 s) is a whole number of 1, 2, 3, 4, 6, 8, 12 s segments."""
+    want = cfg.window_segments * _window_unit_s(groups)
+    return max(1, math.ceil(want / cfg.duration_s - 1e-9)) * cfg.duration_s
 
 
 def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[str, Any]:
@@ -428,8 +439,8 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
             _sleep_until(t_pub0 + i * slot)
             procs.spawn(
                 "publisher", st.group.label, f"pub-{st.sid}",
-                [FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin", "-re", "-i", str(cfg.fixture),
-                 "-c", "copy", *out_fmt, st.in_url],
+                [FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin", "-re", "-stream_loop", "-1",
+                 "-i", str(cfg.fixture), "-c", "copy", *out_fmt, st.in_url],
             )  # fmt: skip
             if not cfg.spread:
                 continue
@@ -459,10 +470,8 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
         if missing:
             raise RuntimeError(f"outputs never went live: {', '.join(missing[:8])}")
         t_a = max(s.up_s for s in streams if s.up_s is not None) + cfg.warmup_s
-        t_input_end = t_pub0 + cfg.duration_s - 1.0
-        k = min(cfg.window_segments, math.floor((t_input_end - t_a) / unit))
-        window_s = k * unit if k >= 1 else max(1.0, t_input_end - t_a)
-        t_b = t_a + window_s
+        win_s = window_s(phase.groups, cfg)
+        t_b = t_a + win_s
         while time.monotonic() < t_a:
             for st in streams:
                 _tend_recorder(st, procs, pdir)
@@ -471,7 +480,7 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
         sys_a = system_cpu_s()
         me_a = sum(me.cpu_times()[:2])
         if profiler is not None:
-            profiler.start([s.pipeline for s in streams if s.pipeline is not None and s.group.kind != "baseline"], window_s)
+            profiler.start([s.pipeline for s in streams if s.pipeline is not None and s.group.kind != "baseline"], win_s)
         while time.monotonic() < t_b:
             for st in streams:
                 _tend_recorder(st, procs, pdir)
@@ -493,22 +502,22 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
             profiler.finish()
         result["window"] = {
             "start_after_publish_s": round(t_a - t_pub0, 2),
-            "length_s": round(window_s, 3),
-            "segments": k,
+            "length_s": round(win_s, 3),
+            "periods": round(win_s / cfg.duration_s),
             "unit_s": unit,
             "measured_s": round(t_b_real - t_a, 3),
         }
         result["machine"] = {
-            "busy_cores": (sys_b - sys_a) / window_s,
-            "ours_cores": (sum(snap_b.values()) - sum(snap_a.get(p, 0.0) for p in snap_b) + (me_b - me_a)) / window_s,
+            "busy_cores": (sys_b - sys_a) / win_s,
+            "ours_cores": (sum(snap_b.values()) - sum(snap_a.get(p, 0.0) for p in snap_b) + (me_b - me_a)) / win_s,
         }
         result["machine"]["other_cores"] = result["machine"]["busy_cores"] - result["machine"]["ours_cores"]
         n_total = len(streams)
         tools: dict[str, float] = {}
         for role in ("publisher", "recorder", "probe", "media-server"):
             sel = procs.select(role=role)
-            tools[role] = ProcSet.cpu_between(sel, snap_a, snap_b) / window_s / n_total * 1000.0
-        tools["bench"] = (me_b - me_a) / window_s / n_total * 1000.0
+            tools[role] = ProcSet.cpu_between(sel, snap_a, snap_b) / win_s / n_total * 1000.0
+        tools["bench"] = (me_b - me_a) / win_s / n_total * 1000.0
         result["tools_ms_per_stream_s"] = tools
         result["media_server_rss_mb"] = sum(rss.get(p.pid, 0) for p in procs.select(role="media-server")) / 2**20
         # Stop in dependency order: probe (writes its result), pipelines, recorders, the rest.
@@ -521,7 +530,7 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
         probe = _read_json(probe_out)
         for g in phase.groups:
             gs = [s for s in streams if s.group is g]
-            groups_out.append(_group_result(g, gs, procs, snap_a, snap_b, window_s, rss, alive, probe, live_done, processed))
+            groups_out.append(_group_result(g, gs, procs, snap_a, snap_b, win_s, rss, alive, probe, live_done, processed))
         result["groups_result"] = groups_out
     except Exception as exc:  # noqa: BLE001 - a failed phase is reported, the run goes on
         _log.exception("phase %s failed", phase.name)

@@ -121,7 +121,7 @@ def render(results: dict[str, Any]) -> str:
         f"PyAV {m.get('pyav', '?')} (libavcodec {m.get('pyav_ffmpeg', '?')}), {m.get('ffmpeg_cli', '?')}, "
         f"{m.get('nginx', '?')}.",
         f"- Streams: the {_f(cfg.get('duration_s'), 'g')} s 720p30 H.264 + AAC 48 kHz stereo 128 kb/s fixture "
-        f"(`livedub make-fixture`), published in real time by `ffmpeg -re -c copy` over {proto} to the "
+        f"(`livedub make-fixture`), looped and published in real time by `ffmpeg -re -stream_loop -1 -c copy` over {proto} to the "
         f"embedded media server; pipelines read `live/<id>/in` over {proto} and publish `live/<id>/out` over RTMP; "
         f"segment {_f(cfg.get('segment_s'), 'g')} s, D = segment + {_f(cfg.get('added_delay_s'), 'g')} s, "
         + (
@@ -131,8 +131,10 @@ def render(results: dict[str, Any]) -> str:
             f"{_f(cfg.get('stagger_s'), 'g')} s apart), so that segment boundaries fall at unrelated times as for independent broadcasts."
         ),
         "- CPU = user + system CPU-seconds from /proc (psutil) per stream-second, over a window of "
-        f"{cfg.get('window_segments', '?')} whole segments once every output is live (start-up and "
-        "imports excluded). \"worker\" includes the echo STS's share (one STS per group).",
+        f"whole fixture periods covering at least {cfg.get('window_segments', '?')} segments, once every output "
+        "is live (start-up and imports excluded): AAC encoding costs follow the content, and a worker "
+        "encodes what it read D seconds earlier, a relay what it reads now, so only whole periods give both "
+        "the same programme. \"worker\" includes the echo STS's share (one STS per group).",
         "",
     ]
     if results.get("skipped"):

@@ -16,8 +16,8 @@ Phases (each with its own media server, echo STS, real-time ffmpeg publishers an
 6. capacity — for workers and for relays, taking turns: past the series' last N that kept up by
    doubling until one does not (at most `--capacity-max-n`), then by bisection, down to an eighth
    of the most that kept up; the report states both and their ratio (issue 16).
-Every figure is CPU-seconds per stream-second over a window of whole segments in steady state
-(start-up excluded). Results: var/bench/results.json; report: docs/performance.md (+ PNG plot).
+Every figure is CPU-seconds per stream-second over a window of whole periods of the looped
+fixture in steady state (start-up excluded; `bench.phase.window_s`). Results: var/bench/results.json; report: docs/performance.md (+ PNG plot).
 A time budget (`--budget-s`) skips the optional phases that would not fit.
 `make bench-quick` = `--only transports`: phase 1 alone (its relay group is the baseline), the
 ratios and the issue-16 targets printed as a table; results in var/bench, docs/ untouched.
@@ -42,7 +42,7 @@ import av
 import psutil
 
 from bench.floors import measure as measure_floors
-from bench.phase import FFMPEG, Group, Phase, PortRange, Settings, run_phase
+from bench.phase import FFMPEG, Group, Phase, PortRange, Settings, run_phase, window_s
 from bench.procs import system_cpu_s
 from bench.profile import Profiler
 from bench.report import quick_table, write_report
@@ -92,11 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capacity-steps", type=int, default=4, help="capacity search steps after the series, each one N for workers and one for relays (default 4; 0: off)")
     p.add_argument("--capacity-max-n", type=int, default=64, help="most streams the capacity search tries (default 64)")
     p.add_argument("--relay-latency-ms", type=float, default=250.0, help="a relay keeps up while its end-to-end latency p95 stays within this (default 250: its unloaded ≈ 90 ms + the 100 ms a worker may lag behind D)")
-    p.add_argument("--duration-s", type=float, default=50.0, help="fixture length = how long each stream is published (default 50)")
+    p.add_argument("--duration-s", type=float, default=24.0, help="fixture length: the period of every stream's content, which the publishers loop; the window is whole periods (default 24)")
     p.add_argument("--segment-s", type=float, default=6.0, help="worker segment length (default 6)")
     p.add_argument("--added-delay-s", type=float, default=1.0, help="D = segment + this (default 1.0)")
     p.add_argument("--transport", default="flac", choices=("m4a", "flac", "wav"), help="transport of the series (default flac, the worker's default)")
-    p.add_argument("--window-segments", type=int, default=4, help="measurement window in whole segments (default 4)")
+    p.add_argument("--window-segments", type=int, default=4, help="the measurement window covers at least this many segments, in whole fixture periods (default 4)")
     p.add_argument("--stagger-s", type=float, default=0.25, help="least delay between two stream starts (default 0.25)")
     p.add_argument("--aligned", action="store_true", help="start every publisher at once (segment boundaries of all streams coincide: worst case) instead of spreading the starts over one segment")
     p.add_argument("--latency-streams", type=int, default=2, help="streams per group read by the latency probe (default 2)")
@@ -162,7 +162,7 @@ def _estimate_s(phase: Phase, cfg: Settings) -> float:
     unit = max(g.segment_s for g in phase.groups)
     spread = max(n * cfg.stagger_s, unit if cfg.spread else 0.0)
     live = spread + (delay + 4.0 if has_worker else cfg.baseline_up_s) + cfg.warmup_s
-    return 8.0 + live + min(cfg.window_segments * unit, cfg.duration_s) + 6.0 + 0.5 * n
+    return 8.0 + live + window_s(phase.groups, cfg) + 6.0 + 0.5 * n
 
 
 class Runner:
