@@ -9,7 +9,7 @@ APT_PACKAGES := ffmpeg nginx-light libnginx-mod-rtmp python3-gi gir1.2-gst-rtsp-
 	espeak-ng apertium apertium-eng-spa sox curl busybox chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv test test-unit test-integration lint demo console-screenshot bench bench-quick bench-lowlat bench-dub soak \
+.PHONY: setup apt venv test test-unit test-integration lint demo console-screenshot bench bench-quick bench-floor bench-lowlat bench-dub soak \
 	e2e-up e2e-down e2e-test e2e-test-full e2e-test-p1 e2e-test-p2 e2e-test-p3 test-reliability clean
 
 setup: apt venv
@@ -65,6 +65,11 @@ bench: setup
 BENCH_QUICK_ARGS ?=
 bench-quick: setup
 	$(BIN)/python -m bench.run --only transports --quiet-wait-s 20 --quiet-total-s 20 --budget-s 200 $(BENCH_QUICK_ARGS)
+
+# The worker against its floor (≈ 2 min): relays, passthrough workers and bench.floor_worker (only the
+# parts a worker requires, holding D) side by side; CPU and RSS ratios to the relay on stdout.
+bench-floor: setup
+	$(BIN)/python -m bench.minimal
 
 # Issue 16's low-latency target: 4 streams, 1 s segments, D = segment + 0.5 s, the default (flac) transport.
 bench-lowlat: setup

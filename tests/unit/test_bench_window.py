@@ -1,9 +1,12 @@
 """Unit: `make bench`'s measurement window covers whole periods of the looped fixture, so that a
 worker (which encodes what it read D seconds earlier) and a relay (which encodes what it reads
-now) are measured on the same programme (pure function; no processes started)."""
+now) are measured on the same programme (pure function), and the floor worker of
+`python -m bench.minimal` is made of the required parts only."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,3 +33,15 @@ def test_window_is_the_fewest_whole_periods_covering_the_segments(
 ) -> None:
     groups = [Group("w", "worker", 2, segment_s=segment_s), Group("baseline", "baseline", 2)]
     assert window_s(groups, _cfg(period_s, window_segments)) == expected_s
+
+
+def test_the_floor_worker_is_built_from_the_required_parts_only() -> None:
+    """`bench.floor_worker` is a floor for the worker's memory: it must not load livedub (or
+    pydantic, which livedub brings) — only PyAV, numpy, python-socketio, aiohttp, prometheus_client."""
+    code = (
+        "import sys, bench.floor_worker\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('livedub', 'pydantic', 'pydantic_settings'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == ""
