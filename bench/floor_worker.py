@@ -33,7 +33,7 @@ import prometheus_client
 import socketio
 
 RATE = 48000
-TICK_S = 0.1  # the writer's tick, as the worker's output (WORKER_OUTPUT_TICK_S)
+TICK_S = 0.25  # the writer's tick, as the worker's output (WORKER_OUTPUT_TICK_S, its default)
 PACKETS = prometheus_client.Counter("floor_packets", "packets read")
 DROPPED = prometheus_client.Counter("floor_dropped", "video packets dropped (timestamps not increasing)")
 

@@ -56,6 +56,17 @@ def test_unpaced_allows_any_delay() -> None:
     assert MediaSettings(paced=False, output_delay_s=1.0).effective_output_delay_s == 1.0
 
 
+@pytest.mark.parametrize(
+    ("tick", "margin", "effective"),
+    [(0.25, 0.25, 0.25), (0.25, 0.1, 0.1), (0.1, 0.25, 0.1), (0.25, 0.0, 0.25)],
+)
+def test_the_output_ticks_at_most_every_deadline_margin(tick: float, margin: float, effective: float) -> None:
+    """A segment's audio is taken `deadline_margin_s` before it is due: the output thread wakes at
+    least that often (the low-latency margin, 0.1 s, keeps 0.1 s ticks)."""
+    s = MediaSettings(output_tick_s=tick, deadline_margin_s=margin)
+    assert s.effective_output_tick_s == effective
+
+
 def test_segment_length_must_be_whole_samples() -> None:
     assert segment_samples(1.5, 44_100) == 66_150
     with pytest.raises(ValueError):

@@ -1112,7 +1112,7 @@ class MediaOutput:
         self._abort = False
         self._paced = settings.paced
         self._kicked = False
-        self._tick_s = settings.output_tick_s
+        self._tick_s = settings.effective_output_tick_s
 
     def open(self) -> None:
         """Prepare the output. Files and unpaced outputs are opened here (header written).
@@ -1155,7 +1155,7 @@ class MediaOutput:
             on_taken=self.on_taken,
             on_delay=self.on_delay,
             original_encoder=original_encoder,
-            write_ahead_s=s.output_tick_s,
+            write_ahead_s=s.effective_output_tick_s,
         )
 
     def _prepare(self) -> tuple[StreamAudioEncoder, StreamAudioEncoder | None, PacketSink]:

@@ -68,13 +68,13 @@ class MediaSettings(BaseModel):
         "much later; per-frame hand-over costs ≈ 3 ms CPU per stream-second more (docs/performance.md)",
     )
     output_tick_s: float = Field(
-        0.1,
+        0.25,
         gt=0,
         le=0.5,
-        description="a paced output writes in ticks of this length what falls due before the next "
-        "one (a packet goes out at most this long, and at most deadline_margin_s, before it is due; "
-        "each tick wakes the output thread: 0.02 s cost ≈ 3 ms CPU per stream-second more than "
-        "0.1 s, docs/performance.md)",
+        description="a paced output writes in ticks of this length, at most deadline_margin_s "
+        "(effective_output_tick_s), what falls due before the next one (a packet goes out at most "
+        "a tick before it is due; each tick wakes the output thread: 0.1 s cost ≈ 1.5 ms CPU per "
+        "stream-second more than 0.2 s, docs/performance.md)",
     )
     deadline_margin_s: float = Field(
         0.25, ge=0, description="a segment's audio is taken this long before its first sample is due"
@@ -162,6 +162,14 @@ class MediaSettings(BaseModel):
         if self.output_delay_s is not None:
             return self.output_delay_s
         return self.segment_s + self.sts_timeout_s + self.output_headroom_s
+
+    @property
+    def effective_output_tick_s(self) -> float:
+        """The output's tick: `output_tick_s`, but at most the deadline margin (a segment's audio is
+        taken that long before it is due, so the output thread must wake at least that often)."""
+        if self.deadline_margin_s > 0:
+            return min(self.output_tick_s, self.deadline_margin_s)
+        return self.output_tick_s
 
     def segment_samples(self, sample_rate: int) -> int:
         """Samples per channel in one full segment at `sample_rate` (6 s @ 48 kHz = 288,000)."""

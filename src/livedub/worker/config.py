@@ -116,7 +116,7 @@ class WorkerSettings(BaseSettings):
         0.25, ge=0, le=5.0, description="a segment's audio is taken this long before it is due (low latency: 0.1)"
     )
     output_tick_s: float = Field(
-        0.1, gt=0, le=0.5, description="the output writes in ticks of this length what falls due before the next one (a packet goes out at most this early)"
+        0.25, gt=0, le=0.5, description="the output writes in ticks of this length (at most the deadline margin) what falls due before the next one (a packet goes out at most this early)"
     )
     input_audio_batch_s: float = Field(
         0.1, ge=0, le=0.5, description="the reader decodes and hands over audio in batches of about this length (0: per packet)"
