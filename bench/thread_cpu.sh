@@ -12,7 +12,8 @@ W=$(mktemp -d /tmp/livedub-threadcpu.XXXXXX)
 free_port() { $B/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P=$(free_port); M=$(free_port); S=$(free_port)
 $B/livedub make-fixture "$W/fx.mp4" --duration-s 50 > /dev/null
-$B/livedub media-server --rtsp-port "$P" --rtmp-port "$M" --streams w --workdir "$W/ms" > "$W/ms.log" 2>&1 & MS=$!
+# Loopback only, a local measurement: open publishing (the media server is closed by default).
+$B/livedub media-server --rtsp-port "$P" --rtmp-port "$M" --streams w --insecure-open-publish --workdir "$W/ms" > "$W/ms.log" 2>&1 & MS=$!
 $B/livedub sts --port "$S" > "$W/sts.log" 2>&1 & STS=$!
 trap 'kill $WK $PUB $STS $MS 2>/dev/null || true' EXIT
 WK=; PUB=
