@@ -23,6 +23,7 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import Future
 from fractions import Fraction
 from typing import Any
 
@@ -58,14 +59,18 @@ class Held:
             return out
 
 
-def read(in_url: str, held: Held, delay_s: float, started: threading.Event, template: list[Any], out_url: str | None) -> None:
-    """Demux, decode, hold. With `out_url` (--one-thread) this thread also writes what is due,
-    after a packet, at most every TICK_S: no writer thread (the input's packets pace it)."""
+def read(in_url: str, held: Held, delay_s: float, opened: Future[Any], out_url: str | None) -> None:
+    """Demux, decode, hold. `opened` gets the input's video stream (the writer's template) or the
+    reason the input could not be opened. With `out_url` (--one-thread) this thread also writes
+    what is due, after a packet, at most every TICK_S: no writer thread (the input paces it)."""
     options = {"rtsp_transport": "tcp"} if in_url.startswith("rtsp") else {}
-    container = av.open(in_url, options=options, timeout=(15, 5))
-    video, audio = container.streams.video[0], container.streams.audio[0]
-    template.append(video)
-    started.set()
+    try:
+        container = av.open(in_url, options=options, timeout=(15, 5))
+        video, audio = container.streams.video[0], container.streams.audio[0]
+    except Exception as exc:  # noqa: BLE001 - handed to main, which raises it
+        opened.set_exception(exc)
+        return
+    opened.set_result(video)
     inline = Writer(out_url, video) if out_url is not None else None
     resampler = av.AudioResampler(format="s16", layout="stereo", rate=RATE)
     base: int | None = None
@@ -163,13 +168,13 @@ def main() -> None:
     p.add_argument("--one-thread", action="store_true", help="the reader also writes (no writer thread)")
     args = p.parse_args()
     in_url, out_url = os.environ["WORKER_INPUT_URL"], os.environ["WORKER_OUTPUT_URL"]
-    held, started, template = Held(), threading.Event(), []
+    held, opened = Held(), Future[Any]()
     inline_url = out_url if args.one_thread else None
-    reader = threading.Thread(target=read, args=(in_url, held, args.delay_s, started, template, inline_url), name="reader", daemon=True)
+    reader = threading.Thread(target=read, args=(in_url, held, args.delay_s, opened, inline_url), name="reader", daemon=True)
     reader.start()
-    started.wait()
+    template = opened.result()  # raises what the reader's open raised
     if not args.one_thread:
-        threading.Thread(target=write, args=(out_url, template[0], held), name="writer", daemon=True).start()
+        threading.Thread(target=write, args=(out_url, template, held), name="writer", daemon=True).start()
     asyncio.run(serve(args.metrics_port, held))
     reader.join(timeout=5)
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.phase import FFMPEG, PY, free_port
+from bench.phase import PY, fixture_path, free_port, publisher_argv, relay_argv, wait_for
 from bench.procs import Proc, ProcSet
 from livedub.orchestrator.media_server import MediaServer, Role
 from livedub.orchestrator.settings import WORKER_ENV_INPUT_URL, WORKER_ENV_OUTPUT_URL
@@ -32,18 +32,9 @@ ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("relay", "passthrough", "floor", "floor-1t")  # floor-1t: the floor with one media thread
 
 
-def _wait(cond: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 def _argv(kind: str, sid: str, delay_s: float, in_url: str, out_url: str) -> list[str]:
     if kind == "relay":
-        return [FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin", "-rtsp_transport", "tcp",
-                "-i", in_url, "-c:v", "copy", "-c:a", "aac", "-f", "flv", out_url]  # fmt: skip
+        return relay_argv(in_url, out_url)
     if kind == "passthrough":
         return [PY, "-m", "livedub", "--log-format", "json", "worker", "--stream-id", sid, "--passthrough",
                 "--sts-url", "http://127.0.0.1:9", "--metrics-port", str(free_port()),
@@ -70,10 +61,8 @@ def run(n: int, periods: int, delay_s: float, fixture: Path, period_s: float, wo
             for kind in KINDS:
                 sid = ids[kind][i]
                 in_url = ms.rtsp_url(f"live/{sid}/in", Role.PUBLISHER)
-                procs.spawn("publisher", "tools", f"pub-{sid}", [
-                    FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin", "-re", "-stream_loop", "-1",
-                    "-i", str(fixture), "-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", in_url])  # fmt: skip
-                _wait(lambda sid=sid: f"live/{sid}/in" in ms.ready_paths, 30, f"the publisher of {sid}")
+                procs.spawn("publisher", "tools", f"pub-{sid}", publisher_argv(fixture, in_url))
+                wait_for(lambda sid=sid: f"live/{sid}/in" in ms.ready_paths, 30, f"the publisher of {sid}")
                 out_url = ms.rtmp_url(f"live/{sid}/out", Role.WORKER)
                 env = None if kind == "relay" else {**os.environ, WORKER_ENV_INPUT_URL: in_url, WORKER_ENV_OUTPUT_URL: out_url}
                 pipes[kind].append(procs.spawn(kind, kind, sid, _argv(kind, sid, delay_s, in_url, out_url), env=env))
@@ -114,7 +103,7 @@ def main() -> None:
     args = p.parse_args()
     from livedub.media.fixture import FixtureSpec, make_fixture
 
-    fixture = args.workdir.parent / f"fixture-{args.period_s:g}s.mp4"
+    fixture = fixture_path(args.workdir.parent, args.period_s)
     if not fixture.exists():
         fixture.parent.mkdir(parents=True, exist_ok=True)
         make_fixture(fixture, FixtureSpec(duration_s=args.period_s))

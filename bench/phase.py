@@ -177,7 +177,8 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _wait(pred: Any, timeout_s: float, what: str) -> None:
+def wait_for(pred: Any, timeout_s: float, what: str) -> None:
+    """Poll `pred` until it holds; TimeoutError naming `what` after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if pred():
@@ -295,18 +296,33 @@ def turnarounds_ms(log_path: Path) -> list[float]:
     return out
 
 
+def fixture_path(workdir: Path, duration_s: float) -> Path:
+    """Where the benchmark keeps its `duration_s` 720p30 fixture (`livedub make-fixture`)."""
+    return workdir / f"fixture-{duration_s:g}s.mp4"
+
+
+def publisher_argv(fixture: Path, url: str) -> list[str]:
+    """A real-time publisher of `fixture` to an rtsp:// (over TCP) or rtmp:// URL, looped (the
+    window is whole periods: `window_s`)."""
+    out_fmt = ["-f", "rtsp", "-rtsp_transport", "tcp"] if url.startswith("rtsp://") else ["-f", "flv"]
+    return [FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin", "-re", "-stream_loop", "-1",
+            "-i", str(fixture), "-c", "copy", *out_fmt, url]  # fmt: skip
+
+
+def relay_argv(in_url: str, out_url: str) -> list[str]:
+    """The baseline relay: the ffmpeg CLI, which takes URLs only as arguments."""
+    in_opts = ["-rtsp_transport", "tcp"] if in_url.startswith("rtsp://") else []
+    return [FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin", *in_opts, "-i", in_url,
+            "-c:v", "copy", "-c:a", "aac", "-f", "flv", out_url]  # fmt: skip
+
+
 def _pipeline_argv(st: _Stream, sts_url: str | None) -> list[str]:
     """The pipeline's command line. A worker gets its input and output URLs (they carry the media
     server's credentials) from the environment, as the orchestrator gives them: `_pipeline_env`.
     The baseline is the ffmpeg CLI, which takes URLs only as arguments."""
     g = st.group
     if g.kind == "baseline":
-        in_opts = ["-rtsp_transport", "tcp"] if st.in_url.startswith("rtsp://") else []
-        return [
-            FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin",
-            *in_opts, "-i", st.in_url,
-            "-c:v", "copy", "-c:a", "aac", "-f", "flv", st.out_url,
-        ]  # fmt: skip
+        return relay_argv(st.in_url, st.out_url)
     assert st.metrics_port is not None
     argv = [
         PY, "-m", "livedub", "--log-format", "json", "worker",
@@ -337,7 +353,8 @@ def _start_pipeline(st: _Stream, procs: ProcSet, sts_urls: dict[str, str]) -> No
 
 
 def _window_unit_s(groups: list[Group]) -> float:
-    """The stagger unit: a whole number of every group's segment length (periodic work)."""
+    """The period of the groups' work: a whole number of every group's segment length (stream
+    starts are spread over it; the window covers `window_segments` of it, see `window_s`)."""
     segs = [g.segment_s for g in groups if g.kind != "baseline"] or [6.0]
     if all(float(s).is_integer() for s in segs):
         return float(math.lcm(*(int(s) for s in segs)))
@@ -412,7 +429,7 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
                 )  # fmt: skip
                 sts_urls[g.label] = f"http://127.0.0.1:{port}"
         for url in sts_urls.values():  # the dub backend loads its engines before it serves
-            _wait(lambda u=url: _http_ok(f"{u}/health"), STS_UP_TIMEOUT_S, f"STS {url}")
+            wait_for(lambda u=url: _http_ok(f"{u}/health"), STS_UP_TIMEOUT_S, f"STS {url}")
         # Latency probe on a few streams of each group (it reads the input and the output). It
         # starts first, so that its input readers attach as each stream is published, before the
         # pipeline: a reader joining a path later disturbs the readers already there (see
@@ -426,7 +443,6 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
                 "probe", "tools", "probe", [PY, "-m", "bench.probe", "--out", str(probe_out)],
                 env={**os.environ, PROBE_STREAMS_ENV: json.dumps(probe_streams)},
             )  # fmt: skip
-        out_fmt = ["-f", "rtsp", "-rtsp_transport", "tcp"] if cfg.input_protocol == "rtsp" else ["-f", "flv"]
         # Independent streams: publisher i starts `slot` seconds after publisher i-1, and its
         # pipeline right after it is published. With `spread`, the starts cover one segment period,
         # so the streams' segment boundaries (and the CPU bursts at each) are spread out as for
@@ -438,15 +454,13 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
         for i, st in enumerate(streams):
             _sleep_until(t_pub0 + i * slot)
             procs.spawn(
-                "publisher", st.group.label, f"pub-{st.sid}",
-                [FFMPEG, "-hide_banner", "-loglevel", "warning", "-nostdin", "-re", "-stream_loop", "-1",
-                 "-i", str(cfg.fixture), "-c", "copy", *out_fmt, st.in_url],
-            )  # fmt: skip
+                "publisher", st.group.label, f"pub-{st.sid}", publisher_argv(cfg.fixture, st.in_url)
+            )
             if not cfg.spread:
                 continue
-            _wait(lambda sid=st.sid: f"live/{sid}/in" in ms.ready_paths, 30, f"publisher of {st.sid}")
+            wait_for(lambda sid=st.sid: f"live/{sid}/in" in ms.ready_paths, 30, f"publisher of {st.sid}")
             _start_pipeline(st, procs, sts_urls)
-        _wait(lambda: all(f"live/{s.sid}/in" in ms.ready_paths for s in streams), 30, "every publisher")
+        wait_for(lambda: all(f"live/{s.sid}/in" in ms.ready_paths for s in streams), 30, "every publisher")
         if not cfg.spread:
             for i, st in enumerate(streams):
                 if i and cfg.stagger_s > 0:

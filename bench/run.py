@@ -42,7 +42,7 @@ import av
 import psutil
 
 from bench.floors import measure as measure_floors
-from bench.phase import FFMPEG, Group, Phase, PortRange, Settings, run_phase, window_s
+from bench.phase import FFMPEG, Group, Phase, PortRange, Settings, fixture_path, run_phase, window_s
 from bench.procs import system_cpu_s
 from bench.profile import Profiler
 from bench.report import quick_table, write_report
@@ -306,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     def wanted(family: str) -> bool:
         return not partial or family in args.only
 
-    fixture = args.workdir / f"fixture-{args.duration_s:g}s.mp4"
+    fixture = fixture_path(args.workdir, args.duration_s)
     if not fixture.exists() and any(wanted(f) for f in PHASES if f != DUB_PHASE):
         _out(f"generating the {args.duration_s:g} s 720p30 fixture ...")
         make_fixture(fixture, FixtureSpec(duration_s=args.duration_s))

@@ -73,8 +73,8 @@ class MediaSettings(BaseModel):
         le=0.5,
         description="a paced output writes in ticks of this length, at most deadline_margin_s "
         "(effective_output_tick_s), what falls due before the next one (a packet goes out at most "
-        "a tick before it is due; each tick wakes the output thread: 0.1 s cost ≈ 1.5 ms CPU per "
-        "stream-second more than 0.2 s, docs/performance.md)",
+        "a tick before it is due; each tick wakes the output thread: 0.1 s cost ≈ 1-2 ms CPU per "
+        "stream-second more than 0.25 s, docs/performance.md)",
     )
     deadline_margin_s: float = Field(
         0.25, ge=0, description="a segment's audio is taken this long before its first sample is due"
