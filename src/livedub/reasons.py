@@ -16,7 +16,7 @@ class FallbackReason(StrEnum):
 
     TIMEOUT = "timeout"  # no result within timeout_ms
     CIRCUIT_OPEN = "circuit_open"  # breaker open: not sent
-    BACKPRESSURE = "backpressure"  # could not be sent before its deadline (pause / slow_down / slots)
+    BACKPRESSURE = "backpressure"  # could not be sent before its deadline (pause / slow_down / slots / its encode)
     DISCONNECT = "disconnect"  # in flight when the connection dropped, or not connected
     DEADLINE = "deadline"  # sent, but no usable result by the segment's output deadline
     STS_ERROR = "sts_error"  # fragment:processed status failed, or an `error` naming the fragment

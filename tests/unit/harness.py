@@ -303,6 +303,7 @@ async def run_session(
     until: Callable[[Outcomes], bool] | None = None,
     max_s: float = 3600.0,
     on_session: Callable[[DubbingSession], None] | None = None,
+    offload: Callable[..., Awaitable[Any]] = inline,
     **settings: Any,
 ) -> Outcomes:
     """Run `segments` segments (one every `every_s`, each due `delay_s` after it is created) through a
@@ -313,7 +314,7 @@ async def run_session(
     recorder = OutcomeRecorder(STREAM_ID)
     fatal: list[ExitCode] = []
     session = DubbingSession(s, clock, recorder, on_fatal=lambda code, *_a, **_k: fatal.append(code),
-                             client_factory=sts.bind, offload=inline)  # fmt: skip
+                             client_factory=sts.bind, offload=offload)  # fmt: skip
     if on_session is not None:  # e.g. for `events` that act on the session itself
         on_session(session)
     out = Outcomes([("", None)] * segments, [None] * segments, fatal, session.tracker.stats(), recorder, session, sts)

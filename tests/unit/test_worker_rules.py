@@ -3,6 +3,9 @@ each runs in milliseconds. Wiring to PyAV and a real STS is proven by tests/inte
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 from livedub.exitcodes import ExitCode
@@ -145,6 +148,23 @@ async def test_no_slot_before_the_deadline_is_backpressure() -> None:
     out = await run_session(3, FakeSts(clock, reply=Reply(latency_s=5.0)), clock, delay_s=2.0, max_inflight=1,
                             fragment_timeout_s=8.0)  # fmt: skip
     assert out.reasons == [F.DEADLINE, F.BACKPRESSURE, F.BACKPRESSURE]
+
+
+async def test_an_encode_past_the_deadline_after_the_first_connection_is_backpressure() -> None:
+    """The first segment waits for the first connection (reason so far: disconnect); once the link
+    is up, a deadline passing during the fragment's encode is the worker's own backpressure."""
+    clock = VirtualClock()
+    encodes: list[int] = []
+
+    async def slow_first_encode(fn: Callable[..., Any], /, *args: Any, **kw: Any) -> Any:
+        encodes.append(1)
+        if len(encodes) == 1:
+            await clock.sleep(5.0)  # longer than the segment's 3 s to its deadline
+        return fn(*args, **kw)
+
+    out = await run_session(2, FakeSts(clock), clock, every_s=6.0, offload=slow_first_encode)
+    assert out.reasons == [F.BACKPRESSURE, None]
+    books_balance(out)
 
 
 async def test_disconnect_fails_every_fragment_in_flight_then_reconnects() -> None:

@@ -230,6 +230,9 @@ class DubbingSession:
             return self._settle(segment, F.CIRCUIT_OPEN)
         if not await self._link_up(segment):
             return self._settle(segment, F.CONFIG_REFUSED if self._config_refused else F.DISCONNECT)
+        # The link is up: from here a deadline that passes before the fragment goes out (its
+        # encode, then a slot) is backpressure, not the link (it waited for the first connection).
+        segment.audio.waiting_for(F.BACKPRESSURE)
         # Encode while (possibly) waiting for a slot: it is the same work either way.
         fmt = self.settings.transport_format
         data: bytes = await self._offload(fragment_bytes, segment.pcm, segment.sample_rate, fmt, segment.coded)
@@ -255,7 +258,6 @@ class DubbingSession:
     async def _hold(self, segment: Segment) -> FallbackReason | None:
         """Wait for an in-flight slot and the gate (pause / slow_down) up to the deadline. None:
         a slot is held, send now; else why not (the slot is given back)."""
-        segment.audio.waiting_for(F.BACKPRESSURE)
         if not await wait_within(self.clock, self._wait_to_send(), self._remaining_s(segment)):
             return F.BACKPRESSURE
         if segment.audio.taken or not self.link.connected:
