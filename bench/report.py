@@ -84,7 +84,9 @@ def _seg(g: dict[str, Any]) -> str:
     if not s:
         return "–"
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(s["fallback_reasons"].items()))
-    return f"{s['dubbed']} / {s['original']}" + (f" ({reasons})" if reasons else "")
+    startup = ", ".join(f"{k} {v}" for k, v in sorted((s.get("startup_fallback_reasons") or {}).items()))
+    notes = [r for r in (reasons, f"start-up: {startup}" if startup else "") if r]
+    return f"{s['dubbed']} / {s['original']}" + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _lat(d: dict[str, Any] | None) -> str:
@@ -520,7 +522,10 @@ def dub_verdicts(results: dict[str, Any]) -> list[str]:
     out: list[str] = []
     for _, g in _dub_groups(results):
         pm = g.get("sts_processing_ms") or {}
-        fb = (g.get("segments") or {}).get("fallback_reasons") or {}
+        seg = g.get("segments") or {}
+        fb = {**(seg.get("startup_fallback_reasons") or {})}  # a dub's first fragment counts too
+        for k, v in (seg.get("fallback_reasons") or {}).items():
+            fb[k] = fb.get(k, 0) + v
         timeouts = sum(v for k, v in fb.items() if k in TIMEOUT_REASONS)
         timeouts += (g.get("sts_status") or {}).get("failed", 0)  # answered TIMEOUT by the STS
         p95 = pm.get("p95")

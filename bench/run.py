@@ -227,6 +227,11 @@ class Runner:
                 f"          {g['label']:<12} cpu {g['cpu_ms_per_stream_s']:6.1f} ms/s per stream"
                 + (f" | segments dubbed {g['segments']['dubbed']} original {g['segments']['original']}" if "segments" in g else "")
                 + (f" | delay p95 {g['delay_ms']['p95']:.0f} ms" if g.get("delay_ms", {}).get("p95") is not None else "")
+                + (
+                    " | start-up fallbacks " + ", ".join(f"{k}={v}" for k, v in sorted(su.items()))
+                    if (su := (g.get("segments") or {}).get("startup_fallback_reasons"))
+                    else ""
+                )
                 + (f" | e2e p95 {g['e2e_latency_ms']['p95']:.0f} ms" if g.get("e2e_latency_ms", {}).get("p95") is not None else "")
                 + f" | sync max {g.get('sync', {}).get('max_abs_offset_ms') or 0:.1f} ms"
                 + f" | {'keeps up' if g.get('keeps_up') else 'NOT keeping up: ' + '; '.join(g.get('why_not', []))}"

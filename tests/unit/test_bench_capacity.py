@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.phase import Group, _judge
+from bench.phase import Group, _judge, output_tick_ms
 from bench.report import capacity_section, render
 from bench.run import Capacity, capacity_result
 
@@ -114,3 +114,41 @@ def test_a_failed_workers_phase_is_shown_with_its_relays() -> None:
 def test_no_capacity_section_without_a_series() -> None:
     assert capacity_section({"capacity": capacity_result(Capacity(), Capacity())}) == []
     assert capacity_section({}) == []
+
+
+def _worker_gr(delay_p95: float, window: dict[str, int], startup: dict[str, int]) -> dict[str, Any]:
+    return _gr("worker", None) | {
+        "segments": {
+            "dubbed": 14, "original": sum(window.values()) + sum(startup.values()),
+            "fallback_reasons": window, "startup_fallback_reasons": startup,
+            "scraped": 2, "scraped_at_window": 2,
+        },
+        "delay_ms": {"p50": delay_p95, "p95": delay_p95},
+    }  # fmt: skip
+
+
+def test_a_worker_is_judged_over_the_window_and_its_start_up_is_only_reported(monkeypatch: Any) -> None:
+    monkeypatch.delenv("WORKER_OUTPUT_TICK_S", raising=False)
+    monkeypatch.delenv("WORKER_DEADLINE_MARGIN_S", raising=False)
+    flac = Group("flac", "worker", 2, transport="flac", delay_s=7.0)
+    started_slowly = _worker_gr(7000.0, {}, {"disconnect": 2})
+    fell_back = _worker_gr(7000.0, {"deadline": 1}, {})
+    for gr in (started_slowly, fell_back):
+        _judge(gr, flac, 250.0)
+    assert started_slowly["keeps_up"] is True
+    assert fell_back["keeps_up"] is False and fell_back["why_not"] == ["fallbacks deadline=1"]
+
+
+def test_a_worker_may_be_one_output_tick_early_but_not_late(monkeypatch: Any) -> None:
+    monkeypatch.delenv("WORKER_OUTPUT_TICK_S", raising=False)
+    monkeypatch.delenv("WORKER_DEADLINE_MARGIN_S", raising=False)
+    flac = Group("flac", "worker", 2, transport="flac", delay_s=7.0)
+    lowlat = Group("ll", "worker", 2, transport="flac", delay_s=1.5, extra_args=("--deadline-margin-s", "0.1"))
+    assert output_tick_ms(flac) == 250.0 and output_tick_ms(lowlat) == 100.0
+    verdicts = {}
+    for name, g, p95 in (("early", flac, 6700.0), ("too_early", flac, 6600.0), ("late", flac, 7150.0),
+                         ("ll_early", lowlat, 1320.0), ("ll_too_early", lowlat, 1250.0)):  # fmt: skip
+        gr = _worker_gr(p95, {}, {})
+        _judge(gr, g, 250.0)
+        verdicts[name] = gr["keeps_up"]
+    assert verdicts == {"early": True, "too_early": False, "late": False, "ll_early": True, "ll_too_early": False}
