@@ -57,22 +57,30 @@ demo: setup
 console-screenshot: setup
 	$(BIN)/python -m tests.console_screenshot --out docs/console.png
 
+# Before each: the page cache of the venv's and ffmpeg's libraries is dropped (bench/cold_libs.py:
+# RSS would otherwise depend on how recently pip wrote them).
+COLD_LIBS := $(BIN)/python -S -m bench.cold_libs $(VENV)
+
 bench: setup
+	$(COLD_LIBS)
 	$(BIN)/python -m bench.run
 
 # Phase 1 alone (≤ 4 min): relay, passthrough, flac, wav, m4a × 2 streams; ratios to the relay and the
 # issue-16 targets on stdout, var/bench/results.json; never rewrites docs/performance.md.
 BENCH_QUICK_ARGS ?=
 bench-quick: setup
+	$(COLD_LIBS)
 	$(BIN)/python -m bench.run --only transports --quiet-wait-s 20 --quiet-total-s 20 --budget-s 200 $(BENCH_QUICK_ARGS)
 
 # The worker against its floor (≈ 2 min): relays, passthrough workers and bench.floor_worker (only the
 # parts a worker requires, holding D) side by side; CPU and RSS ratios to the relay on stdout.
 bench-floor: setup
+	$(COLD_LIBS)
 	$(BIN)/python -m bench.minimal
 
 # Issue 16's low-latency target: 4 streams, 1 s segments, D = segment + 0.5 s, the default (flac) transport.
 bench-lowlat: setup
+	$(COLD_LIBS)
 	$(BIN)/python -m bench.run --only low-latency --lowlat-short-only --lowlat-n 4 --lowlat-added-s 0.5 \
 		--lowlat-transport flac --window-segments 24 --quiet-wait-s 20 --quiet-total-s 20 --budget-s 300 --workdir var/bench-lowlat
 

@@ -13,6 +13,7 @@ for i in $(seq 1 "$pairs"); do
   for side in old new; do
     if [ "$side" = old ]; then dir=$wt; pp="$wt/src:$wt"; else dir=$root; pp=""; fi
     echo "=== $side ($(git -C "$dir" log --oneline -1 | cut -c1-8)) run $i $(date -u +%T)"
+    (cd "$root" && "$py" -S -m bench.cold_libs "$root/.venv")  # RSS: libraries read back, not just written
     (cd "$dir" && PYTHONPATH=$pp "$py" -m bench.run --only transports --quiet-wait-s 20 --quiet-total-s 20 \
       --budget-s 200 --workdir "$root/var/ab/out-$side-$i" 2>&1 | grep -A8 "^transports vs the relay")
   done

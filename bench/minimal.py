@@ -81,6 +81,7 @@ def run(n: int, periods: int, delay_s: float, fixture: Path, period_s: float, wo
             rows[kind] = {
                 "cpu_ms_per_s": ProcSet.cpu_between(ps, a, b) / window_s / n * 1000.0,
                 "rss_mb": sum(p.rss() for p in ps) / n / 2**20,
+                "rss_file_mb": sum(p.last_rss_file for p in ps) / n / 2**20,
                 "alive": alive,
             }
     finally:

@@ -659,6 +659,8 @@ def _group_result(
             round((snap_b.get(p.pid, 0.0) - snap_a.get(p.pid, 0.0)) / window_s * 1000.0, 1) for p in pipes
         ),
         "rss_mb_per_stream": (sum(rss.get(p.pid, 0) for p in pipes) / max(1, len(pipes))) / 2**20,
+        # of which library (file) pages: what bench/cold_libs.py keeps from depending on the cache
+        "rss_file_mb_per_stream": (sum(p.last_rss_file for p in pipes) / max(1, len(pipes))) / 2**20,
         "sts_rss_mb": sum(rss.get(p.pid, 0) for p in sts) / 2**20,
         "alive_at_end": sum(1 for s in gs if alive.get(s.sid)),
     }

@@ -36,6 +36,7 @@ class Proc:
     ps: psutil.Process | None = None
     last_cpu_s: float = 0.0
     last_rss: int = 0
+    last_rss_file: int = 0  # of `last_rss`, pages mapped from files (libraries): RssFile + RssShmem
     started_monotonic: float = field(default_factory=time.monotonic)
 
     def alive(self) -> bool:
@@ -58,7 +59,8 @@ class Proc:
         if self.ps is None:
             return self.last_rss
         try:
-            self.last_rss = int(self.ps.memory_info().rss)
+            mem = self.ps.memory_info()
+            self.last_rss, self.last_rss_file = int(mem.rss), int(getattr(mem, "shared", 0))
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
         return self.last_rss
