@@ -485,10 +485,34 @@ def test_audio_payload_bytes_round_trip() -> None:
     again = parse_as(AudioPayload, audio.to_wire())
     assert again.to_bytes() == raw
     assert decode_base64(encode_base64(raw)) == raw
-    with pytest.raises(ValueError):
-        decode_base64("QUJD\n")
+    for bad in ("QUJD\n", "QUJ", "QU=D", "=QUJ", "QUJD====", "QUJDé", "QU JD", "QUJD-_=="):
+        with pytest.raises(ValueError):
+            decode_base64(bad)
+    assert decode_base64("QUI=") == b"AB" and encode_base64(b"AB") == "QUI="
     assert expected_samples(6000, 48000) == 288_000
     assert expected_samples(1, 44100) == 44
+
+
+def test_audio_payload_from_bytes_keeps_its_bytes_without_decoding_them_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import livedub.protocol.models as models
+
+    def no_decode(_text: str) -> bytes:
+        raise AssertionError("from_bytes decoded its own base64")
+
+    raw = b"RIFF" + bytes(range(256)) * 4
+    monkeypatch.setattr(models, "decode_base64", no_decode)
+    audio = AudioPayload.from_bytes(raw, format="wav", sample_rate_hz=16000, channels=1, duration_ms=32)
+    assert audio.to_bytes() is raw and audio.data_base64 == encode_base64(raw)
+    monkeypatch.undo()
+    # a payload from the wire is still decoded (and checked) on validation, context or not
+    wire = audio.to_wire()["data_base64"]
+    bad = {"format": "wav", "sample_rate_hz": 16000, "channels": 1, "duration_ms": 32, "data_base64": wire + "!"}
+    with pytest.raises(ProtocolValidationError):
+        parse_as(AudioPayload, bad)
+    with pytest.raises(ValueError):
+        AudioPayload.model_validate(bad, context={"livedub.encoded_from": "not bytes"})
 
 
 def test_parse_by_event_name_both_directions() -> None:

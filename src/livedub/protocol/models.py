@@ -22,6 +22,7 @@ from pydantic import (
     PrivateAttr,
     Strict,
     StringConstraints,
+    ValidationInfo,
     model_validator,
 )
 
@@ -140,6 +141,9 @@ class StreamReady(WireModel):
 # --- fragment:data -----------------------------------------------------------------------------
 
 
+_ENCODED_FROM = "livedub.encoded_from"  # validation context: the bytes `data_base64` was made from
+
+
 class AudioPayload(WireModel):
     """`audio` of `fragment:data` and `dubbed_audio` of `fragment:processed`.
 
@@ -160,8 +164,10 @@ class AudioPayload(WireModel):
     _raw: bytes | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _decode(self) -> Self:
-        self._raw = decode_base64(self.data_base64)
+    def _decode(self, info: ValidationInfo) -> Self:
+        # `from_bytes` hands over the bytes it has just encoded: no need to decode them back
+        raw = info.context.get(_ENCODED_FROM) if isinstance(info.context, dict) else None
+        self._raw = raw if isinstance(raw, bytes) else decode_base64(self.data_base64)
         if not self._raw:
             raise ValueError("data_base64 decodes to no bytes")
         return self
@@ -177,13 +183,14 @@ class AudioPayload(WireModel):
         duration_ms: int,
     ) -> AudioPayload:
         """Wrap encoded audio bytes (an m4a file, a wav file, ...) for the wire."""
-        return cls(
-            format=format,
-            sample_rate_hz=sample_rate_hz,
-            channels=channels,
-            duration_ms=duration_ms,
-            data_base64=encode_base64(data),
-        )
+        fields = {
+            "format": format,
+            "sample_rate_hz": sample_rate_hz,
+            "channels": channels,
+            "duration_ms": duration_ms,
+            "data_base64": encode_base64(data),
+        }
+        return cls.model_validate(fields, context={_ENCODED_FROM: bytes(data)})
 
     def to_bytes(self) -> bytes:
         """The decoded audio bytes."""

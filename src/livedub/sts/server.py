@@ -24,7 +24,7 @@ from aiohttp import web
 
 from livedub import __version__
 from livedub.clock import Clock
-from livedub.protocol import CLIENT_EVENTS, LANGUAGES_ROUTE, ControlAck, EventName
+from livedub.protocol import CLIENT_EVENTS, LANGUAGES_ROUTE, ControlAck, EventName, wirejson
 from livedub.protocol import constants as c
 from livedub.sts.backend import Backend, EchoBackend, ReportsLanguages
 from livedub.sts.core import ConnectionRefused, StsCore
@@ -109,6 +109,7 @@ class StsServer:
         self._owns_backend = backend is None  # a backend passed in is the caller's to close
         self.sio = socketio.AsyncServer(
             async_mode="aiohttp",
+            json=wirejson,  # the audio's long base64 strings: see protocol/wirejson.py
             transports=list(c.TRANSPORTS),
             ping_interval=settings.ping_interval_s,
             ping_timeout=settings.ping_timeout_s,

@@ -29,6 +29,7 @@ from livedub.protocol import (
     StreamReady,
     control_ack_event,
     parse_as,
+    wirejson,
 )
 from livedub.protocol import constants as c
 
@@ -154,6 +155,7 @@ class StsTestClient:
         self.auth = auth
         self.sio = socketio.AsyncClient(
             reconnection=reconnection,
+            json=wirejson,
             reconnection_delay=0.1,
             reconnection_delay_max=0.5,
             randomization_factor=0,

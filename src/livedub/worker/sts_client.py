@@ -33,6 +33,7 @@ from livedub.protocol import (
     StreamInit,
     StreamReady,
     constants,
+    wirejson,
 )
 from livedub.protocol.constants import EventName
 from livedub.worker.config import WorkerSettings
@@ -145,6 +146,7 @@ class StsClient:
         # The websocket message limit must hold a whole dubbed fragment (aiohttp's default is 4 MiB).
         sio = _GuardedAsyncClient(
             reconnection=False,
+            json=wirejson,
             logger=False,
             engineio_logger=False,
             websocket_extra_options={"max_msg_size": constants.DEFAULT_MAX_MESSAGE_BYTES},
