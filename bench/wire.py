@@ -9,8 +9,10 @@ noise for wav, a tone mix for flac and m4a, encoded by the worker's own `fragmen
 
     python -m bench.wire [--fragments 40] [--formats wav,flac,m4a] [--json out.json]
 
-Compare two trees side by side (the old one a worktree, as bench/ab.sh makes):
-    (cd var/ab/<old> && PYTHONPATH=src:. ../../../.venv/bin/python -m bench.wire)
+Compare an older commit's livedub with this tree's, alternately (its worktree as bench/ab.sh makes
+it; this tree's bench.wire, the STS subprocess inherits PYTHONPATH):
+    PYTHONPATH=var/ab/<old>/src:. .venv/bin/python -m bench.wire
+    .venv/bin/python -m bench.wire
 """
 
 from __future__ import annotations

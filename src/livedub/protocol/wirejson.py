@@ -2,9 +2,9 @@
 
 A `fragment:data` or `fragment:processed` carries its audio as one long base64 string (1.5 MB for
 6 s of 48 kHz stereo wav). The standard library's encoder escapes such a string character by
-character; orjson copies it. Measured here (6 s of wav, `python /tmp/wire_bench.py` in
-docs/performance.md): `json.dumps` 5.6 ms, orjson 0.3 ms; decoding 1.1 ms vs 0.5 ms — on each
-side of every fragment's round trip.
+character; orjson copies it. Measured here on such a packet: `json.dumps` 5.6–6.8 ms, orjson
+0.5 ms; `json.loads` 1.1–2.0 ms, orjson 0.5–0.9 ms — on each side of every fragment's round trip
+(the whole round trip per format: `python -m bench.wire`, docs/performance.md).
 
 Same JSON as the standard library's compact output (non-ASCII written as UTF-8, not escaped),
 with two differences about what no peer should send: an integer beyond 64 bits is read as a float
