@@ -166,6 +166,9 @@ async def test_media_server_restart_mid_stream(tmp_path: Path) -> None:
     # order up to its last segment
     before = [r.segment_index for r in res.tone_runs if r.segment_index is not None and r.end_s <= outage[0].at_s + 0.3]
     after = [r.segment_index for r in res.tone_runs if r.segment_index is not None and r.start_s >= silence_end - 0.3]
-    assert before and after and before + after == res.tone_order, res.tone_runs
+    # compact, so that pytest does not truncate it: every tone run and silence, and the outage
+    runs = [(round(r.start_s, 2), round(r.end_s, 2), r.segment_index) for r in res.tone_runs]
+    quiet = [(round(g.at_s, 2), g.length_ms) for g in res.silences]
+    assert before and after and before + after == res.tone_order, (runs, quiet, round(silence_end, 2))
     assert all(b == a + 1 for part in (before, after) for a, b in zip(part, part[1:], strict=False))
     assert after[-1] == 3, res.tone_order

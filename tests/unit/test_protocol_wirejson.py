@@ -72,3 +72,9 @@ async def test_the_workers_client_uses_it(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(Built):
         await client._open()
     assert seen["json"] is wirejson
+
+
+def test_what_orjson_cannot_write_the_standard_library_writes() -> None:
+    huge = {"sequence_number": 10**30, "note": "é"}
+    assert wirejson.dumps(huge) == json.dumps(huge, separators=(",", ":"), ensure_ascii=False)
+    assert wirejson.loads(wirejson.dumps(huge)) == {"sequence_number": 1e30, "note": "é"}

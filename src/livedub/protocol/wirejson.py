@@ -9,12 +9,15 @@ character; orjson copies it. Measured here on such a packet: `json.dumps` 5.6–
 Same JSON as the standard library's compact output (non-ASCII written as UTF-8, not escaped),
 with two differences about what no peer should send: an integer beyond 64 bits is read as a float
 (in linear time: engine.io's own codec refuses integers of over 100 digits because parsing huge
-ones is a denial of service; here a strict integer field then refuses the float), and NaN /
-Infinity, which are not JSON, are not read (and written as null).
+ones is a denial of service; here a strict integer field then refuses the float, and one beyond a
+double's range is refused like invalid JSON), and NaN / Infinity, which are not JSON, are not read
+(and written as null). Writing, what orjson cannot write (an integer beyond 64 bits, which no
+model of ours holds: only a test's hostile peer sends one) is written by the standard library.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -22,7 +25,10 @@ import orjson
 
 def dumps(obj: Any, **_ignored: Any) -> str:
     """`json.dumps` for python-socketio (which passes `separators`; orjson's output is compact)."""
-    return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode()  # int keys as strings, as json does
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode()  # int keys as strings, as json does
+    except TypeError:  # e.g. an integer beyond 64 bits
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 def loads(data: str | bytes, **_ignored: Any) -> Any:
