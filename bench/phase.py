@@ -12,6 +12,7 @@ start or pick.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import math
@@ -169,7 +170,8 @@ def scrape(port: int, timeout_s: float = 2.0) -> dict[str, float] | None:
         return None
 
 
-def _http_ok(url: str) -> bool:
+def http_ok(url: str) -> bool:
+    """Does `url` answer 2xx within a second?"""
     try:
         with urllib.request.urlopen(url, timeout=1) as r:
             return bool(200 <= r.status < 300)
@@ -430,7 +432,7 @@ def run_phase(phase: Phase, cfg: Settings, profiler: Any | None = None) -> dict[
                 )  # fmt: skip
                 sts_urls[g.label] = f"http://127.0.0.1:{port}"
         for url in sts_urls.values():  # the dub backend loads its engines before it serves
-            wait_for(lambda u=url: _http_ok(f"{u}/health"), STS_UP_TIMEOUT_S, f"STS {url}")
+            wait_for(lambda u=url: http_ok(f"{u}/health"), STS_UP_TIMEOUT_S, f"STS {url}")
         # Latency probe on a few streams of each group (it reads the input and the output). It
         # starts first, so that its input readers attach as each stream is published, before the
         # pipeline: a reader joining a path later disturbs the readers already there (see
@@ -727,21 +729,16 @@ def _statuses(done: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def output_tick_ms(g: Group) -> float:
-    """The output tick of `g`'s workers (ms): `WORKER_OUTPUT_TICK_S` capped at the deadline margin
-    (`MediaSettings.effective_output_tick_s`), from the group's flags, else the environment the
-    workers inherit, else the defaults."""
+    """The output tick of `g`'s workers (ms), as they compute it: their settings from the group's
+    flags (then the environment they inherit, then the defaults), `effective_output_tick_s`."""
+    from livedub.settings_cli import add_settings_flags, settings_from_args
     from livedub.worker.config import WorkerSettings
 
-    def value(name: str) -> float:
-        flag = "--" + name.replace("_", "-")
-        args = list(g.extra_args)
-        if flag in args[:-1]:
-            return float(args[args.index(flag) + 1])
-        env = os.environ.get(f"WORKER_{name.upper()}")
-        return float(env) if env is not None else float(WorkerSettings.model_fields[name].default)
-
-    tick, margin = value("output_tick_s"), value("deadline_margin_s")
-    return 1000.0 * (min(tick, margin) if margin > 0 else tick)
+    parser = argparse.ArgumentParser(add_help=False)
+    add_settings_flags(parser, WorkerSettings)
+    flags = ["--segment-s", f"{g.segment_s:g}", "--output-delay-s", f"{g.delay_s:g}", *g.extra_args]
+    args, _ = parser.parse_known_args(flags)
+    return 1000.0 * settings_from_args(WorkerSettings, args).media.effective_output_tick_s
 
 
 def _judge(gr: dict[str, Any], g: Group, relay_latency_ms: float | None) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from bench.phase import wait_for
+from bench.phase import http_ok, wait_for
 from livedub.media.audio import fragment_bytes
 from livedub.protocol import AudioPayload, FragmentData, FragmentProcessed, parse_server_event
 from livedub.protocol.constants import EventName
@@ -101,20 +100,11 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "livedub", "--log-level", "WARNING", "sts", "--port", str(port)],
-        env={**os.environ}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
     rows: list[dict[str, Any]] = []
     try:
-        import urllib.request
-
-        def up() -> bool:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1) as r:
-                    return bool(r.status == 200)
-            except OSError:
-                return False
-
-        wait_for(up, 60, "the echo STS")
+        wait_for(lambda: http_ok(f"{url}/health"), 60, "the echo STS")
         sts = psutil.Process(proc.pid)
         for fmt in a.formats.split(","):
             rows.append(asyncio.run(run_format(url, fmt, a.fragments, sts)))

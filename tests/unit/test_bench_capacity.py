@@ -143,7 +143,8 @@ def test_a_worker_may_be_one_output_tick_early_but_not_late(monkeypatch: Any) ->
     monkeypatch.delenv("WORKER_OUTPUT_TICK_S", raising=False)
     monkeypatch.delenv("WORKER_DEADLINE_MARGIN_S", raising=False)
     flac = Group("flac", "worker", 2, transport="flac", delay_s=7.0)
-    lowlat = Group("ll", "worker", 2, transport="flac", delay_s=1.5, extra_args=("--deadline-margin-s", "0.1"))
+    lowlat = Group("ll", "worker", 2, transport="flac", segment_s=1.0, delay_s=1.5,
+                   extra_args=("--deadline-margin-s", "0.1"))
     assert output_tick_ms(flac) == 250.0 and output_tick_ms(lowlat) == 100.0
     verdicts = {}
     for name, g, p95 in (("early", flac, 6700.0), ("too_early", flac, 6600.0), ("late", flac, 7150.0),

@@ -9,8 +9,6 @@ library's binascii decodes strictly in 3.4-9 ms and encodes in 2.4 ms on this ma
 
 from __future__ import annotations
 
-import binascii
-
 import pybase64
 
 
@@ -24,7 +22,7 @@ def decode_base64(text: str) -> bytes:
     bad padding or non-ASCII input."""
     try:
         return pybase64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError
         raise ValueError(f"not valid base64: {exc}") from exc
 
 
