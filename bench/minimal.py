@@ -19,14 +19,16 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.phase import PY, fixture_path, free_port, publisher_argv, relay_argv, wait_for
+from bench.phase import fixture_path, free_port, publisher_argv, relay_argv, wait_for
 from bench.procs import Proc, ProcSet
 from livedub.orchestrator.media_server import MediaServer, Role
 from livedub.orchestrator.settings import WORKER_ENV_INPUT_URL, WORKER_ENV_OUTPUT_URL
+from livedub.worker.memory import PYTHON_FLAGS, worker_python_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("relay", "passthrough", "floor", "floor-1t")  # floor-1t: the floor with one media thread
@@ -36,11 +38,11 @@ def _argv(kind: str, sid: str, delay_s: float, in_url: str, out_url: str) -> lis
     if kind == "relay":
         return relay_argv(in_url, out_url)
     if kind == "passthrough":
-        return [PY, "-m", "livedub", "--log-format", "json", "worker", "--stream-id", sid, "--passthrough",
+        return [*worker_python_argv(), "--log-format", "json", "worker", "--stream-id", sid, "--passthrough",
                 "--sts-url", "http://127.0.0.1:9", "--metrics-port", str(free_port()),
                 "--segment-s", "6", "--output-delay-s", f"{delay_s:g}"]  # fmt: skip
     one = ["--one-thread"] if kind == "floor-1t" else []
-    return [PY, "-m", "bench.floor_worker", "--delay-s", f"{delay_s:g}", "--metrics-port", str(free_port()), *one]
+    return [sys.executable, *PYTHON_FLAGS, "-m", "bench.floor_worker", "--delay-s", f"{delay_s:g}", "--metrics-port", str(free_port()), *one]
 
 
 def run(n: int, periods: int, delay_s: float, fixture: Path, period_s: float, workdir: Path) -> dict[str, Any]:

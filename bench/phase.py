@@ -40,6 +40,7 @@ from livedub.media.record import record_argv
 from livedub.orchestrator.media_server import MediaServer, Role
 from livedub.orchestrator.settings import WORKER_ENV_INPUT_URL, WORKER_ENV_OUTPUT_URL
 from livedub.sts.debug import processed_sent
+from livedub.worker.memory import worker_python_argv
 
 _log = logging.getLogger("bench")
 
@@ -328,7 +329,7 @@ def _pipeline_argv(st: _Stream, sts_url: str | None) -> list[str]:
         return relay_argv(st.in_url, st.out_url)
     assert st.metrics_port is not None
     argv = [
-        PY, "-m", "livedub", "--log-format", "json", "worker",
+        *worker_python_argv(), "--log-format", "json", "worker",
         "--stream-id", st.sid,
         "--sts-url", sts_url or "http://127.0.0.1:9", "--metrics-port", str(st.metrics_port),
         "--segment-s", f"{g.segment_s:g}", "--output-delay-s", f"{g.delay_s:g}",

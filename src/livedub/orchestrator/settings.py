@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shlex
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from livedub.credentials import with_credentials
 from livedub.exitcodes import ExitCode
 from livedub.orchestrator.languages import parse_language_list
 from livedub.protocol.constants import DEFAULT_SOURCE_LANGUAGE, is_valid_id
+from livedub.worker.memory import worker_python_argv
 
 ENV_PREFIX = "ORCH_"
 #: How the orchestrator gives a worker its URLs (WorkerSettings' env names; never argv).
@@ -142,7 +142,7 @@ class OrchestratorSettings(BaseSettings):
     worker_command: str = Field(
         "",
         description="command that starts one worker, shell-quoted "
-        "(empty: `<this python> -m livedub worker`)",
+        "(empty: `<this python> -OO -m livedub worker`)",
     )
     worker_args: str = Field(
         "", description="extra arguments appended to every worker command, shell-quoted"
@@ -336,7 +336,7 @@ class OrchestratorSettings(BaseSettings):
     def worker_base_argv(self) -> list[str]:
         if self.worker_command.strip():
             return shlex.split(self.worker_command)
-        return [sys.executable, "-m", "livedub", "worker"]
+        return [*worker_python_argv(), "worker"]
 
     def final_exit_codes(self) -> frozenset[int]:
         return frozenset(int(p) for p in self.no_restart_exit_codes.split(",") if p.strip())
