@@ -17,7 +17,7 @@ from typing import Any
 import av
 import numpy as np
 
-from livedub.media.audio import decode_fragment, encode_pcm, layout_for, pcm_to_planar_float
+from livedub.media.audio import decode_fragment, encode_pcm, layout_for
 
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 
@@ -78,7 +78,8 @@ def measure(fixture: Path, segment_s: float = 6.0, repeats: int = 3) -> dict[str
         cc.bit_rate = 128000
         cc.open()
         for k in range(0, n - 1023, 1024):
-            f = av.AudioFrame.from_ndarray(pcm_to_planar_float(pcm[k : k + 1024]), format="fltp", layout="stereo")
+            planar = np.ascontiguousarray((pcm[k : k + 1024].astype(np.float32) * (1.0 / 32768.0)).T)
+            f = av.AudioFrame.from_ndarray(planar, format="fltp", layout="stereo")
             f.sample_rate = rate
             f.pts = k
             cc.encode(f)

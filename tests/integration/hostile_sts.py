@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from livedub.media.analyze import Analysis, analyze
 from livedub.media.audio import decode_audio, encode_pcm, resample_pcm
+from livedub.media.pcm import Pcm
 from livedub.worker.runner import WorkerRunner
 
 FragmentBehaviour = Callable[["Reply", dict[str, Any]], Awaitable[None]]
@@ -254,11 +255,11 @@ async def never_ready(reply: Reply, init: dict[str, Any]) -> None:
 # --- fragment:data behaviours -----------------------------------------------------------------
 
 
-def _pcm_of(frag: dict[str, Any]) -> tuple[np.ndarray, int, int]:
+def _pcm_of(frag: dict[str, Any]) -> tuple[Pcm, int, int]:
     return decode_audio(base64.b64decode(frag["audio"]["data_base64"]))
 
 
-def _audio(pcm: np.ndarray, rate: int, duration_ms: int, fmt: str = "wav") -> dict[str, Any]:
+def _audio(pcm: Pcm | np.ndarray, rate: int, duration_ms: int, fmt: str = "wav") -> dict[str, Any]:
     data = encode_pcm(pcm, rate, fmt)  # type: ignore[arg-type]
     return {
         "format": fmt,

@@ -115,7 +115,8 @@ async def test_a_spoken_sentence_is_dubbed_in_place(backend: DubBackend) -> None
     timings = result.stage_timings
     assert timings is not None and timings.asr_ms and timings.tts_ms is not None
     assert result.dubbed_audio is not None and result.dubbed_audio.format == "wav"
-    out, rate, channels = decode_audio(result.dubbed_audio.to_bytes())
+    decoded, rate, channels = decode_audio(result.dubbed_audio.to_bytes())
+    out = np.asarray(decoded)
     assert (rate, channels) == (RATE, 2)
     assert out.shape[0] == original.shape[0]  # exactly the fragment's sample count
     at = round(SPEECH_AT_S * RATE)

@@ -206,7 +206,7 @@ async def _drive(events: list[tuple[str, Any, int]]) -> None:
         pcm, source, _ = seg.audio.take("deadline")
         assert pcm.shape == (N_SAMPLES, 1), "dubbed audio always fitted to the exact sample count"
         if source == "dubbed":
-            assert int(pcm[:, 0].astype(np.int32).sum()) > 0, "the dubbed samples, not the original zeros"
+            assert int(np.asarray(pcm)[:, 0].astype(np.int32).sum()) > 0, "the dubbed samples, not the original zeros"
 
 
 def _families(runner: WorkerRunner) -> Any:

@@ -131,7 +131,7 @@ class RecordingEncoder(FakeEncoder):
         self.values: list[int] = []  # the first sample's value of each feed
 
     def encode(self, pcm: np.ndarray, abs_sample: int) -> list[EncodedAudio]:
-        self.values.append(int(pcm[0, 0]))
+        self.values.append(int(np.asarray(pcm)[0, 0]))
         return [EncodedAudio(p.pts_ns, p.packet, self.track) for p in super().encode(pcm, abs_sample)]
 
     def flush(self) -> list[EncodedAudio]:

@@ -315,7 +315,6 @@ def test_the_encoder_gives_the_packets_pyavs_public_encode_gives() -> None:
 
     import av
 
-    from livedub.media.audio import pcm_to_planar_float
     from livedub.media.output import StreamAudioEncoder
 
     rng = np.random.default_rng(7)
@@ -327,7 +326,8 @@ def test_the_encoder_gives_the_packets_pyavs_public_encode_gives() -> None:
         stream = c.add_stream("aac", rate=48_000, layout="stereo")
         public = []
         for start in range(0, pcm.shape[0], 1024):
-            f = av.AudioFrame.from_ndarray(pcm_to_planar_float(pcm[start : start + 1024]), format="fltp", layout="stereo")
+            planar = np.ascontiguousarray((pcm[start : start + 1024].astype(np.float32) / 32768).T)
+            f = av.AudioFrame.from_ndarray(planar, format="fltp", layout="stereo")
             f.sample_rate, f.pts, f.time_base = 48_000, start, Fraction(1, 48_000)
             public += stream.encode(f)
         public += stream.encode(None)

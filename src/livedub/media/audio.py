@@ -1,11 +1,14 @@
 """PCM fragments on the wire: encode to m4a/wav/flac bytes, decode back to an exact sample count.
 
-PCM everywhere in livedub.media is numpy int16 of shape `(n_samples, channels)` (interleaved,
-like s16le). `encode_pcm` produces transport bytes; `decode_fragment` turns bytes from an STS
-back into exactly `expected_samples` (priming removed via the container's timestamps, rate and
-channel mismatches resampled, ±tolerance trimmed/padded) or raises `DubbedAudioRejected`.
+PCM everywhere in livedub.media is a `Pcm` (`livedub.media.pcm`): interleaved s16 samples,
+`(n_samples, channels)`; numpy arrays of that shape are accepted wherever PCM is taken.
+`encode_pcm` produces transport bytes; `decode_fragment` turns bytes from an STS back into
+exactly `expected_samples` (priming removed via the container's timestamps, rate and channel
+mismatches resampled, ±tolerance trimmed/padded) or raises `DubbedAudioRejected`. Sample formats
+are converted by libswresample (`av.AudioResampler`): float to s16 rounds half to even and
+saturates, s16 to float scales by 1/32768.
 
-Pure functions over bytes and arrays (PyAV in memory): no files, no network, no global state.
+Pure functions over bytes and PCM (PyAV in memory): no files, no network, no global state.
 """
 
 from __future__ import annotations
@@ -13,14 +16,15 @@ from __future__ import annotations
 import io
 import struct
 import wave
+from array import array
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
 import av
-import numpy as np
 
 from livedub.media.errors import DubbedAudioRejected
+from livedub.media.pcm import Pcm
 from livedub.media.settings import TransportFormat
 
 _CONTAINER = {"m4a": ("mp4", "aac"), "flac": ("flac", "flac")}
@@ -63,9 +67,7 @@ def remuxes(fmt: TransportFormat, coded: CodedAudio | None) -> bool:
     return fmt == "m4a" and coded is not None
 
 
-def fragment_bytes(
-    pcm: np.ndarray, sample_rate: int, fmt: TransportFormat, coded: CodedAudio | None = None
-) -> bytes:
+def fragment_bytes(pcm: Pcm, sample_rate: int, fmt: TransportFormat, coded: CodedAudio | None = None) -> bytes:
     """A segment's audio as transport bytes: for m4a its input packets remuxed when they cover it
     (`coded`), else `encode_pcm`."""
     if remuxes(fmt, coded):
@@ -82,43 +84,37 @@ def layout_for(channels: int) -> str:
     raise ValueError(f"unsupported channel count {channels}")
 
 
-def pcm_to_planar_float(pcm: np.ndarray) -> np.ndarray:
-    """int16 `(n, ch)` → float32 `(ch, n)` in [-1, 1) (what the AAC encoder wants)."""
-    return np.ascontiguousarray((pcm.astype(np.float32) * (1.0 / 32768.0)).T)
+def pcm_frame(pcm: Pcm, sample_rate: int, pts: int | None = None) -> av.AudioFrame:
+    """`pcm` as one packed s16 frame (its bytes copied in), timed in 1/`sample_rate`."""
+    frame = av.AudioFrame(format="s16", layout=layout_for(pcm.channels), samples=pcm.n)
+    if pcm.n:
+        frame.planes[0].update(pcm.data)  # type: ignore[arg-type]  # any buffer (the stub says bytes)
+    frame.sample_rate = sample_rate
+    frame.pts = pts
+    frame.time_base = Fraction(1, sample_rate)
+    return frame
 
 
-def planar_float_to_pcm(planar: np.ndarray) -> np.ndarray:
-    """float32 `(ch, n)` → int16 `(n, ch)`, as libswresample converts float to s16: scaled by
-    32768, rounded half to even, saturated."""
-    scaled = planar.T * np.float32(32768.0)
-    np.rint(scaled, out=scaled)
-    np.clip(scaled, -32768, 32767, out=scaled)
-    return scaled.astype(np.int16, order="C")
+def frame_to_pcm(frame: av.AudioFrame) -> Pcm:
+    """A packed s16 frame (a decoder's or `av.AudioResampler(format="s16")`'s) → `Pcm`, sharing
+    the frame's buffer (without its alignment padding)."""
+    if frame.format.name != "s16":
+        raise ValueError(f"expected a packed s16 frame, got {frame.format.name}")
+    channels = frame.layout.nb_channels
+    return Pcm(memoryview(frame.planes[0])[: frame.samples * channels * 2], channels)
 
 
-def frame_to_pcm(frame: av.AudioFrame) -> np.ndarray:
-    """A decoded/resampled frame in packed s16 → int16 `(n, ch)`."""
-    arr = frame.to_ndarray()
-    ch = frame.layout.nb_channels
-    if frame.format.is_planar:
-        return np.ascontiguousarray(arr.T.astype(np.int16, copy=False))
-    return arr.reshape(-1, ch).astype(np.int16, copy=False)
-
-
-def encode_pcm(
-    pcm: np.ndarray, sample_rate: int, fmt: TransportFormat = "m4a", *, bitrate: int = 128_000
-) -> bytes:
-    """Encode int16 `(n, ch)` PCM as transport bytes (m4a = AAC-LC in MP4, wav = s16le, flac)."""
-    if pcm.ndim != 2 or pcm.dtype != np.int16:
-        raise ValueError("pcm must be int16 of shape (n, channels)")
-    channels = pcm.shape[1]
+def encode_pcm(pcm: Pcm | Any, sample_rate: int, fmt: TransportFormat = "m4a", *, bitrate: int = 128_000) -> bytes:
+    """Encode `(n, ch)` s16 PCM as transport bytes (m4a = AAC-LC in MP4, wav = s16le, flac)."""
+    pcm = Pcm.of(pcm)
+    channels = pcm.channels
     if fmt == "wav":
         buf = io.BytesIO()
         with wave.open(buf, "wb") as w:
             w.setnchannels(channels)
             w.setsampwidth(2)
             w.setframerate(sample_rate)
-            w.writeframes(np.ascontiguousarray(pcm).astype("<i2", copy=False).tobytes())
+            w.writeframes(pcm.data)
         return buf.getvalue()
     if fmt not in _CONTAINER:
         raise ValueError(f"unsupported transport format {fmt!r}")
@@ -128,26 +124,12 @@ def encode_pcm(
         stream: Any = out.add_stream(codec, rate=sample_rate, layout=layout_for(channels))
         if codec == "aac":
             stream.bit_rate = bitrate
-            sample_fmt = "fltp"
-            data: np.ndarray = pcm_to_planar_float(pcm)
+            stream.format = "fltp"  # PyAV converts each s16 frame (libswresample)
         else:
-            sample_fmt = "s16"
-            data = np.ascontiguousarray(pcm).reshape(1, -1)
-        stream.format = sample_fmt
+            stream.format = "s16"
         frame_size = 1024 if codec == "aac" else 4608
-        step = data.shape[1] if sample_fmt == "fltp" else data.shape[1] // channels
-        for start in range(0, step, frame_size):
-            if sample_fmt == "fltp":
-                chunk = data[:, start : start + frame_size]
-            else:
-                chunk = data[:, start * channels : (start + frame_size) * channels]
-            frame = av.AudioFrame.from_ndarray(
-                np.ascontiguousarray(chunk), format=sample_fmt, layout=layout_for(channels)
-            )
-            frame.sample_rate = sample_rate
-            frame.pts = start
-            frame.time_base = Fraction(1, sample_rate)
-            out.mux(stream.encode(frame))
+        for start in range(0, pcm.n, frame_size):
+            out.mux(stream.encode(pcm_frame(pcm[start : start + frame_size], sample_rate, start)))
         out.mux(stream.encode(None))
     return buf.getvalue()
 
@@ -156,8 +138,8 @@ def mime_type(fmt: TransportFormat) -> str:
     return _MIME[fmt]
 
 
-def decode_audio(data: bytes, *, max_duration_s: float | None = None) -> tuple[np.ndarray, int, int]:
-    """Decode any audio container/codec PyAV knows to `(pcm int16 (n, ch), rate, channels)`.
+def decode_audio(data: bytes, *, max_duration_s: float | None = None) -> tuple[Pcm, int, int]:
+    """Decode any audio container/codec PyAV knows to `(pcm (n, ch), rate, channels)`.
 
     Samples that the container marks as before time 0 (encoder priming) are removed.
     Raises `DubbedAudioRejected("undecodable")` on any decoding failure, and
@@ -169,7 +151,7 @@ def decode_audio(data: bytes, *, max_duration_s: float | None = None) -> tuple[n
     fast = _decode_pcm_wav(data, max_duration_s)
     if fast is not None:
         return fast
-    chunks: list[np.ndarray] = []
+    chunks: list[Pcm] = []
     rate = channels = 0
     decoded = 0
     try:
@@ -183,33 +165,31 @@ def decode_audio(data: bytes, *, max_duration_s: float | None = None) -> tuple[n
                     rate = frame.sample_rate
                     channels = min(2, frame.layout.nb_channels)
                     resampler = av.AudioResampler(format="s16", layout=layout_for(channels), rate=rate)
-                pcm_parts = [frame_to_pcm(f) for f in resampler.resample(frame)]
-                if not pcm_parts:
+                pcm = Pcm.concat([frame_to_pcm(f) for f in resampler.resample(frame)], channels)
+                if not pcm.n:
                     continue
-                pcm = np.concatenate(pcm_parts)
                 # Priming: a frame whose timestamp is negative (mp4 edit list not applied).
                 if frame.pts is not None and frame.time_base is not None and frame.pts < 0:
                     skip = round(-frame.pts * frame.time_base * rate)
                     pcm = pcm[skip:]
                 chunks.append(pcm)
-                decoded += pcm.shape[0]
+                decoded += pcm.n
                 if max_duration_s is not None and decoded > max_duration_s * rate:
                     raise DubbedAudioRejected(
                         "duration_mismatch", f"more than {max_duration_s:.3f} s of audio (decoding stopped)"
                     )
             if resampler is not None:
-                tail = [frame_to_pcm(f) for f in resampler.resample(None)]
-                chunks.extend(tail)
+                chunks.extend(frame_to_pcm(f) for f in resampler.resample(None))
     except DubbedAudioRejected:
         raise
     except (av.FFmpegError, ValueError, OSError, EOFError) as exc:
         raise DubbedAudioRejected("undecodable", str(exc)) from exc
     if not chunks or rate == 0:
         raise DubbedAudioRejected("empty", "no decodable audio frames")
-    return np.concatenate(chunks), rate, channels
+    return Pcm.concat(chunks, channels), rate, channels
 
 
-def _decode_pcm_wav(data: bytes, max_duration_s: float | None) -> tuple[np.ndarray, int, int] | None:
+def _decode_pcm_wav(data: bytes, max_duration_s: float | None) -> tuple[Pcm, int, int] | None:
     """16-bit PCM WAV (mono/stereo) read directly, without libav: the wav transport's dubbed audio
     costs ~0.1 ms instead of ~20 ms per 6 s fragment. None: not such a file (libav decodes it)."""
     if len(data) < 44 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
@@ -227,36 +207,43 @@ def _decode_pcm_wav(data: bytes, max_duration_s: float | None) -> tuple[np.ndarr
         return None
     if max_duration_s is not None and n > max_duration_s * rate:
         raise DubbedAudioRejected("duration_mismatch", f"more than {max_duration_s:.3f} s of audio")
-    pcm = np.frombuffer(raw, dtype="<i2", count=n * channels).astype(np.int16).reshape(n, channels)
-    return pcm, rate, channels
+    return Pcm(memoryview(raw)[: n * channels * 2], channels), rate, channels
 
 
-def resample_pcm(pcm: np.ndarray, from_rate: int, to_rate: int, to_channels: int) -> np.ndarray:
-    """Convert int16 `(n, ch)` PCM to another rate and/or channel count (libswresample)."""
-    from_channels = pcm.shape[1]
+def _remix(pcm: Pcm, to_channels: int) -> Pcm:
+    """The same samples with `to_channels` channels: to mono the channels' mean (rounded half to
+    even), from mono the one channel copied, else the first `to_channels`. Pure Python where it
+    averages (≈ 60 ms per 6 s of stereo: only an STS answering a mono stream in stereo needs it)."""
+    src = array("h")
+    src.frombytes(pcm.data)
+    ch = pcm.channels
+    if to_channels == 1:
+        out = array("h", (round(sum(v) / ch) for v in zip(*(src[c::ch] for c in range(ch)), strict=True)))
+    else:
+        out = array("h", bytes(2 * pcm.n * to_channels))
+        for c in range(to_channels):
+            out[c::to_channels] = src[0::ch] if ch == 1 else src[c::ch]
+    return Pcm(memoryview(out).cast("B"), to_channels)
+
+
+def resample_pcm(pcm: Pcm | Any, from_rate: int, to_rate: int, to_channels: int) -> Pcm:
+    """Convert `(n, ch)` s16 PCM to another rate and/or channel count (libswresample)."""
+    pcm = Pcm.of(pcm)
+    from_channels = pcm.channels
     if from_rate == to_rate and from_channels == to_channels:
         return pcm
     if from_rate == to_rate:
-        if to_channels == 1:
-            return np.clip(np.rint(pcm.astype(np.float32).mean(axis=1, keepdims=True)), -32768, 32767).astype(np.int16)
-        return np.repeat(pcm[:, :1], to_channels, axis=1) if from_channels == 1 else pcm[:, :to_channels]
+        return _remix(pcm, to_channels)
     resampler = av.AudioResampler(format="s16", layout=layout_for(to_channels), rate=to_rate)
-    frame = av.AudioFrame.from_ndarray(
-        np.ascontiguousarray(pcm).reshape(1, -1), format="s16", layout=layout_for(from_channels)
-    )
-    frame.sample_rate = from_rate
-    frame.pts = 0
-    frame.time_base = Fraction(1, from_rate)
-    parts = [frame_to_pcm(f) for f in resampler.resample(frame)]
+    parts = [frame_to_pcm(f) for f in resampler.resample(pcm_frame(pcm, from_rate, 0))]
     parts += [frame_to_pcm(f) for f in resampler.resample(None)]
-    if not parts:
-        return np.zeros((0, to_channels), dtype=np.int16)
-    return np.concatenate(parts)
+    return Pcm.concat(parts, to_channels)
 
 
-def fit_to_length(pcm: np.ndarray, n_samples: int, tolerance: float = 0.10) -> np.ndarray:
+def fit_to_length(pcm: Pcm | Any, n_samples: int, tolerance: float = 0.10) -> Pcm:
     """Trim or zero-pad `pcm` to exactly `n_samples` if within ±tolerance, else reject."""
-    have = pcm.shape[0]
+    pcm = Pcm.of(pcm)
+    have = pcm.n
     if n_samples <= 0:
         raise ValueError("n_samples must be positive")
     if abs(have - n_samples) > tolerance * n_samples:
@@ -268,8 +255,7 @@ def fit_to_length(pcm: np.ndarray, n_samples: int, tolerance: float = 0.10) -> n
         return pcm
     if have > n_samples:
         return pcm[:n_samples]
-    pad = np.zeros((n_samples - have, pcm.shape[1]), dtype=pcm.dtype)
-    return np.concatenate([pcm, pad])
+    return Pcm.concat([pcm, Pcm.zeros(n_samples - have, pcm.channels)], pcm.channels)
 
 
 def decode_fragment(
@@ -279,8 +265,8 @@ def decode_fragment(
     sample_rate: int,
     channels: int,
     tolerance: float = 0.10,
-) -> np.ndarray:
-    """Decode dubbed audio bytes to exactly `(expected_samples, channels)` int16 at `sample_rate`.
+) -> Pcm:
+    """Decode dubbed audio bytes to exactly `(expected_samples, channels)` s16 at `sample_rate`.
 
     Raises `DubbedAudioRejected` with reason "empty", "undecodable" or "duration_mismatch".
     """
@@ -296,4 +282,4 @@ def decode_fragment(
 def describe(data: bytes) -> dict[str, Any]:
     """Small summary of encoded audio (rate, channels, samples) for logs and tools."""
     pcm, rate, ch = decode_audio(data)
-    return {"sample_rate": rate, "channels": ch, "samples": int(pcm.shape[0])}
+    return {"sample_rate": rate, "channels": ch, "samples": pcm.n}

@@ -31,13 +31,13 @@ from fractions import Fraction
 from typing import Any
 
 import av
-import numpy as np
 
 from livedub.clock import Clock, SystemClock
 from livedub.log import bind, redact_url
-from livedub.media.audio import frame_to_pcm, layout_for, planar_float_to_pcm
+from livedub.media.audio import frame_to_pcm, layout_for
 from livedub.media.errors import InputUnavailable, NoAudioTrack
 from livedub.media.observer import InputState, MediaObserver, NullObserver
+from livedub.media.pcm import Pcm
 from livedub.media.settings import MediaSettings
 from livedub.media.srt import SrtReader
 from livedub.media.timeline import NS_PER_S
@@ -126,7 +126,7 @@ class RawVideo:
 @dataclass(frozen=True, slots=True)
 class RawAudio:
     generation: int
-    pcm: np.ndarray  # int16 (n, channels) at InputInfo.sample_rate
+    pcm: Pcm  # (n, channels) at InputInfo.sample_rate
     pts_ns: int | None
     read_wall: float
     # the packets this PCM was decoded from, each alone into an equal share (InputInfo.audio_template)
@@ -343,8 +343,9 @@ class AudioBatcher:
     A batch is contiguous: a frame whose timestamp is not where the batch's samples end (by more
     than `JITTER_NS`) or that has none ends the batch before it, so A/V sync sees every jump.
     Frames already in the target format (float planar, the rate and channels of `InputInfo`:
-    what AAC, Opus and MP3 decoders give) are converted with numpy, exactly as libswresample
-    converts float to s16 (round half to even, saturate); others go through the resampler.
+    what AAC, Opus and MP3 decoders give) are read out of a fifo as one frame per batch and
+    converted to s16 in one libswresample call (round half to even, saturate); others go through
+    the resampler frame by frame.
     A batch carries its packets (`RawAudio.coded`) only if every frame in it came alone from
     one packet, unchanged in length. The reader hands packets over with `_Handoff.deliver_audio`;
     what no packet completes (the input went quiet, or stalled) is decoded and delivered by
@@ -374,7 +375,8 @@ class AudioBatcher:
         self._closed = False
         self._resampler = av.AudioResampler(format="s16", layout=layout_for(channels), rate=rate)
         self._fifo = av.AudioFifo()  # the float frames of the batch (one copy out per batch)
-        self._parts: list[np.ndarray] = []  # the int16 PCM of resampled frames
+        self._to_s16 = av.AudioResampler(format="s16", layout=layout_for(channels), rate=rate)  # the fifo's batches
+        self._parts: list[Pcm] = []  # the s16 PCM of resampled frames
         self._frames = 0  # frames in the batch
         self._frame_samples = 0  # samples of its first frame
         self._planar = False  # the batch is float frames in the fifo, not int16 parts
@@ -448,9 +450,9 @@ class AudioBatcher:
             pieces = [frame_to_pcm(f) for f in self._resampler.resample(frame)]
             if not pieces:
                 return out
-            part = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+            part = Pcm.concat(pieces, self.channels)
             self._parts.append(part)
-            samples = part.shape[0]
+            samples = part.n
         if not self._frames:
             self._pts_ns, self._planar, self._frame_samples = pts_ns, planar, samples
             self._wall = wall
@@ -486,8 +488,18 @@ class AudioBatcher:
         out = self.flush()
         tail = [frame_to_pcm(f) for f in self._resampler.resample(None)]
         if tail:
-            out.append(RawAudio(self.generation, np.concatenate(tail), None, self.clock.wall()))
+            out.append(RawAudio(self.generation, Pcm.concat(tail, self.channels), None, self.clock.wall()))
         return out
+
+    def _fifo_to_s16(self, got: av.AudioFrame) -> Pcm:
+        """A batch read from the fifo (float planar) as s16, in one libswresample call."""
+        got.sample_rate = self.rate
+        try:
+            frames = self._to_s16.resample(got)
+        except ValueError:  # not the layout of the fifo's earlier batches (a new decoder setup)
+            self._to_s16 = av.AudioResampler(format="s16", layout=layout_for(self.channels), rate=self.rate)
+            frames = self._to_s16.resample(got)
+        return Pcm.concat([frame_to_pcm(f) for f in frames], self.channels)
 
     def _flush_frames(self) -> list[RawAudio]:
         """The frames of the batch so far as one `RawAudio` (none if empty)."""
@@ -495,10 +507,13 @@ class AudioBatcher:
             return []
         if self._planar:
             got = self._fifo.read()  # None: only empty frames
-            pcm = planar_float_to_pcm(got.to_ndarray()) if got is not None else np.zeros((0, self.channels), np.int16)
+            if got is None:
+                pcm = Pcm.zeros(0, self.channels)
+            else:
+                pcm = self._fifo_to_s16(got)
         else:
             parts, self._parts = self._parts, []
-            pcm = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            pcm = Pcm.concat(parts, self.channels)
         packets = tuple(self._packets) if self._packets else None
         item = RawAudio(self.generation, pcm, self._pts_ns, self._wall, packets, self._frame_samples)
         self._frames = self._samples = 0

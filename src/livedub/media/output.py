@@ -31,21 +31,21 @@ import queue
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Literal, Protocol
 
 import av
-import numpy as np
 
 from livedub.clock import Clock, SystemClock
 from livedub.log import bind, redact_url
-from livedub.media.audio import layout_for, pcm_to_planar_float
+from livedub.media.audio import layout_for, pcm_frame
 from livedub.media.errors import OutputFailed
 from livedub.media.input import VideoTemplate
 from livedub.media.languages import iso639_2
 from livedub.media.observer import WriteErrorKind
+from livedub.media.pcm import Pcm
 from livedub.media.segment import NS_PER_S, Segment, VideoPacket
 from livedub.media.settings import MediaSettings
 from livedub.media.srt import SRT_PAYLOAD, SrtWriter
@@ -104,7 +104,7 @@ class EncodedAudio:
 class AudioEncoder(Protocol):
     lookahead_samples: int
 
-    def encode(self, pcm: np.ndarray, abs_sample: int) -> list[EncodedAudio]:
+    def encode(self, pcm: Pcm, abs_sample: int) -> list[EncodedAudio]:
         """Encode contiguous PCM whose first sample sits at `abs_sample` (1/rate units)."""
         ...
 
@@ -293,7 +293,7 @@ class OutputCore:
                 if paced_ready and self.fill_missing:
                     dl = self.deadline(k)
                     if now >= dl:
-                        self._feed(None, k, np.zeros((self.n, self.channels), np.int16), "silence", "input_late")
+                        self._feed(None, k, Pcm.zeros(self.n, self.channels), "silence", "input_late")
                         continue
                     wake = min(wake, dl)
                 break
@@ -313,7 +313,7 @@ class OutputCore:
             self._feed(seg, k, pcm, source, reason)
         return wake
 
-    def _feed(self, seg: Segment | None, k: int, pcm: np.ndarray, source: str, reason: str | None) -> None:
+    def _feed(self, seg: Segment | None, k: int, pcm: Pcm, source: str, reason: str | None) -> None:
         start = k * self.n  # segments are contiguous on the sample clock
         if seg is None:
             self.filled_segments.append(k)
@@ -427,22 +427,34 @@ class StreamAudioEncoder:
         self._format = av.AudioFormat("fltp")
         self._layout = av.AudioLayout(self.layout)
         self.time_base = Fraction(1, sample_rate)
-        self._carry = np.zeros((0, channels), dtype=np.int16)
+        self._carry = Pcm.zeros(0, channels)
+        self._to_fltp = av.AudioResampler(format="fltp", layout=self.layout, rate=sample_rate)
         self._next: int | None = None
         # the codec's own send/receive (PyAV's, without its resampling graph), or False: `encode`
         self._direct: Callable[[av.AudioFrame | None], Iterable[Any]] | Literal[False] | None = None
         self.on_first_sample: Callable[[int], None] | None = None
 
-    def _frame(self, pcm: np.ndarray, pts: int) -> av.AudioFrame:
-        return self._planar_frame(pcm_to_planar_float(pcm), pts)
+    def _planar(self, pcm: Pcm) -> av.AudioFrame:
+        """`pcm` as one float planar frame, in one libswresample call (s16 / 32768)."""
+        frames = self._to_fltp.resample(pcm_frame(pcm, self.rate))
+        if len(frames) != 1 or frames[0].samples != pcm.n:  # same rate: one frame in, one out
+            raise RuntimeError(f"s16 → fltp gave {[f.samples for f in frames]} samples for {pcm.n}")
+        return frames[0]
 
-    def _planar_frame(self, planar: np.ndarray, pts: int) -> av.AudioFrame:
-        """A frame of float `(ch, n)` samples (each row contiguous; the rows may be a wider array's)."""
-        frame = av.AudioFrame.from_ndarray(planar, format=self._format, layout=self._layout)
-        frame.sample_rate = self.rate
-        frame.pts = pts
-        frame.time_base = self.time_base
-        return frame
+    def _frames(self, pcm: Pcm, pts: int) -> Iterator[av.AudioFrame]:
+        """`pcm` as float planar frames of `AAC_FRAME` samples (the last may be shorter): one
+        conversion for all, then each frame's planes copied out of it."""
+        planar = self._planar(pcm)
+        planes = [memoryview(p) for p in planar.planes]
+        for pos in range(0, pcm.n, AAC_FRAME):
+            size = min(AAC_FRAME, pcm.n - pos)
+            frame = av.AudioFrame(format=self._format, layout=self._layout, samples=size)
+            for dst, src in zip(frame.planes, planes, strict=True):
+                dst.update(src[pos * 4 : (pos + size) * 4])  # type: ignore[arg-type]  # float32; any buffer
+            frame.sample_rate = self.rate
+            frame.pts = pts + pos
+            frame.time_base = self.time_base
+            yield frame
 
     def _encode(self, frame: av.AudioFrame | None) -> list[Any]:
         """Encode one exact frame (None: drain). Our frames already are what the encoder takes
@@ -470,34 +482,34 @@ class StreamAudioEncoder:
             out.append(EncodedAudio(pts_ns=p.pts * NS_PER_S // self.rate, packet=p, track=self.track))
         return out
 
-    def encode(self, pcm: np.ndarray, abs_sample: int) -> list[EncodedAudio]:
+    def encode(self, pcm: Pcm | Any, abs_sample: int) -> list[EncodedAudio]:
+        pcm = Pcm.of(pcm)
         if self._next is None:
             self._next = abs_sample
             if self.on_first_sample is not None:
                 self.on_first_sample(abs_sample * NS_PER_S // self.rate)
-        expected = self._next + self._carry.shape[0]
+        expected = self._next + self._carry.n
         if abs_sample != expected:
             raise ValueError(f"non-contiguous audio: got sample {abs_sample}, expected {expected}")
-        data = np.concatenate([self._carry, pcm]) if self._carry.shape[0] else pcm
+        data = Pcm.concat([self._carry, pcm], self.channels)
         out: list[EncodedAudio] = []
-        whole = data.shape[0] - data.shape[0] % AAC_FRAME
+        whole = data.n - data.n % AAC_FRAME
         if whole:
-            planar = pcm_to_planar_float(data[:whole])  # one conversion for every whole frame
-            for pos in range(0, whole, AAC_FRAME):
-                frame = self._planar_frame(planar[:, pos : pos + AAC_FRAME], self._next)
+            for frame in self._frames(data[:whole], self._next):  # one conversion for every whole frame
                 out.extend(self._wrap(self._encode(frame)))
-                self._next += AAC_FRAME
-        self._carry = data[whole:].copy()
+            self._next += whole
+        self._carry = Pcm(data[whole:].tobytes(), self.channels)  # not a view of `pcm`'s bytes
         return out
 
     def flush(self) -> list[EncodedAudio]:
         out: list[EncodedAudio] = []
         if self.end_pad_samples and self._next is not None:
-            pad = np.zeros((self.end_pad_samples, self.channels), dtype=np.int16)
-            out.extend(self.encode(pad, self._next + self._carry.shape[0]))
-        if self._carry.shape[0] and self._next is not None:
-            out.extend(self._wrap(self._encode(self._frame(self._carry, self._next))))
-            self._next += self._carry.shape[0]
+            pad = Pcm.zeros(self.end_pad_samples, self.channels)
+            out.extend(self.encode(pad, self._next + self._carry.n))
+        if self._carry.n and self._next is not None:
+            for frame in self._frames(self._carry, self._next):
+                out.extend(self._wrap(self._encode(frame)))
+            self._next += self._carry.n
             self._carry = self._carry[:0]
         out.extend(self._wrap(self._encode(None)))
         return out
@@ -861,7 +873,7 @@ class _LazyTarget:
             self._connect()
             self.connected = True
 
-    def encode(self, pcm: np.ndarray, abs_sample: int) -> list[EncodedAudio]:
+    def encode(self, pcm: Pcm, abs_sample: int) -> list[EncodedAudio]:
         return self._encoder.encode(pcm, abs_sample)
 
     def flush(self) -> list[EncodedAudio]:

@@ -15,11 +15,10 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
-
-import numpy as np
+from typing import Any, Literal
 
 from livedub.media.audio import CodedAudio
+from livedub.media.pcm import SAMPLE_BYTES, Pcm
 from livedub.media.timeline import NS_PER_S
 from livedub.reasons import FallbackReason
 
@@ -46,10 +45,10 @@ class SegmentAudio:
     else the original PCM with a reason. After `take()` nothing can change the answer.
     """
 
-    def __init__(self, original: np.ndarray, deadline_wall: float = math.inf) -> None:
+    def __init__(self, original: Pcm | Any, deadline_wall: float = math.inf) -> None:
         self._lock = threading.Lock()
-        self._original = original
-        self._dubbed: np.ndarray | None = None
+        self._original = Pcm.of(original)
+        self._dubbed: Pcm | None = None
         self._fallback_reason: str | None = None
         self._pending_reason: str | None = None
         self._taken = False
@@ -69,20 +68,19 @@ class SegmentAudio:
         return self._resolved.is_set()
 
     @property
-    def original(self) -> np.ndarray:
+    def original(self) -> Pcm:
         return self._original
 
-    def set_dubbed(self, pcm: np.ndarray) -> bool:
-        """Offer dubbed PCM (same shape and dtype as the original, int16 `(n, channels)`).
+    def set_dubbed(self, pcm: Pcm | Any) -> bool:
+        """Offer dubbed PCM (the original's shape, s16 `(n, channels)`; a numpy int16 array too).
 
         Returns False (and changes nothing) if the audio was already taken (the result is late)
         or already resolved. Raises ValueError if the shape does not match: fit it first with
         `livedub.media.audio.fit_to_length` / `decode_fragment`.
         """
+        pcm = Pcm.of(pcm)
         if pcm.shape != self._original.shape:
             raise ValueError(f"dubbed shape {pcm.shape} != original {self._original.shape}")
-        if pcm.dtype != self._original.dtype:
-            pcm = pcm.astype(self._original.dtype)
         with self._lock:
             if self._taken or self._resolved.is_set():
                 return False
@@ -113,7 +111,7 @@ class SegmentAudio:
         with self._lock:
             self._pending_reason = reason
 
-    def take(self, default_reason: str) -> tuple[np.ndarray, AudioSource, str | None]:
+    def take(self, default_reason: str) -> tuple[Pcm, AudioSource, str | None]:
         """Return `(pcm, "dubbed"|"original", reason)`; afterwards `set_*` return False.
 
         Unresolved: the reason given to `waiting_for` last, else `default_reason`. Taking twice
@@ -155,7 +153,7 @@ class Segment:
     n_samples: int
     sample_rate: int
     channels: int
-    pcm: np.ndarray  # int16, shape (n_samples, channels): the original audio
+    pcm: Pcm  # (n_samples, channels): the original audio
     audio: SegmentAudio
     video_packets: list[VideoPacket] = field(default_factory=list)
     is_tail: bool = False  # the last, shorter-than-N segment of a stream
@@ -218,7 +216,8 @@ class Segmenter:
         self.video_wait_ns = video_wait_ns
         self.deadline_for = deadline_for
         self.audio_t0_ns: int | None = None
-        self._buf = np.empty((self.n, channels), dtype=np.int16)
+        self._frame_bytes = SAMPLE_BYTES * channels
+        self._buf = bytearray(self.n * self._frame_bytes)  # the open segment's samples
         self._fill = 0
         self._samples_total = 0
         self._next_batch = 0
@@ -251,31 +250,33 @@ class Segmenter:
         return self.audio_t0_ns + self._samples_total * NS_PER_S // self.sample_rate
 
     # -- input ----------------------------------------------------------------------------
-    def push_audio(self, pcm: np.ndarray, pts_ns: int | None = None, coded: Sequence[bytes] | None = None) -> None:
-        """Append contiguous PCM (int16 `(n, channels)`). The first call's `pts_ns` is audio_t0.
+    def push_audio(self, pcm: Pcm | Any, pts_ns: int | None = None, coded: Sequence[bytes] | None = None) -> None:
+        """Append contiguous PCM (s16 `(n, channels)`). The first call's `pts_ns` is audio_t0.
         `coded`: the input packets this PCM was decoded from, unchanged, each into an equal share
         (else None)."""
         if self._finished:
             raise RuntimeError("segmenter finished")
-        if pcm.ndim != 2 or pcm.shape[1] != self.channels:
+        pcm = Pcm.of(pcm)
+        if pcm.channels != self.channels:
             raise ValueError(f"expected (n, {self.channels}) PCM, got {pcm.shape}")
-        self._note_coded(pcm.shape[0], coded)
+        self._note_coded(pcm.n, coded)
         if self.audio_t0_ns is None:
             self.audio_t0_ns = int(pts_ns) if pts_ns is not None else 0
             pre, self._pre_video = self._pre_video, []
             for pkt in pre:
                 self._place_video(pkt)
         pos = 0
-        total = pcm.shape[0]
+        total = pcm.n
+        data, fb = pcm.data, self._frame_bytes
         while pos < total:
             take = min(self.n - self._fill, total - pos)
-            self._buf[self._fill : self._fill + take] = pcm[pos : pos + take]
+            self._buf[self._fill * fb : (self._fill + take) * fb] = data[pos * fb : (pos + take) * fb]
             self._fill += take
             pos += take
             self._samples_total += take
             if self._fill == self.n:
                 self._waiting.append(self._make_segment(self._buf, self.n, is_tail=False))
-                self._buf = np.empty((self.n, self.channels), dtype=np.int16)
+                self._buf = bytearray(self.n * fb)
                 self._fill = 0
         self._release()
 
@@ -329,11 +330,14 @@ class Segmenter:
         # Belongs to the open segment (or to one already emitted: attach to the open one).
         self._open_video.append(pkt)
 
-    def _make_segment(self, buf: np.ndarray, n: int, *, is_tail: bool) -> Segment:
+    def _make_segment(self, buf: bytearray, n: int, *, is_tail: bool) -> Segment:
+        """A segment of the first `n` samples of `buf` (handed over whole when full: never
+        written again)."""
         batch = self._next_batch
         self._next_batch += 1
         t0 = self.t0_of(batch)
-        pcm = buf[:n].copy() if n != buf.shape[0] else buf
+        size = n * self._frame_bytes
+        pcm = Pcm(buf if size == len(buf) else bytes(buf[:size]), self.channels)
         dub = n >= self.min_tail_samples or not is_tail
         seg = Segment(
             id=str(uuid.uuid4()),
@@ -398,7 +402,7 @@ class Segmenter:
         if self._fill == 0 or self.audio_t0_ns is None:
             return 0
         missing = self.n - self._fill
-        self.push_audio(np.zeros((missing, self.channels), dtype=np.int16))
+        self.push_audio(Pcm.zeros(missing, self.channels))
         # No more video can arrive for it from this connection.
         for seg in self._waiting:
             self._ready.append(seg)

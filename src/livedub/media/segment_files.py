@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import av
-import numpy as np
 
 from livedub.log import bind
 from livedub.media.audio import encode_pcm
 from livedub.media.input import VideoTemplate
 from livedub.media.observer import WriteErrorKind
+from livedub.media.pcm import Pcm
 from livedub.media.segment import NS_PER_S, Segment, VideoPacket
 from livedub.media.settings import validate_stream_id
 
@@ -126,7 +126,7 @@ class SegmentFileWriter:
         """Queue `_video.mp4` and `_audio.m4a` of a new segment (returns at once)."""
         self._submit(self._write_segment, segment)
 
-    def write_dubbed(self, segment: Segment, pcm: np.ndarray) -> None:
+    def write_dubbed(self, segment: Segment, pcm: Pcm) -> None:
         """Queue `_dubbed.m4a` for a segment whose dubbed audio was used."""
         self._submit(self._write_audio, segment.batch, "dubbed", pcm, segment.sample_rate)
 
@@ -140,7 +140,7 @@ class SegmentFileWriter:
         self._write_audio(segment.batch, "audio", segment.pcm, segment.sample_rate)
         self.written += 1
 
-    def _write_audio(self, batch: int, kind: str, pcm: np.ndarray, rate: int) -> None:
+    def _write_audio(self, batch: int, kind: str, pcm: Pcm, rate: int) -> None:
         if kind == "dubbed" and batch not in self._batches:
             return  # already past retention (or never written): keep the directory bounded
         path = segment_paths(self.segment_dir, self.stream_id, batch)[kind]

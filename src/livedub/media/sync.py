@@ -8,8 +8,10 @@ deviation on every decoded frame (averaged over a window), does nothing while it
 interpolation, no click) until the deviation is back within `target_ms`. A timestamp gap far
 beyond the bound (an outage after a reconnect) is filled with silence instead.
 
-Pure logic on numpy arrays: no I/O, no clock. It never jumps the sample clock by more than
-`max_slew` per frame except to fill/trim a gap larger than `gap_fill_ms`.
+Pure logic on `Pcm`: no I/O, no clock. It never jumps the sample clock by more than
+`max_slew` per frame except to fill/trim a gap larger than `gap_fill_ms`. Slewing interpolates
+with numpy, imported on the first correction only: a worker whose input keeps its clock never
+loads it (livedub.media.pcm).
 """
 
 from __future__ import annotations
@@ -18,29 +20,33 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
-
-import numpy as np
+from typing import Any
 
 from livedub.log import BoundLogger, bind
+from livedub.media.pcm import Pcm
 from livedub.media.timeline import NS_PER_S
 
 CorrectionFn = Callable[[float, int], None]
 GapFn = Callable[[int], None]
 
 
-def slew_frame(pcm: np.ndarray, new_len: int) -> np.ndarray:
-    """Stretch/squeeze `pcm` (int16 `(n, ch)`) to `new_len` samples by linear interpolation."""
-    n = pcm.shape[0]
+def slew_frame(pcm: Pcm | Any, new_len: int) -> Pcm:
+    """Stretch/squeeze `pcm` (s16 `(n, ch)`) to `new_len` samples by linear interpolation."""
+    pcm = Pcm.of(pcm)
+    n = pcm.n
     if new_len == n or n == 0:
         return pcm
     if new_len <= 0:
         return pcm[:0]
+    import numpy as np  # only once the input's clock drifts (see the module docstring)
+
+    arr = np.asarray(pcm)
     src = np.linspace(0.0, n - 1, new_len)
     x = np.arange(n, dtype=np.float64)
-    out = np.empty((new_len, pcm.shape[1]), dtype=np.int16)
-    for c in range(pcm.shape[1]):
-        out[:, c] = np.clip(np.rint(np.interp(src, x, pcm[:, c].astype(np.float64))), -32768, 32767)
-    return out
+    out = np.empty((new_len, pcm.channels), dtype=np.int16)
+    for c in range(pcm.channels):
+        out[:, c] = np.clip(np.rint(np.interp(src, x, arr[:, c].astype(np.float64))), -32768, 32767)
+    return Pcm.of(out)
 
 
 class DriftCorrector:
@@ -107,21 +113,23 @@ class DriftCorrector:
             if self.on_correction is not None:
                 self.on_correction(0.0, 0)
 
-    def process_batch(self, pcm: np.ndarray, pts_ns: int | None, frame_samples: int) -> np.ndarray:
+    def process_batch(self, pcm: Pcm | Any, pts_ns: int | None, frame_samples: int) -> Pcm:
         """`process` for a batch of consecutive decoded frames of `frame_samples` each (the
         reader's `RawAudio`): frame by frame, as decoded, so that the observations and the slew
         of at most `max_slew` per frame do not depend on the batch size."""
-        total = pcm.shape[0]
+        pcm = Pcm.of(pcm)
+        total = pcm.n
         if pts_ns is None or frame_samples <= 0 or frame_samples >= total:
             return self.process(pcm, pts_ns)
         parts = [
             self.process(pcm[at : at + frame_samples], pts_ns + at * NS_PER_S // self.rate)
             for at in range(0, total, frame_samples)
         ]
-        return np.concatenate(parts)
+        return Pcm.concat(parts, pcm.channels)
 
-    def process(self, pcm: np.ndarray, pts_ns: int | None) -> np.ndarray:
+    def process(self, pcm: Pcm | Any, pts_ns: int | None) -> Pcm:
         """Return the (possibly slewed or gap-filled) PCM for one decoded frame."""
+        pcm = Pcm.of(pcm)
         if self.t0_ns is None:
             self.t0_ns = pts_ns if pts_ns is not None else 0
         n = pcm.shape[0]
@@ -170,7 +178,7 @@ class DriftCorrector:
         self.samples_out += pcm.shape[0]
         return pcm
 
-    def _fill_gap(self, pcm: np.ndarray, raw: int) -> np.ndarray:
+    def _fill_gap(self, pcm: Pcm, raw: int) -> Pcm:
         """The frame starts `-raw` ns after the sample clock: silence first, then the frame."""
         fill = round(-raw * self.rate / NS_PER_S)
         self.log.warning(
@@ -181,12 +189,11 @@ class DriftCorrector:
         self._window.clear()
         if self.on_gap is not None:
             self.on_gap(fill)
-        silence = np.zeros((fill, pcm.shape[1]), dtype=pcm.dtype)
-        pcm = np.concatenate([silence, pcm])
+        pcm = Pcm.concat([Pcm.zeros(fill, pcm.channels), pcm], pcm.channels)
         self.samples_out += pcm.shape[0]
         return pcm
 
-    def _drop_overlap(self, pcm: np.ndarray, n: int, raw: int) -> np.ndarray:
+    def _drop_overlap(self, pcm: Pcm, n: int, raw: int) -> Pcm:
         """The frame starts `raw` ns before the sample clock: its first samples are dropped."""
         drop = min(n, round(raw * self.rate / NS_PER_S))
         self.log.warning(

@@ -241,7 +241,7 @@ def spoken_track(spec: Any) -> Any:
         if speech.size / srate > end_s - start_s:
             wpm = math.ceil(DEFAULT_WPM * speech.size / srate / (end_s - start_s) * 1.05)
             speech, srate = synth.synthesize(text, "en", wpm)
-        pcm = resample_pcm(np.clip(speech * 32767, -32768, 32767).astype(np.int16)[:, None], srate, rate, 1)
+        pcm = np.asarray(resample_pcm(np.clip(speech * 32767, -32768, 32767).astype(np.int16)[:, None], srate, rate, 1))
         a = round(start_s * rate)
         b = min(round(end_s * rate), a + pcm.shape[0], track.size)
         track[a:b] = pcm[: b - a, 0].astype(np.float32) / 32768.0

@@ -300,7 +300,7 @@ class DubBackend:
         pcm = timer.run("decode", lambda: _decode_exact(audio, n))
         if n < MIN_FRAGMENT_S * rate:
             return self._original(fragment, Outcome.TOO_SHORT, timer)
-        mono16 = timer.run("decode", lambda: _to_float(resample_pcm(pcm, rate, ASR_RATE, 1))[:, 0])
+        mono16 = timer.run("decode", lambda: _to_float(np.asarray(resample_pcm(pcm, rate, ASR_RATE, 1)))[:, 0])
         spans = timer.run("vad", lambda: detect_speech(mono16))
         if not spans:
             return self._original(fragment, Outcome.NO_SPEECH, timer)
@@ -380,7 +380,7 @@ class DubBackend:
             )
 
         def fit() -> np.ndarray:
-            pcm = resample_pcm(_to_int16(speech)[:, None], tts_rate, rate, 1)
+            pcm = np.asarray(resample_pcm(_to_int16(speech)[:, None], tts_rate, rate, 1))
             return pad_or_trim(self.fitter.fit(_to_float(pcm)[:, 0], rate, n_out), n_out)
 
         return timer.run("fit", fit)
@@ -388,8 +388,8 @@ class DubBackend:
 
 def _decode_exact(audio: AudioPayload, n: int) -> np.ndarray:
     """The fragment's PCM at its own rate and channels, exactly `n` samples."""
-    pcm, got_rate, _ = decode_audio(audio.to_bytes(), max_duration_s=audio.duration_ms / 1000 * 2 + 1)
-    pcm = resample_pcm(pcm, got_rate, audio.sample_rate_hz, audio.channels)
+    decoded, got_rate, _ = decode_audio(audio.to_bytes(), max_duration_s=audio.duration_ms / 1000 * 2 + 1)
+    pcm = np.asarray(resample_pcm(decoded, got_rate, audio.sample_rate_hz, audio.channels))
     # AAC decodes to more samples than declared (encoder padding): the declared count wins
     if pcm.shape[0] >= n:
         return pcm[:n]

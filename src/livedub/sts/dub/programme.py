@@ -54,7 +54,7 @@ def spoken_programme(
     for k in range(n_segments):
         text = SENTENCES[k % len(SENTENCES)]
         speech, srate = synth.synthesize(text, "en")
-        pcm = resample_pcm(np.clip(speech * 32767, -32768, 32767).astype(np.int16)[:, None], srate, rate, 1)
+        pcm = np.asarray(resample_pcm(np.clip(speech * 32767, -32768, 32767).astype(np.int16)[:, None], srate, rate, 1))
         voice = pcm[:, 0].astype(np.float64) / 32768.0
         start = k * seg_n + round(lead_s * rate)
         length = min(voice.size, (k + 1) * seg_n - start - rate // 5)
