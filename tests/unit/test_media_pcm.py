@@ -97,3 +97,34 @@ def test_a_worker_imports_no_numpy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize(("fmt", "layout", "rate"), [("fltp", "stereo", 48_000), ("s16", "mono", 16_000)])
+def test_the_converter_gives_what_pyavs_resampler_gives_without_starting_threads(fmt: str, layout: str, rate: int) -> None:
+    from livedub.media.audio import AudioConverter
+
+    a = _arr(4800)
+    frames = [pcm_frame(Pcm.of(a[k : k + 960]), 48_000, pts=k) for k in range(0, 4800, 960)]
+    ours = AudioConverter(fmt, layout, rate)
+    mine = [f for fr in frames for f in ours.resample(fr)] + ours.resample(None)
+    assert ours._graph.threads == 1  # libavfilter starts no slice threads for it
+    theirs_r = av.AudioResampler(format=fmt, layout=layout, rate=rate)
+    theirs = [f for fr in frames for f in theirs_r.resample(fr)] + theirs_r.resample(None)
+
+    def planes(fs: list[av.AudioFrame]) -> list[bytes]:
+        return [b"".join(bytes(p)[: f.samples * (4 if fmt == "fltp" else 2 * f.layout.nb_channels)] for p in f.planes) for f in fs]
+
+    assert b"".join(planes(mine)) == b"".join(planes(theirs)) and sum(f.samples for f in mine) > 0
+    assert {(f.format.name, f.layout.name, f.sample_rate) for f in mine} == {(fmt, layout, rate)}
+
+
+def test_the_converter_passes_target_frames_through_and_refuses_another_setup() -> None:
+    from livedub.media.audio import AudioConverter
+
+    frame = pcm_frame(Pcm.of(_arr(100)), 48_000)
+    same = AudioConverter("s16", "stereo", 48_000)
+    assert same.resample(frame) == [frame] and same.resample(None) == []
+    conv = AudioConverter("fltp", "stereo", 48_000)
+    conv.resample(frame)
+    with pytest.raises(ValueError, match="setup"):
+        conv.resample(pcm_frame(Pcm.of(_arr(100, 1)), 48_000))

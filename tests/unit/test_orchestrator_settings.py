@@ -12,6 +12,7 @@ from livedub.cli import build_parser
 from livedub.exitcodes import ExitCode
 from livedub.orchestrator.serve_cli import ENV_ONLY_FIELDS
 from livedub.orchestrator.settings import OrchestratorSettings, env_name
+from livedub.worker.memory import PYTHON_FLAGS
 
 # What the orchestrator passes to `livedub worker` (checked against the real parser when the
 # worker's subcommand is registered; this list is what the worker must accept otherwise).
@@ -39,7 +40,7 @@ def test_defaults_match_the_documented_ones() -> None:
     assert (s.backoff_initial_s, s.backoff_multiplier, s.backoff_max_s) == (1.0, 2.0, 30.0)
     assert s.stable_run_s == 60.0 and s.stop_timeout_s == 30.0
     assert s.final_exit_codes() == {ExitCode.USAGE, ExitCode.STS_AUTH_FAILED}
-    assert s.worker_base_argv() == [sys.executable, "-OO", "-m", "livedub", "worker"]
+    assert s.worker_base_argv() == [sys.executable, *PYTHON_FLAGS, "-m", "livedub", "worker"]
     assert s.log_dir is None
 
 
@@ -110,7 +111,7 @@ def test_composed_worker_command_is_accepted_by_the_worker_cli(
 ) -> None:
     s = OrchestratorSettings(worker_args="--segment-s 2")
     argv = s.worker_argv("abc", 9123)
-    assert argv[:5] == [sys.executable, "-OO", "-m", "livedub", "worker"]
+    assert argv[: len(PYTHON_FLAGS) + 4] == [sys.executable, *PYTHON_FLAGS, "-m", "livedub", "worker"]
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     if "worker" in sub:
@@ -119,7 +120,7 @@ def test_composed_worker_command_is_accepted_by_the_worker_cli(
 
         for key, value in s.worker_env("abc").items():
             monkeypatch.setenv(key, value)
-        args = parser.parse_args(argv[4:])
+        args = parser.parse_args(argv[len(PYTHON_FLAGS) + 3 :])
         w = settings_from_args(WorkerSettings, args)
         assert w.stream_id == "abc"
         assert w.input_url == "rtsp://127.0.0.1:8554/live/abc/in"
@@ -127,7 +128,7 @@ def test_composed_worker_command_is_accepted_by_the_worker_cli(
         assert w.sts_url == "http://127.0.0.1:8080"
         assert w.metrics_port == 9123
     else:  # the worker's CLI is not registered yet: this is the contract it must meet
-        flags = [a for a in argv[5:] if a.startswith("--")]
+        flags = [a for a in argv[len(PYTHON_FLAGS) + 4 :] if a.startswith("--")]
         assert set(flags) - {"--segment-s"} == set(WORKER_FLAGS)
 
 

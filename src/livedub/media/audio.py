@@ -5,7 +5,7 @@ PCM everywhere in livedub.media is a `Pcm` (`livedub.media.pcm`): interleaved s1
 `encode_pcm` produces transport bytes; `decode_fragment` turns bytes from an STS back into
 exactly `expected_samples` (priming removed via the container's timestamps, rate and channel
 mismatches resampled, ±tolerance trimmed/padded) or raises `DubbedAudioRejected`. Sample formats
-are converted by libswresample (`av.AudioResampler`): float to s16 rounds half to even and
+are converted by libswresample (`AudioConverter`): float to s16 rounds half to even and
 saturates, s16 to float scales by 1/32768.
 
 Pure functions over bytes and PCM (PyAV in memory): no files, no network, no global state.
@@ -13,6 +13,7 @@ Pure functions over bytes and PCM (PyAV in memory): no files, no network, no glo
 
 from __future__ import annotations
 
+import errno
 import io
 import struct
 import wave
@@ -84,6 +85,64 @@ def layout_for(channels: int) -> str:
     raise ValueError(f"unsupported channel count {channels}")
 
 
+class AudioConverter:
+    """`av.AudioResampler`'s `resample` (sample format, layout and rate by libswresample, frames
+    in, frames out, None flushes) in a filter graph without threads: PyAV's own graph starts
+    libavfilter's slice threads (two per graph on two cores), which an audio conversion never
+    uses, once per converter — for every dubbed fragment decoded, and for good in the input's
+    and the output's converters."""
+
+    def __init__(self, format: str, layout: str, rate: int) -> None:
+        self.format, self.layout, self.rate = format, layout, rate
+        self._graph: Any = None
+        self._template: tuple[str, str, int] | None = None
+        self._passthrough = False  # the first frame was already the target: frames go through as they are
+
+    def _setup(self, frame: av.AudioFrame) -> None:
+        graph = av.filter.Graph()
+        graph.threads = 1  # before the first filter: libavfilter starts its threads then
+        args = {"time_base": str(frame.time_base)} if frame.time_base is not None else {}
+        src = graph.add(
+            "abuffer", sample_rate=str(frame.sample_rate), sample_fmt=frame.format.name,
+            channel_layout=frame.layout.name, **args,
+        )  # fmt: skip
+        fmt = graph.add("aformat", sample_rates=str(self.rate), sample_fmts=self.format, channel_layouts=self.layout)
+        sink = graph.add("abuffersink")
+        src.link_to(fmt)
+        fmt.link_to(sink)
+        graph.configure()
+        self._graph = graph
+
+    def resample(self, frame: av.AudioFrame | None) -> list[av.AudioFrame]:
+        """The converted frames `frame` completes (None: flush what the converter holds).
+        ValueError for a frame unlike the first one (another format, layout or rate)."""
+        if frame is None:
+            if self._graph is None:
+                return []
+        else:
+            got = (frame.format.name, frame.layout.name, frame.sample_rate)
+            if self._template is None:
+                self._template = got
+                self._passthrough = got == (self.format, self.layout, self.rate)
+                if not self._passthrough:
+                    self._setup(frame)
+            elif got != self._template:
+                raise ValueError("Frame does not match AudioConverter setup.")
+            if self._passthrough:
+                return [frame]
+        self._graph.push(frame)
+        out: list[av.AudioFrame] = []
+        while True:
+            try:
+                out.append(self._graph.pull())
+            except (EOFError, BlockingIOError):
+                return out
+            except av.FFmpegError as exc:
+                if exc.errno != errno.EAGAIN:
+                    raise
+                return out
+
+
 def pcm_frame(pcm: Pcm, sample_rate: int, pts: int | None = None) -> av.AudioFrame:
     """`pcm` as one packed s16 frame (its bytes copied in), timed in 1/`sample_rate`."""
     frame = av.AudioFrame(format="s16", layout=layout_for(pcm.channels), samples=pcm.n)
@@ -96,7 +155,7 @@ def pcm_frame(pcm: Pcm, sample_rate: int, pts: int | None = None) -> av.AudioFra
 
 
 def frame_to_pcm(frame: av.AudioFrame) -> Pcm:
-    """A packed s16 frame (a decoder's or `av.AudioResampler(format="s16")`'s) → `Pcm`, sharing
+    """A packed s16 frame (a decoder's or `AudioConverter(format="s16")`'s) → `Pcm`, sharing
     the frame's buffer (without its alignment padding)."""
     if frame.format.name != "s16":
         raise ValueError(f"expected a packed s16 frame, got {frame.format.name}")
@@ -159,12 +218,12 @@ def decode_audio(data: bytes, *, max_duration_s: float | None = None) -> tuple[P
             if not container.streams.audio:
                 raise DubbedAudioRejected("undecodable", "no audio stream")
             stream = container.streams.audio[0]
-            resampler: av.AudioResampler | None = None
+            resampler: AudioConverter | None = None
             for frame in container.decode(stream):
                 if resampler is None:
                     rate = frame.sample_rate
                     channels = min(2, frame.layout.nb_channels)
-                    resampler = av.AudioResampler(format="s16", layout=layout_for(channels), rate=rate)
+                    resampler = AudioConverter(format="s16", layout=layout_for(channels), rate=rate)
                 pcm = Pcm.concat([frame_to_pcm(f) for f in resampler.resample(frame)], channels)
                 if not pcm.n:
                     continue
@@ -234,7 +293,7 @@ def resample_pcm(pcm: Pcm | Any, from_rate: int, to_rate: int, to_channels: int)
         return pcm
     if from_rate == to_rate:
         return _remix(pcm, to_channels)
-    resampler = av.AudioResampler(format="s16", layout=layout_for(to_channels), rate=to_rate)
+    resampler = AudioConverter(format="s16", layout=layout_for(to_channels), rate=to_rate)
     parts = [frame_to_pcm(f) for f in resampler.resample(pcm_frame(pcm, from_rate, 0))]
     parts += [frame_to_pcm(f) for f in resampler.resample(None)]
     return Pcm.concat(parts, to_channels)

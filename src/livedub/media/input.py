@@ -34,7 +34,7 @@ import av
 
 from livedub.clock import Clock, SystemClock
 from livedub.log import bind, redact_url
-from livedub.media.audio import frame_to_pcm, layout_for
+from livedub.media.audio import AudioConverter, frame_to_pcm, layout_for
 from livedub.media.errors import InputUnavailable, NoAudioTrack
 from livedub.media.observer import InputState, MediaObserver, NullObserver
 from livedub.media.pcm import Pcm
@@ -373,9 +373,9 @@ class AudioBatcher:
         self._held_first_ns: int | None = None
         self._held_started = 0.0
         self._closed = False
-        self._resampler = av.AudioResampler(format="s16", layout=layout_for(channels), rate=rate)
+        self._resampler = AudioConverter(format="s16", layout=layout_for(channels), rate=rate)
         self._fifo = av.AudioFifo()  # the float frames of the batch (one copy out per batch)
-        self._to_s16 = av.AudioResampler(format="s16", layout=layout_for(channels), rate=rate)  # the fifo's batches
+        self._to_s16 = AudioConverter(format="s16", layout=layout_for(channels), rate=rate)  # the fifo's batches
         self._parts: list[Pcm] = []  # the s16 PCM of resampled frames
         self._frames = 0  # frames in the batch
         self._frame_samples = 0  # samples of its first frame
@@ -497,7 +497,7 @@ class AudioBatcher:
         try:
             frames = self._to_s16.resample(got)
         except ValueError:  # not the layout of the fifo's earlier batches (a new decoder setup)
-            self._to_s16 = av.AudioResampler(format="s16", layout=layout_for(self.channels), rate=self.rate)
+            self._to_s16 = AudioConverter(format="s16", layout=layout_for(self.channels), rate=self.rate)
             frames = self._to_s16.resample(got)
         return Pcm.concat([frame_to_pcm(f) for f in frames], self.channels)
 

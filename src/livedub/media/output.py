@@ -40,7 +40,7 @@ import av
 
 from livedub.clock import Clock, SystemClock
 from livedub.log import bind, redact_url
-from livedub.media.audio import layout_for, pcm_frame
+from livedub.media.audio import AudioConverter, layout_for, pcm_frame
 from livedub.media.errors import OutputFailed
 from livedub.media.input import VideoTemplate
 from livedub.media.languages import iso639_2
@@ -428,7 +428,7 @@ class StreamAudioEncoder:
         self._layout = av.AudioLayout(self.layout)
         self.time_base = Fraction(1, sample_rate)
         self._carry = Pcm.zeros(0, channels)
-        self._to_fltp = av.AudioResampler(format="fltp", layout=self.layout, rate=sample_rate)
+        self._to_fltp = AudioConverter(format="fltp", layout=self.layout, rate=sample_rate)
         self._next: int | None = None
         # the codec's own send/receive (PyAV's, without its resampling graph), or False: `encode`
         self._direct: Callable[[av.AudioFrame | None], Iterable[Any]] | Literal[False] | None = None

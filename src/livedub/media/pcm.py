@@ -7,7 +7,7 @@ bytes (a memoryview), nothing writes into a `Pcm` once it is made.
 
 A worker never imports numpy: importing it costs a worker ~10 MB of its RSS (its extension
 modules and the ~150 Python modules it loads), and the media path only cuts, joins and converts
-samples, which bytes and libswresample (`av.AudioResampler`) do. Code that computes on samples
+samples, which bytes and libswresample (`livedub.media.audio.AudioConverter`) do. Code that computes on samples
 (the STS's dub backend, analysis, tests) gets a read-only `(n, channels)` int16 array with
 `numpy.asarray(pcm)` and makes a `Pcm` of any such array with `Pcm.of(array)` — numpy arrays,
 like every 2-D int16 buffer, are accepted wherever a `Pcm` is taken.

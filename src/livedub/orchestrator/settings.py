@@ -142,7 +142,7 @@ class OrchestratorSettings(BaseSettings):
     worker_command: str = Field(
         "",
         description="command that starts one worker, shell-quoted "
-        "(empty: `<this python> -OO -m livedub worker`)",
+        "(empty: `<this python> -OO -X no_debug_ranges -m livedub worker`)",
     )
     worker_args: str = Field(
         "", description="extra arguments appended to every worker command, shell-quoted"
