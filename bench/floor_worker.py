@@ -1,7 +1,7 @@
 """The least a worker can be: a floor for the worker's CPU and memory (issue 16).
 
 Only the parts the project requires of a worker, and none of livedub: PyAV (RTSP in, AAC decode,
-one AAC encoder, video codec copy, FLV out), numpy (the audio as s16 PCM arrays, as the worker
+one AAC encoder, video codec copy, FLV out), the audio as s16 PCM bytes (as the worker
 cuts fragments from), python-socketio's asyncio client (with aiohttp, which it brings) and
 prometheus_client served by aiohttp.web (/metrics). It holds the stream for D seconds, as a
 worker must, and does nothing else: no segments, no STS, no A/V sync, no settings, no logs. One
@@ -29,7 +29,6 @@ from typing import Any
 
 import aiohttp.web
 import av
-import numpy as np
 import prometheus_client
 import socketio
 
@@ -94,9 +93,9 @@ def read(in_url: str, held: Held, delay_s: float, opened: Future[Any], out_url: 
                 last_dts = pkt.dts
                 held.put(due, "v", (pkt.pts - base, pkt.dts - base, bytes(pkt), pkt.is_keyframe, pkt.time_base))
             elif base is not None:
-                pcm = [f.to_ndarray().reshape(-1, 2) for fr in pkt.decode() for f in resampler.resample(fr)]
+                pcm = b"".join(bytes(f.planes[0])[: f.samples * 4] for fr in pkt.decode() for f in resampler.resample(fr))
                 if pcm:
-                    held.put(due, "a", np.concatenate(pcm))
+                    held.put(due, "a", pcm)
             if inline is not None and due - delay_s - inline.last >= TICK_S:
                 inline.step(held, due - delay_s)
     finally:
@@ -124,9 +123,10 @@ class Writer:
                 p.pts, p.dts, p.time_base, p.is_keyframe, p.stream = pts, dts, tb, key, self.vs
                 self.out.mux(p)
             else:
-                frame = av.AudioFrame.from_ndarray(payload.reshape(1, -1), format="s16", layout="stereo")
+                frame = av.AudioFrame(format="s16", layout="stereo", samples=len(payload) // 4)  # s16 stereo
+                frame.planes[0].update(payload)
                 frame.sample_rate, frame.pts, frame.time_base = RATE, self.samples, Fraction(1, RATE)
-                self.samples += payload.shape[0]
+                self.samples += frame.samples
                 for p in self.aout.encode(frame):
                     self.out.mux(p)
 
@@ -162,7 +162,7 @@ async def serve(metrics_port: int, held: Held) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.floor_worker", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.floor_worker", description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--delay-s", type=float, default=7.0, help="hold the stream this long (a worker's D; default 7)")
     p.add_argument("--metrics-port", type=int, default=0, help="port of /metrics (default 0: any free one)")
     p.add_argument("--one-thread", action="store_true", help="the reader also writes (no writer thread)")

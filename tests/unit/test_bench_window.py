@@ -37,10 +37,11 @@ def test_window_is_the_fewest_whole_periods_covering_the_segments(
 
 def test_the_floor_worker_is_built_from_the_required_parts_only() -> None:
     """`bench.floor_worker` is a floor for the worker's memory: it must not load livedub (or
-    pydantic, which livedub brings) — only PyAV, numpy, python-socketio, aiohttp, prometheus_client."""
+    pydantic, which livedub brings), nor numpy (a worker needs none) — only PyAV, python-socketio,
+    aiohttp, prometheus_client."""
     code = (
         "import sys, bench.floor_worker\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('livedub', 'pydantic', 'pydantic_settings'))\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('livedub', 'pydantic', 'pydantic_settings', 'numpy'))\n"
         "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

@@ -28,3 +28,15 @@ def test_setting_defaults_on_and_reads_env(monkeypatch: pytest.MonkeyPatch) -> N
     assert WorkerSettings().malloc_tuning is True
     monkeypatch.setenv("WORKER_MALLOC_TUNING", "false")
     assert WorkerSettings().malloc_tuning is False
+
+
+def test_the_worker_command_runs_with_its_interpreter_flags() -> None:
+    """`-OO` strips docstrings: nothing a worker runs may need one (its help text included)."""
+    import subprocess
+
+    from livedub.worker.memory import PYTHON_FLAGS, worker_python_argv
+
+    assert worker_python_argv()[1 : 1 + len(PYTHON_FLAGS)] == list(PYTHON_FLAGS)
+    out = subprocess.run([*worker_python_argv(), "worker", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "--stream-id" in out.stdout and "--sts-url" in out.stdout

@@ -1006,7 +1006,7 @@ def _close_client(client: Any) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     """The relay's command line (`MediaServer._start_relay` in media_server.py passes it)."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8554)
     p.add_argument("--id-pattern", required=True, help="regex of a stream id (unanchored)")
