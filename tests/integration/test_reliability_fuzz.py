@@ -119,7 +119,7 @@ def _runner_with_pending() -> tuple[WorkerRunner, _CapturingSio, list[str], list
         pcm = np.zeros((N_SAMPLES, 1), dtype=np.int16)
         seg = Segment(
             id=str(uuid.uuid4()), stream_id="fuzz", batch=i, t0_ns=i * 100_000_000, n_samples=N_SAMPLES,
-            sample_rate=RATE, channels=1, pcm=pcm, audio=SegmentAudio(pcm),
+            sample_rate=RATE, channels=1, audio=SegmentAudio(pcm),
         )
         runner.session.tracker.add(seg.id, Pending(seg, i, False, runner.clock.monotonic()))
         runner.metrics.fragment_sent()

@@ -285,7 +285,7 @@ async def inline(fn: Callable[..., Any], /, *args: Any, **kw: Any) -> Any:
 def make_segment(batch: int, deadline_wall: float) -> Segment:
     pcm = np.full((SAMPLES, 1), batch + 1, dtype=np.int16)
     return Segment(id=str(uuid.uuid4()), stream_id=STREAM_ID, batch=batch, t0_ns=batch * 10_000_000,
-                   n_samples=SAMPLES, sample_rate=RATE, channels=1, pcm=pcm,
+                   n_samples=SAMPLES, sample_rate=RATE, channels=1,
                    audio=SegmentAudio(pcm, deadline_wall=deadline_wall))  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from tests.unit.test_worker_metrics import value
 def _segment(batch: int = 0) -> Segment:
     pcm = np.zeros((480, 2), dtype=np.int16)
     return Segment(id=f"s-{batch}", stream_id="s1", batch=batch, t0_ns=0, n_samples=480, sample_rate=48_000,
-                   channels=2, pcm=pcm, audio=SegmentAudio(pcm))  # fmt: skip
+                   channels=2, audio=SegmentAudio(pcm))  # fmt: skip
 
 
 def test_unresolved_audio_goes_out_with_what_it_was_waiting_for() -> None:

@@ -66,7 +66,7 @@ def segment(batch: int, n: int = N, value: int = 1, deadline: float = math.inf) 
     pcm = np.full((n, 1), value, np.int16)
     return Segment(
         id=f"seg{batch}", stream_id="s", batch=batch, t0_ns=batch * NS_PER_S, n_samples=n,
-        sample_rate=RATE, channels=1, pcm=pcm, audio=SegmentAudio(pcm, deadline),
+        sample_rate=RATE, channels=1, audio=SegmentAudio(pcm, deadline),
     )
 
 

@@ -198,3 +198,25 @@ def test_concurrent_set_and_take_have_one_winner() -> None:
         _, source, _ = a.take("deadline")
         t.join()
         assert (source == "dubbed") == results[0]
+
+
+def test_a_dubbed_segment_lets_its_original_go_when_nothing_outputs_it() -> None:
+    needed = [False]
+    s = make(rate=1000, ch=1, seg_s=1.0, original_needed=lambda: needed[0])
+    feed(s, 3000, 250, ch=1)
+    a, b, c = s.pop_ready()
+    assert a.audio.set_dubbed(np.full((1000, 1), 7, np.int16))
+    with pytest.raises(RuntimeError, match="released"):
+        a.pcm  # noqa: B018
+    assert np.array_equal(a.audio.take("deadline")[0], np.full((1000, 1), 7, np.int16))
+    assert b.audio.set_fallback("timeout")  # a fallback keeps it: it is what goes out
+    assert b.audio.take("deadline")[1] == "original" and b.pcm.n == 1000
+    needed[0] = True  # an original track or output: kept after the dub too
+    assert c.audio.set_dubbed(np.zeros((1000, 1), np.int16))
+    assert c.pcm.n == 1000 and c.audio.original is c.pcm
+
+
+def test_without_an_answer_every_original_is_kept() -> None:
+    a = SegmentAudio(np.ones((10, 2), np.int16))
+    assert a.set_dubbed(np.zeros((10, 2), np.int16))
+    assert np.array_equal(a.original, np.ones((10, 2), np.int16))

@@ -1115,6 +1115,9 @@ class MediaOutput:
         self._original: _OriginalOutput | None = None  # keep_original on a one-audio-track output
         self._mux: _MuxSink | None = None  # the main container's sink (the mirror copies its audio)
         self.original_sound = OriginalSound.OFF
+        # whether a segment's original audio is output even when it is dubbed (an original track
+        # or output): unknown, so True, until `open`; segments let it go once dubbed otherwise
+        self.original_needed = True
         self._format = ""
         self.error: OutputFailed | None = None
         self._cond = threading.Condition()
@@ -1138,6 +1141,7 @@ class MediaOutput:
         s = self.settings
         lazy = s.paced and is_live(self.url)
         encoder, original_encoder, sink = self._prepare()
+        self.original_needed = original_encoder is not None
         if s.mirror_output_url:
             self.mirror = MirrorOutput(
                 s.mirror_output_url, s, video_template=self.video_template, sample_rate=self.sample_rate,

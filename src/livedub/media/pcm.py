@@ -15,6 +15,7 @@ like every 2-D int16 buffer, are accepted wherever a `Pcm` is taken.
 
 from __future__ import annotations
 
+import mmap
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -29,7 +30,7 @@ class Pcm:
 
     __slots__ = ("_data", "channels")
 
-    def __init__(self, data: bytes | bytearray | memoryview, channels: int) -> None:
+    def __init__(self, data: bytes | bytearray | memoryview | mmap.mmap, channels: int) -> None:
         if channels <= 0:
             raise ValueError(f"channels must be positive, got {channels}")
         view = memoryview(data)

@@ -371,6 +371,7 @@ class MediaPipeline:
             min_tail_samples=round(s.min_tail_s * info.sample_rate),
             has_video=info.has_video,
             deadline_for=deadline_for,
+            original_needed=lambda: self.output is None or self.output.original_needed,
         )
         self.segmenter.coded_template = info.audio_template
         self.drift = DriftCorrector(

@@ -11,6 +11,7 @@ This module never drops samples, never rounds a segment boundary, and never bloc
 from __future__ import annotations
 
 import math
+import mmap
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -45,9 +46,15 @@ class SegmentAudio:
     else the original PCM with a reason. After `take()` nothing can change the answer.
     """
 
-    def __init__(self, original: Pcm | Any, deadline_wall: float = math.inf) -> None:
+    def __init__(
+        self, original: Pcm | Any, deadline_wall: float = math.inf, *, original_needed: Callable[[], bool] | None = None
+    ) -> None:
         self._lock = threading.Lock()
-        self._original = Pcm.of(original)
+        self._original: Pcm | None = Pcm.of(original)
+        self._shape = self._original.shape
+        # asked when dubbed audio is set: False lets the original go (nothing outputs it then);
+        # None keeps it
+        self._original_needed = original_needed
         self._dubbed: Pcm | None = None
         self._fallback_reason: str | None = None
         self._pending_reason: str | None = None
@@ -69,6 +76,9 @@ class SegmentAudio:
 
     @property
     def original(self) -> Pcm:
+        """The input's audio; RuntimeError once it was let go (dubbed, and nothing outputs it)."""
+        if self._original is None:
+            raise RuntimeError("the original audio was released when the segment was dubbed")
         return self._original
 
     def set_dubbed(self, pcm: Pcm | Any) -> bool:
@@ -79,12 +89,14 @@ class SegmentAudio:
         `livedub.media.audio.fit_to_length` / `decode_fragment`.
         """
         pcm = Pcm.of(pcm)
-        if pcm.shape != self._original.shape:
-            raise ValueError(f"dubbed shape {pcm.shape} != original {self._original.shape}")
+        if pcm.shape != self._shape:
+            raise ValueError(f"dubbed shape {pcm.shape} != original {self._shape}")
         with self._lock:
             if self._taken or self._resolved.is_set():
                 return False
             self._dubbed = pcm
+            if self._original_needed is not None and not self._original_needed():
+                self._original = None  # 1.1 MB per 6 s segment, held until its deadline otherwise
             self._resolved.set()
         self._notify()
         return True
@@ -125,7 +137,7 @@ class SegmentAudio:
                 self._resolved.set()
             if self._dubbed is not None:
                 return self._dubbed, "dubbed", None
-            return self._original, "original", self._fallback_reason
+            return self.original, "original", self._fallback_reason
 
     @property
     def outcome(self) -> tuple[AudioSource, str | None] | None:
@@ -153,13 +165,17 @@ class Segment:
     n_samples: int
     sample_rate: int
     channels: int
-    pcm: Pcm  # (n_samples, channels): the original audio
-    audio: SegmentAudio
+    audio: SegmentAudio  # its `original` is the segment's audio (`pcm`)
     video_packets: list[VideoPacket] = field(default_factory=list)
     is_tail: bool = False  # the last, shorter-than-N segment of a stream
     dub: bool = True  # False for a tail shorter than min_tail_s: never sent, always original
     av_sync_delta_ms: float = 0.0  # sample clock minus input audio timestamps, at creation
     coded: CodedAudio | None = None  # the input's packets that decode to `pcm` exactly, if any
+
+    @property
+    def pcm(self) -> Pcm:
+        """The original audio, `(n_samples, channels)` (until released: `SegmentAudio.original`)."""
+        return self.audio.original
 
     @property
     def duration_ns(self) -> int:
@@ -179,6 +195,13 @@ class Segment:
 
 
 DeadlineFn = Callable[[int], float]
+
+
+def _segment_buffer(size: int) -> mmap.mmap:
+    """A segment's samples: an anonymous mapping, whose pages become resident as the segment
+    fills (a `bytearray` of 1.1 MB is zeroed, all of it resident, the moment it is made); handed
+    over whole to the segment's `Pcm`, and unmapped with it."""
+    return mmap.mmap(-1, max(size, 1))
 
 
 def _no_deadline(_t0_ns: int) -> float:
@@ -204,6 +227,7 @@ class Segmenter:
         has_video: bool = True,
         video_wait_ns: int = NS_PER_S,
         deadline_for: DeadlineFn = _no_deadline,
+        original_needed: Callable[[], bool] | None = None,
     ) -> None:
         if segment_samples <= 0:
             raise ValueError("segment_samples must be positive")
@@ -215,9 +239,10 @@ class Segmenter:
         self.has_video = has_video
         self.video_wait_ns = video_wait_ns
         self.deadline_for = deadline_for
+        self.original_needed = original_needed  # see SegmentAudio (None: every original is kept)
         self.audio_t0_ns: int | None = None
         self._frame_bytes = SAMPLE_BYTES * channels
-        self._buf = bytearray(self.n * self._frame_bytes)  # the open segment's samples
+        self._buf = _segment_buffer(self.n * self._frame_bytes)  # the open segment's samples
         self._fill = 0
         self._samples_total = 0
         self._next_batch = 0
@@ -276,7 +301,7 @@ class Segmenter:
             self._samples_total += take
             if self._fill == self.n:
                 self._waiting.append(self._make_segment(self._buf, self.n, is_tail=False))
-                self._buf = bytearray(self.n * fb)
+                self._buf = _segment_buffer(self.n * fb)
                 self._fill = 0
         self._release()
 
@@ -330,7 +355,7 @@ class Segmenter:
         # Belongs to the open segment (or to one already emitted: attach to the open one).
         self._open_video.append(pkt)
 
-    def _make_segment(self, buf: bytearray, n: int, *, is_tail: bool) -> Segment:
+    def _make_segment(self, buf: mmap.mmap, n: int, *, is_tail: bool) -> Segment:
         """A segment of the first `n` samples of `buf` (handed over whole when full: never
         written again)."""
         batch = self._next_batch
@@ -347,8 +372,7 @@ class Segmenter:
             n_samples=n,
             sample_rate=self.sample_rate,
             channels=self.channels,
-            pcm=pcm,
-            audio=SegmentAudio(pcm, self.deadline_for(t0)),
+            audio=SegmentAudio(pcm, self.deadline_for(t0), original_needed=self.original_needed),
             is_tail=is_tail,
             dub=dub,
         )

@@ -123,21 +123,22 @@ class SegmentFileWriter:
                     pass
 
     def write_segment(self, segment: Segment) -> None:
-        """Queue `_video.mp4` and `_audio.m4a` of a new segment (returns at once)."""
-        self._submit(self._write_segment, segment)
+        """Queue `_video.mp4` and `_audio.m4a` of a new segment (returns at once; its audio is
+        taken now: a dubbed segment may let its original go before the write runs)."""
+        self._submit(self._write_segment, segment, segment.pcm)
 
     def write_dubbed(self, segment: Segment, pcm: Pcm) -> None:
         """Queue `_dubbed.m4a` for a segment whose dubbed audio was used."""
         self._submit(self._write_audio, segment.batch, "dubbed", pcm, segment.sample_rate)
 
-    def _write_segment(self, segment: Segment) -> None:
+    def _write_segment(self, segment: Segment, pcm: Pcm) -> None:
         paths = segment_paths(self.segment_dir, self.stream_id, segment.batch)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._batches.append(segment.batch)
         self._prune()
         if self.video_template is not None and segment.video_packets:
             write_video_mp4(paths["video"], self.video_template, segment.video_packets)
-        self._write_audio(segment.batch, "audio", segment.pcm, segment.sample_rate)
+        self._write_audio(segment.batch, "audio", pcm, segment.sample_rate)
         self.written += 1
 
     def _write_audio(self, batch: int, kind: str, pcm: Pcm, rate: int) -> None:
