@@ -336,3 +336,32 @@ def test_the_encoder_gives_the_packets_pyavs_public_encode_gives() -> None:
     assert [(bytes(e.packet), e.packet.pts, e.packet.time_base) for e in mine] == [
         (bytes(p), p.pts, p.time_base) for p in public
     ]
+
+
+def test_the_encoder_takes_a_conversion_handed_back_in_several_frames_as_in_one() -> None:
+    """libswresample normally converts a feed in one frame; split in two, the packets are the same."""
+    import io
+
+    import av
+
+    from livedub.media.audio import AudioConverter, frame_to_pcm, pcm_frame
+    from livedub.media.output import StreamAudioEncoder
+
+    rng = np.random.default_rng(11)
+    pcm = (rng.standard_normal((9 * 1024 + 500, 2)) * 3000).astype(np.int16)
+
+    def packets(split: bool) -> list[bytes]:
+        with av.open(io.BytesIO(), "w", format="adts") as c:
+            enc = StreamAudioEncoder(c.add_stream("aac", rate=48_000, layout="stereo"), 48_000, 2)
+            if split:
+                conv = AudioConverter("fltp", "stereo", 48_000)
+
+                def in_two(frame: av.AudioFrame) -> list[av.AudioFrame]:
+                    whole = frame_to_pcm(frame)
+                    half = whole.n // 2
+                    return conv.resample(pcm_frame(whole[:half], 48_000)) + conv.resample(pcm_frame(whole[half:], 48_000))
+
+                enc._to_fltp.resample = in_two  # type: ignore[method-assign]
+            return [bytes(e.packet) for e in enc.encode(pcm, 0) + enc.flush()]
+
+    assert packets(split=True) == packets(split=False)

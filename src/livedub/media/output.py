@@ -434,18 +434,23 @@ class StreamAudioEncoder:
         self._direct: Callable[[av.AudioFrame | None], Iterable[Any]] | Literal[False] | None = None
         self.on_first_sample: Callable[[int], None] | None = None
 
-    def _planar(self, pcm: Pcm) -> av.AudioFrame:
-        """`pcm` as one float planar frame, in one libswresample call (s16 / 32768)."""
+    def _planes(self, pcm: Pcm) -> list[memoryview]:
+        """`pcm` as float planar samples, one buffer per channel, in one libswresample call
+        (s16 / 32768; the same rate: as many samples out as in, normally in one frame)."""
         frames = self._to_fltp.resample(pcm_frame(pcm, self.rate))
-        if len(frames) != 1 or frames[0].samples != pcm.n:  # same rate: one frame in, one out
+        if sum(f.samples for f in frames) != pcm.n:
             raise RuntimeError(f"s16 → fltp gave {[f.samples for f in frames]} samples for {pcm.n}")
-        return frames[0]
+        if len(frames) == 1:
+            return [memoryview(p) for p in frames[0].planes]
+        return [
+            memoryview(b"".join(memoryview(f.planes[c])[: f.samples * 4] for f in frames))
+            for c in range(self.channels)
+        ]
 
     def _frames(self, pcm: Pcm, pts: int) -> Iterator[av.AudioFrame]:
         """`pcm` as float planar frames of `AAC_FRAME` samples (the last may be shorter): one
         conversion for all, then each frame's planes copied out of it."""
-        planar = self._planar(pcm)
-        planes = [memoryview(p) for p in planar.planes]
+        planes = self._planes(pcm)
         for pos in range(0, pcm.n, AAC_FRAME):
             size = min(AAC_FRAME, pcm.n - pos)
             frame = av.AudioFrame(format=self._format, layout=self._layout, samples=size)
