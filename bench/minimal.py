@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ from bench.phase import fixture_path, free_port, publisher_argv, relay_argv, wai
 from bench.procs import Proc, ProcSet
 from livedub.orchestrator.media_server import MediaServer, Role
 from livedub.orchestrator.settings import WORKER_ENV_INPUT_URL, WORKER_ENV_OUTPUT_URL
-from livedub.worker.memory import PYTHON_FLAGS, worker_python_argv
+from livedub.worker.memory import worker_python_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("relay", "passthrough", "floor", "floor-1t")  # floor-1t: the floor with one media thread
@@ -42,7 +41,7 @@ def _argv(kind: str, sid: str, delay_s: float, in_url: str, out_url: str) -> lis
                 "--sts-url", "http://127.0.0.1:9", "--metrics-port", str(free_port()),
                 "--segment-s", "6", "--output-delay-s", f"{delay_s:g}"]  # fmt: skip
     one = ["--one-thread"] if kind == "floor-1t" else []
-    return [sys.executable, *PYTHON_FLAGS, "-m", "bench.floor_worker", "--delay-s", f"{delay_s:g}", "--metrics-port", str(free_port()), *one]
+    return [*worker_python_argv("bench.floor_worker"), "--delay-s", f"{delay_s:g}", "--metrics-port", str(free_port()), *one]
 
 
 def run(n: int, periods: int, delay_s: float, fixture: Path, period_s: float, workdir: Path) -> dict[str, Any]:

@@ -88,10 +88,6 @@ class Pcm:
         return (self.n, self.channels)
 
     @property
-    def ndim(self) -> int:
-        return 2
-
-    @property
     def nbytes(self) -> int:
         return len(self._data)
 

@@ -30,9 +30,10 @@ import sys
 PYTHON_FLAGS: tuple[str, ...] = ("-OO", "-X", "no_debug_ranges")
 
 
-def worker_python_argv() -> list[str]:
-    """`python <PYTHON_FLAGS> -m livedub`: the command a worker's `worker …` arguments follow."""
-    return [sys.executable, *PYTHON_FLAGS, "-m", "livedub"]
+def worker_python_argv(module: str = "livedub") -> list[str]:
+    """`python <PYTHON_FLAGS> -m livedub`: the command a worker's `worker …` arguments follow
+    (`module`: another program run as a worker is, e.g. the benchmark's floor worker)."""
+    return [sys.executable, *PYTHON_FLAGS, "-m", module]
 
 # mallopt(3) parameters (glibc malloc.h)
 M_TRIM_THRESHOLD = -1
