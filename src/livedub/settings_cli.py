@@ -1,64 +1,74 @@
-"""Turn a pydantic-settings model into argparse flags and back, so every setting has a flag, an
-env var and a documented default in exactly one place (the model)."""
+"""Turn an `EnvSettings` record into argparse flags and back, so every setting has a flag, an env
+var and a documented default in exactly one place (the record)."""
 
 from __future__ import annotations
 
 import argparse
-import types
-import typing
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from pydantic_settings import BaseSettings
+import msgspec.inspect as mi
 
-S = TypeVar("S", bound=BaseSettings)
+from livedub.settings import EnvSettings
+from livedub.typed import NODEFAULT, FieldDoc, fields_of
 
-
-def _base_type(annotation: Any) -> Any:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return args[0] if args else str
-    return annotation
+S = TypeVar("S", bound=EnvSettings)
 
 
-def add_settings_flags(parser: argparse.ArgumentParser, model: type[BaseSettings], skip: tuple[str, ...] = ()) -> None:
+def _default_text(field: FieldDoc, unset: str) -> str:
+    if field.has_factory:
+        return "(per process)"
+    if field.default is None or field.default is NODEFAULT:
+        return unset
+    return repr(field.default)
+
+
+def add_settings_flags(
+    parser: argparse.ArgumentParser, model: type[EnvSettings], skip: tuple[str, ...] = ()
+) -> None:
     """One `--field-name` flag per field; help shows the description, env var and default."""
-    prefix = str(model.model_config.get("env_prefix", ""))
-    for name, field in model.model_fields.items():
-        if name in skip:
+    for field in fields_of(model):
+        if field.name in skip:
             continue
-        flag = "--" + name.replace("_", "-")
-        typ = _base_type(field.annotation)
-        default = "(derived)" if field.default is None and field.default_factory is None else (
-            "(per process)" if field.default_factory is not None else repr(field.default)
-        )
-        help_text = f"{field.description or name} [env {prefix}{name.upper()}; default {default}]"
-        if typ is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        flag = "--" + field.name.replace("_", "-")
+        default = _default_text(field, "(derived)")
+        env = model.env_name(field.name)
+        help_text = f"{field.description or field.name} [env {env}; default {default}]"
+        base = field.base
+        if isinstance(base, mi.BoolType):
+            parser.add_argument(
+                flag,
+                dest=field.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
         else:
-            conv = typ if typ in (int, float) else str
-            parser.add_argument(flag, dest=name, type=conv, default=None, help=help_text)
+            conv = (
+                int
+                if isinstance(base, mi.IntType)
+                else float
+                if isinstance(base, mi.FloatType)
+                else str
+            )
+            parser.add_argument(flag, dest=field.name, type=conv, default=None, help=help_text)
 
 
 def settings_from_args(model: type[S], args: argparse.Namespace) -> S:
     """Build the settings: CLI flags given win over env vars, which win over defaults."""
-    given = {name: getattr(args, name) for name in model.model_fields if getattr(args, name, None) is not None}
-    return model(**given)
+    return model.load({f.name: getattr(args, f.name, None) for f in fields_of(model)})
 
 
-def markdown_table(model: type[BaseSettings], flag_names: dict[str, str] | None = None) -> str:
+def markdown_table(model: type[EnvSettings], flag_names: dict[str, str] | None = None) -> str:
     """A Markdown table of a settings model (env | flag | default | meaning), for the docs."""
-    prefix = str(model.model_config.get("env_prefix", ""))
     flags = flag_names or {}
     rows = ["| env | flag | default | meaning |", "|---|---|---|---|"]
-    for name, field in model.model_fields.items():
-        if field.default_factory is not None:
-            default = "(per process)"
-        elif field.default is None:
-            default = "unset"
-        else:
+    for field in fields_of(model):
+        default = _default_text(field, "unset")
+        if default not in ("(per process)", "unset"):
             default = f"`{field.default}`"
-        flag = flags.get(name, "--" + name.replace("_", "-"))
-        rows.append(f"| `{prefix}{name.upper()}` | `{flag}` | {default} | {field.description or ''} |")
+        flag = flags.get(field.name, "--" + field.name.replace("_", "-"))
+        env = model.env_name(field.name)
+        rows.append(f"| `{env}` | `{flag}` | {default} | {field.description} |")
     return "\n".join(rows)
 
 
