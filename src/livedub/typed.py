@@ -233,6 +233,22 @@ def _lengths(t: Any, kind: str) -> list[_Check]:
     return _table_checks(t, kind, _LENGTHS, of_len=True)
 
 
+def _choice_check(t: Any) -> _Check:
+    if isinstance(t, mi.EnumType):
+        allowed = frozenset(t.cls) | frozenset(m.value for m in t.cls)
+    else:
+        allowed = frozenset(t.values)
+    text = f"Expected one of {sorted(map(str, allowed))}"
+
+    def check(value: Any) -> str | None:
+        try:
+            return None if value in allowed else text
+        except TypeError:  # unhashable
+            return text
+
+    return check
+
+
 def _pattern_check(rx: re.Pattern[str]) -> _Check:
     def check(value: str) -> str | None:
         return None if rx.search(value) else f"Expected `str` matching regex {rx.pattern!r}"
@@ -261,6 +277,8 @@ def _checks_for(t: Any) -> list[tuple[type | tuple[type, ...], list[_Check]]]:
         return [((list, tuple, set, frozenset), _lengths(t, "array"))]
     if isinstance(t, mi.DictType):
         return [(dict, _lengths(t, "object"))]
+    if isinstance(t, mi.LiteralType | mi.EnumType):
+        return [(object, [_choice_check(t)])]
     return []
 
 
@@ -279,7 +297,7 @@ def _field_checks(
 def _check_fields(record: Record) -> None:
     for name, per_type in _field_checks(type(record)):
         value = getattr(record, name)
-        if isinstance(value, bool):
+        if value is None or isinstance(value, bool):
             continue
         for py, checks in per_type:
             if isinstance(value, py):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from livedub.cli import build_parser
 from livedub.media.errors import InvalidStreamId
@@ -22,6 +21,7 @@ from livedub.media.urls import (
     output_format_for,
     tcp_endpoint,
 )
+from livedub.typed import ValidationError, fields_of
 
 
 def test_defaults_follow_the_spec() -> None:
@@ -60,7 +60,9 @@ def test_unpaced_allows_any_delay() -> None:
     ("tick", "margin", "effective"),
     [(0.25, 0.25, 0.25), (0.25, 0.1, 0.1), (0.1, 0.25, 0.1), (0.25, 0.0, 0.25)],
 )
-def test_the_output_ticks_at_most_every_deadline_margin(tick: float, margin: float, effective: float) -> None:
+def test_the_output_ticks_at_most_every_deadline_margin(
+    tick: float, margin: float, effective: float
+) -> None:
     """A segment's audio is taken `deadline_margin_s` before it is due: the output thread wakes at
     least that often (the low-latency margin, 0.1 s, keeps 0.1 s ticks)."""
     s = MediaSettings(output_tick_s=tick, deadline_margin_s=margin)
@@ -117,18 +119,25 @@ def test_recorder_timeout_option_per_protocol(tmp_path: Path) -> None:
     rtsp = record_argv("rtsp://h:8554/live/x/out", tmp_path / "o.mkv", rw_timeout_s=2)
     i = rtsp.index("-i")
     assert rtsp[i - 4 : i] == ["-rtsp_transport", "tcp", "-timeout", "2000000"]
-    assert "-rw_timeout" not in rtsp  # ffmpeg's RTSP demuxer refuses it: "Option rw_timeout not found"
+    assert (
+        "-rw_timeout" not in rtsp
+    )  # ffmpeg's RTSP demuxer refuses it: "Option rw_timeout not found"
     rtmp = record_argv("rtmp://h/live/x/out", tmp_path / "o.mkv", rw_timeout_s=2)
     assert rtmp[rtmp.index("-rw_timeout") + 1] == "2000000" and "-rtsp_transport" not in rtmp
 
 
-def test_recorder_messages_go_to_the_log_when_given(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_recorder_messages_go_to_the_log_when_given(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     missing = tmp_path / "never-published.ts"
     log = tmp_path / "recorder.log"
     code = record(str(missing), tmp_path / "o.mkv", wait_s=0.3, retry_s=0.05, log=log)
     assert code != 0 and not (tmp_path / "o.mkv").exists()
-    assert "No such file or directory" in log.read_text()  # every retry appended, none on the console
+    assert (
+        "No such file or directory" in log.read_text()
+    )  # every retry appended, none on the console
     assert "No such file" not in capfd.readouterr().err
+
 
 def test_segment_paths_cannot_escape(tmp_path: Path) -> None:
     p = segment_paths(tmp_path, "cam_1-a", 7)
@@ -140,7 +149,9 @@ def test_segment_paths_cannot_escape(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("duration_s,segment_s", [(60, 6), (20, 6), (12, 2), (30, 1)])
-def test_markers_are_irregular_and_never_near_segment_boundaries(duration_s: float, segment_s: float) -> None:
+def test_markers_are_irregular_and_never_near_segment_boundaries(
+    duration_s: float, segment_s: float
+) -> None:
     spec = FixtureSpec(duration_s=duration_s, segment_s=segment_s)
     frames = marker_frames(spec)
     assert frames == marker_frames(spec)  # deterministic
@@ -163,23 +174,38 @@ def test_segment_tones_are_distinct_and_invertible() -> None:
 
 def test_cli_parses_media_commands() -> None:
     parser = build_parser()
-    a = parser.parse_args(["make-fixture", "x.mp4", "--duration-s", "12", "--audio-drift-ppm", "500"])
+    a = parser.parse_args(
+        ["make-fixture", "x.mp4", "--duration-s", "12", "--audio-drift-ppm", "500"]
+    )
     assert a.duration_s == 12 and a.audio_drift_ppm == 500 and callable(a.func)
     a = parser.parse_args(["analyze", "rtmp://h/x", "--json", "o.json", "--plot", "o.png"])
     assert a.source == "rtmp://h/x" and a.plot == Path("o.png")
     a = parser.parse_args(["publish", "f.mp4", "rtsp://h/x", "--loop"])
     assert a.loop
-    a = parser.parse_args(["passthrough", "in.mp4", "out.flv", "--unpaced", "--input-option", "k=v"])
+    a = parser.parse_args(
+        ["passthrough", "in.mp4", "out.flv", "--unpaced", "--input-option", "k=v"]
+    )
     assert a.unpaced and a.input_option == ["k=v"]
 
 
 @pytest.mark.parametrize(
     "name",
-    ["segment_s", "output_delay_s", "read_timeout_s", "deadline_margin_s", "anchor_settle_s", "paced", "transport_format"],
+    [
+        "segment_s",
+        "output_delay_s",
+        "read_timeout_s",
+        "deadline_margin_s",
+        "anchor_settle_s",
+        "paced",
+        "transport_format",
+    ],
 )
 def test_worker_defaults_for_media_timing_are_the_media_path_defaults(name: str) -> None:
     """WorkerSettings repeats these MediaSettings fields (one settings object per process); their
     defaults must not drift apart."""
     from livedub.worker.config import WorkerSettings
 
-    assert WorkerSettings.model_fields[name].default == MediaSettings.model_fields[name].default
+    defaults = [
+        {f.name: f.default for f in fields_of(m)}[name] for m in (WorkerSettings, MediaSettings)
+    ]
+    assert defaults[0] == defaults[1]

@@ -6,12 +6,12 @@ import re
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from livedub.media.errors import InvalidStreamId
 from livedub.media.settings import MediaSettings, validate_stream_id
 from livedub.orchestrator.settings import is_valid_stream_id
 from livedub.protocol import constants as c
+from livedub.typed import ValidationError
 from livedub.worker.config import WorkerSettings
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "livedub"
@@ -57,5 +57,5 @@ def _code_lines(path: Path) -> list[str]:
     return [
         line
         for line in path.read_text().splitlines()
-        if not line.lstrip().startswith(("#", '"""', '`')) and "`" not in line
+        if not line.lstrip().startswith(("#", '"""', "`")) and "`" not in line
     ]

@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from livedub.exitcodes import ExitCode
 from livedub.protocol.constants import ID_CHARS
+from livedub.typed import ValidationError
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -209,7 +208,7 @@ def media_settings_from_args(args: argparse.Namespace, input_url: str, output_ur
         "channels": args.channels,
         "input_options": dict(kv.split("=", 1) for kv in args.input_option),
     }
-    return MediaSettings(**fields)
+    return MediaSettings.parse(fields)
 
 
 def _add_passthrough(sub: argparse._SubParsersAction) -> None:

@@ -6,10 +6,9 @@ import argparse
 import asyncio
 import logging
 
-from pydantic import ValidationError
-
 from livedub.exitcodes import ExitCode
 from livedub.settings_cli import add_settings_flags, settings_from_args
+from livedub.typed import ValidationError
 from livedub.worker.config import WorkerSettings
 
 _log = logging.getLogger(__name__)
@@ -24,8 +23,18 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
         help="dub one live stream: input → STS → output",
         description="Dub one live stream. Every flag also reads its WORKER_* env var.",
     )
-    p.add_argument("--input", dest="input_url", default=None, help="input URL (rtsp/rtmp/srt/file) [env WORKER_INPUT_URL]")
-    p.add_argument("--output", dest="output_url", default=None, help="output URL (rtmp/rtsp/srt/file) [env WORKER_OUTPUT_URL]")
+    p.add_argument(
+        "--input",
+        dest="input_url",
+        default=None,
+        help="input URL (rtsp/rtmp/srt/file) [env WORKER_INPUT_URL]",
+    )
+    p.add_argument(
+        "--output",
+        dest="output_url",
+        default=None,
+        help="output URL (rtmp/rtsp/srt/file) [env WORKER_OUTPUT_URL]",
+    )
     add_settings_flags(p, WorkerSettings, skip=(*_ALIASES, *ENV_ONLY_FIELDS))
     p.set_defaults(func=run)
 

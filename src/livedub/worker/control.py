@@ -25,12 +25,14 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
-from pydantic import SecretStr
 
 from livedub.log import bind
 from livedub.reasons import FallbackReason
+from livedub.typed import Secret
 
-ORIGINAL_ONLY_REASON = FallbackReason.ORIGINAL_ONLY  # worker_fallback_total{reason} of a bypassed segment
+ORIGINAL_ONLY_REASON = (
+    FallbackReason.ORIGINAL_ONLY
+)  # worker_fallback_total{reason} of a bypassed segment
 CONTROL_ROUTE = "/control/original-only"
 _MAX_LINE_CHARS = 500  # a hostile STS must not grow /health without bound
 
@@ -50,7 +52,7 @@ class WorkerControl:
         self,
         stream_id: str,
         *,
-        token: SecretStr | None,
+        token: Secret | None,
         original_only: bool = False,
         on_switch: Callable[[bool], None] | None = None,
     ) -> None:
