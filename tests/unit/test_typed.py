@@ -42,7 +42,7 @@ class Outer(Record):
 )
 def test_built_in_code_and_parsed_fail_alike(kw: dict[str, object], path: str, reason: str) -> None:
     with pytest.raises(ValidationError) as built:
-        Inner(**kw)  # type: ignore[arg-type]
+        Inner(**kw)
     assert describe(built.value) == (path, reason)
     with pytest.raises(ValidationError) as parsed:
         Inner.parse(kw)
@@ -61,7 +61,7 @@ def test_nested_errors_name_their_path() -> None:
     with pytest.raises(ValidationError, match="label"):
         Outer(inner=Inner(n=1), label="")
     with pytest.raises(ValidationError, match="kind"):
-        Outer(inner=Inner(n=1), kind="c")  # type: ignore[arg-type]
+        Outer(inner=Inner(n=1), kind="c")
     with pytest.raises(ValidationError, match="ratio"):
         Outer(inner=Inner(n=1), ratio=0.0)
 
