@@ -105,6 +105,19 @@ class PortInUseError(MediaServerError):
         self.port = port
 
 
+#: The publisher's and the workers' password: unset, a random one per start.
+_GeneratedPass = (
+    Annotated[
+        Secret,
+        Meta(
+            description="its password (env only; unset: a random one per start, written to "
+            "<workdir>/credentials.env)"
+        ),
+    ]
+    | None
+)
+
+
 # frozen: msgspec allows a frozen subclass of the (mutable) Record base; mypy's dataclass
 # rule does not, hence the ignore
 class MediaServerSettings(EnvSettings, frozen=True):  # type: ignore[misc]
@@ -151,16 +164,7 @@ class MediaServerSettings(EnvSettings, frozen=True):  # type: ignore[misc]
     publish_user: Annotated[
         str, Meta(min_length=1, description="user that may publish live/<id>/in")
     ] = "publisher"
-    publish_pass: (
-        Annotated[
-            Secret,
-            Meta(
-                description="its password (env only; unset: a random one per start, written to "
-                "<workdir>/credentials.env)"
-            ),
-        ]
-        | None
-    ) = None
+    publish_pass: _GeneratedPass = None
     worker_user: Annotated[
         str,
         Meta(
@@ -169,16 +173,7 @@ class MediaServerSettings(EnvSettings, frozen=True):  # type: ignore[misc]
             "live/<id>/out (and live/<id>/orig)",
         ),
     ] = "worker"
-    worker_pass: (
-        Annotated[
-            Secret,
-            Meta(
-                description="its password (env only; unset: a random one per start, written to "
-                "<workdir>/credentials.env)"
-            ),
-        ]
-        | None
-    ) = None
+    worker_pass: _GeneratedPass = None
     read_user: Annotated[str, Meta(min_length=1, description="user that may read")] = "reader"
     read_pass: (
         Annotated[
