@@ -23,7 +23,7 @@ from livedub.media.audio import encode_pcm
 from livedub.protocol import AudioPayload, FragmentData, StreamConfig
 from livedub.sts.dub.backend import DubBackend
 from livedub.sts.dub.programme import spoken_programme
-from livedub.sts.settings import StsSettings
+from livedub.sts.settings import BackendKind, StsSettings
 
 SEGMENT_S = 6.0
 RATE = 48_000
@@ -74,7 +74,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             audio=AudioPayload.from_bytes(data, format="m4a", sample_rate_hz=RATE, channels=2,
                                           duration_ms=round(SEGMENT_S * 1000)),
         ))
-    settings = StsSettings(backend="dub", workers=args.workers or (os.cpu_count() or 1))
+    workers = args.workers or (os.cpu_count() or 1)
+    settings = StsSettings(backend=BackendKind.DUB, workers=workers)
     backend = DubBackend(settings)
     t = time.monotonic()
     backend.supported_pairs()  # loads the model (once per process)

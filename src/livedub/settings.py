@@ -3,9 +3,10 @@
 `MySettings.load(given)` builds one: a value in `given` (flags that were given) wins over the env
 var, which wins over the field's default. Env vars are matched by their exact upper-case name and
 converted to the field's type: numbers as written, booleans from `1/true/yes/on` and
-`0/false/no/off` (any case), dicts and lists as JSON, an empty value of an optional non-text field
-as unset. Unknown `<PREFIX>*` variables are ignored. Built in code (`MySettings(...)`), a settings
-object reads no environment: that is what `load` is for.
+`0/false/no/off` (any case), dicts and lists as JSON (an empty value: the default), an empty value
+of an optional non-text field as unset. A flag given as text for a JSON field (a dict or list) is
+read the same way. Unknown `<PREFIX>*` variables are ignored. Built in code (`MySettings(...)`), a
+settings object reads no environment: that is what `load` is for.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, ClassVar, Self
 
 import msgspec.inspect as mi
 
-from livedub.typed import FieldDoc, Record, fields_of
+from livedub.typed import FieldDoc, Record, ValidationError, fields_of
 
 _TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
 _FALSE = frozenset({"0", "false", "no", "off", "n", "f"})
@@ -43,7 +44,12 @@ class EnvSettings(Record):
         data: dict[str, Any] = {}
         for field in fields_of(cls):
             if given is not None and given.get(field.name) is not None:
-                data[field.name] = given[field.name]
+                value = given[field.name]
+                if isinstance(value, str) and _is_json(field.base):
+                    value = from_env(field, value)  # a flag's JSON text, as its env var's
+                    if value is None:
+                        continue
+                data[field.name] = value
                 continue
             raw = env.get(cls.env_name(field.name))
             if raw is not None:
@@ -57,10 +63,19 @@ def _optional(t: Any) -> bool:
     return isinstance(t, mi.UnionType) and any(isinstance(m, mi.NoneType) for m in t.types)
 
 
+def _is_json(base: Any) -> bool:
+    return isinstance(
+        base, mi.DictType | mi.ListType | mi.TupleType | mi.VarTupleType | mi.StructType
+    )
+
+
 def from_env(field: FieldDoc, raw: str) -> Any:
-    """The env var's text as a value msgspec can convert (in lax mode) to the field's type."""
+    """The env var's text as a value msgspec can convert (in lax mode) to the field's type;
+    None for unset. Raises `ValidationError` naming the field when JSON text is not JSON."""
     base = field.base
-    if raw.strip() == "" and _optional(field.type) and not isinstance(base, mi.StrType):
+    if raw.strip() == "" and (
+        _is_json(base) or (_optional(field.type) and not isinstance(base, mi.StrType))
+    ):
         return None
     if isinstance(base, mi.BoolType):
         low = raw.strip().lower()
@@ -69,9 +84,9 @@ def from_env(field: FieldDoc, raw: str) -> Any:
         if low in _FALSE:
             return False
         return raw  # msgspec names the field and the problem
-    if isinstance(base, mi.DictType | mi.ListType | mi.TupleType | mi.VarTupleType | mi.StructType):
+    if _is_json(base):
         try:
             return json.loads(raw)
-        except json.JSONDecodeError:
-            return raw
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"not valid JSON: {exc} - at `$.{field.name}`") from None
     return raw

@@ -172,9 +172,6 @@ def fields_of(cls: type[Record]) -> tuple[FieldDoc, ...]:
     assert isinstance(info, mi.StructType)
     out = []
     for f in info.fields:
-        desc = ""
-        if isinstance(f.type, mi.Metadata) and f.type.extra_json_schema:
-            desc = str(f.type.extra_json_schema.get("description", ""))
         out.append(
             FieldDoc(
                 name=f.name,
@@ -182,10 +179,25 @@ def fields_of(cls: type[Record]) -> tuple[FieldDoc, ...]:
                 default=f.default,
                 has_factory=f.default_factory is not NODEFAULT,
                 required=f.required,
-                description=desc,
+                description=_description(f.type),
             )
         )
     return tuple(out)
+
+
+def _description(t: Any) -> str:
+    """The `Meta(description=...)` of a field's type: on the type, or on the member of an
+    optional one (`Annotated[int, Meta(ge=0, description="...")] | None`)."""
+    while isinstance(t, mi.Metadata):
+        if t.extra_json_schema and "description" in t.extra_json_schema:
+            return str(t.extra_json_schema["description"])
+        t = t.type
+    if isinstance(t, mi.UnionType):
+        for member in t.types:
+            found = _description(member)
+            if found:
+                return found
+    return ""
 
 
 _Check = Callable[[Any], str | None]
@@ -321,6 +333,12 @@ def describe(exc: ValidationError) -> tuple[str, str]:
     if m is None:
         return "", text
     return m.group("loc"), text[: m.start()]
+
+
+def field_error(name: str, reason: str) -> ValueError:
+    """What `check()` raises about one field, so that `describe()` names it however the record
+    was made (a `check()` error has no path otherwise): `raise field_error("port", "in use")`."""
+    return ValueError(f"{reason} - at `$.{name}`")
 
 
 def explain(exc: ValidationError) -> str:

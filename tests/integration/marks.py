@@ -9,7 +9,7 @@ import pytest
 
 from livedub.orchestrator.media_server import MediaServerSettings
 
-_media_server_missing = MediaServerSettings().missing_prerequisite()
+_media_server_missing = MediaServerSettings.load().missing_prerequisite()
 needs_media_server = pytest.mark.skipif(
     _media_server_missing is not None, reason=f"{_media_server_missing}"
 )

@@ -27,7 +27,7 @@ from livedub.sts.dub.backend import DubBackend
 from livedub.sts.dub.synthesizer import EspeakSynthesizer
 from livedub.sts.dub.translator import ApertiumTranslator
 from livedub.sts.server import run_sts
-from livedub.sts.settings import StsSettings
+from livedub.sts.settings import BackendKind, StsSettings
 from livedub.sts.testing import StsTestClient, make_fragment
 
 pytestmark = pytest.mark.skipif(
@@ -58,7 +58,7 @@ def wer(reference: str, hypothesis: str) -> float:
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[DubBackend]:
-    dub = DubBackend(StsSettings(backend="dub", workers=1))
+    dub = DubBackend(StsSettings(backend=BackendKind.DUB, workers=1))
     yield dub
     dub.close()
 
@@ -133,7 +133,7 @@ async def test_a_spoken_sentence_is_dubbed_in_place(backend: DubBackend) -> None
 
 
 async def test_unsupported_pair_is_invalid_config_over_socketio(backend: DubBackend) -> None:
-    settings = StsSettings(host="127.0.0.1", port=0, backend="dub", close_delay_s=0.2)
+    settings = StsSettings(host="127.0.0.1", port=0, backend=BackendKind.DUB, close_delay_s=0.2)
     async with run_sts(settings, backend=backend) as sts:
         client = StsTestClient(sts.url, stream_id="dub-2", worker_id="w-1")
         try:

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from livedub.media.fixture import FixtureSpec, make_fixture
 from livedub.sts.dub.backend import DubBackend
 from livedub.sts.server import run_sts
-from livedub.sts.settings import StsSettings
+from livedub.sts.settings import BackendKind, StsSettings
 from livedub.worker.config import WorkerSettings
 from livedub.worker.runner import WorkerRunner
 
@@ -69,7 +69,7 @@ async def test_an_unsupported_pair_outputs_original_and_keeps_running(
     fixture_12s: Path, tmp_path: Path
 ) -> None:
     prefix = tmp_path / "refused"
-    backend = DubBackend(StsSettings(backend="dub", workers=1))
+    backend = DubBackend(StsSettings(backend=BackendKind.DUB, workers=1))
     try:
         async with run_sts(StsSettings(port=0, close_delay_s=0.2), backend=backend) as sts:
             settings = WorkerSettings(

@@ -42,7 +42,7 @@ from livedub.orchestrator.media_server import (
 from livedub.sts.testing import free_port
 from tests.integration.marks import needs_media_server
 
-_defaults = MediaServerSettings()
+_defaults = MediaServerSettings.load()
 pytestmark = [pytest.mark.timeout(180), needs_media_server]
 
 FPS = 30
@@ -318,7 +318,7 @@ def test_ready_log_line_holds_no_credentials(caplog: pytest.LogCaptureFixture) -
     (it used to log the worker account's URL: `rtsp://worker:<password>@…`)."""
     caplog.set_level(logging.DEBUG)
     secrets_ = {"publish_pass": "pub-Secret-0123456789", "worker_pass": "wrk-Secret-0123456789"}
-    settings = MediaServerSettings(**secrets_)  # type: ignore[arg-type]
+    settings = MediaServerSettings.parse(secrets_)
     with MediaServer(settings, rtsp_port=free_port(), rtmp_port=free_port(), streams=["a"]) as ms:
         assert ms.ready
     ready = [r for r in caplog.records if r.getMessage() == "media server ready"]

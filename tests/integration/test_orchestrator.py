@@ -189,7 +189,7 @@ def settings_for(fake: Fake, **overrides: Any) -> OrchestratorSettings:
     if "hook_secret" not in overrides:
         values["insecure_open_hooks"] = True  # these tests are about workers, not hook auth
     values.update(overrides)
-    return OrchestratorSettings(**values)
+    return OrchestratorSettings.parse(values)  # as data: a secret given as text is one
 
 
 class Orch:
@@ -329,10 +329,10 @@ def test_empty_hook_secret_env_is_unset_and_the_opt_out_reads_its_env(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("ORCH_HOOK_SECRET", "")
-    assert OrchestratorSettings().hook_secret is None
-    assert OrchestratorSettings().insecure_open_hooks is False
+    assert OrchestratorSettings.load().hook_secret is None
+    assert OrchestratorSettings.load().insecure_open_hooks is False
     monkeypatch.setenv("ORCH_INSECURE_OPEN_HOOKS", "true")
-    assert OrchestratorSettings().insecure_open_hooks is True
+    assert OrchestratorSettings.load().insecure_open_hooks is True
 
 
 @pytest.mark.parametrize(

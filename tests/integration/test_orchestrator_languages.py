@@ -142,19 +142,22 @@ async def stack(
     for name in [n for n in os.environ if n.startswith("ORCH_LANG")]:
         monkeypatch.delenv(name)
     rtmp = rtmp_query is not None
-    settings = OrchestratorSettings(
-        port=orch_port,
-        input_base=f"rtmp://127.0.0.1:{ms.rtmp_port}" if rtmp else f"rtsp://127.0.0.1:{ms.rtsp_port}",
-        output_base=f"rtmp://127.0.0.1:{ms.rtmp_port}",
-        output_user=worker.user,
-        sts_url=sts.url,
-        worker_args=f"--segment-s {SEGMENT_S} --output-delay-s 4 --fragment-timeout-s 2",
-        worker_metrics_port_min=low,
-        worker_metrics_port_max=high,
-        backoff_initial_s=0.5,
-        stop_timeout_s=20,
-        log_dir=tmp_path / "logs",
-        **orch,
+    input_base = f"rtmp://127.0.0.1:{ms.rtmp_port}" if rtmp else f"rtsp://127.0.0.1:{ms.rtsp_port}"
+    settings = OrchestratorSettings.load(  # these, else the ORCH_* env set above
+        dict(
+            port=orch_port,
+            input_base=input_base,
+            output_base=f"rtmp://127.0.0.1:{ms.rtmp_port}",
+            output_user=worker.user,
+            sts_url=sts.url,
+            worker_args=f"--segment-s {SEGMENT_S} --output-delay-s 4 --fragment-timeout-s 2",
+            worker_metrics_port_min=low,
+            worker_metrics_port_max=high,
+            backoff_initial_s=0.5,
+            stop_timeout_s=20,
+            log_dir=tmp_path / "logs",
+            **orch,
+        )
     )
     service = OrchestratorService(settings)
     stop_publishing = threading.Event()

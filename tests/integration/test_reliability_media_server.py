@@ -25,6 +25,7 @@ from livedub.orchestrator.media_server import MediaServer, MediaServerSettings
 from livedub.sts.server import run_sts
 from livedub.sts.settings import StsSettings
 from livedub.sts.testing import free_port
+from livedub.typed import Secret
 from livedub.worker.config import WorkerSettings
 from livedub.worker.runner import WorkerRunner
 from tests.integration import hostile_sts as h
@@ -78,7 +79,7 @@ async def test_media_server_restart_mid_stream(tmp_path: Path) -> None:
     publishers: list[Publisher] = []
 
     # the restarted server must take the credentials the publisher and worker already have
-    creds = MediaServerSettings(publish_pass="pub-msr", worker_pass="wrk-msr")  # type: ignore[arg-type]
+    creds = MediaServerSettings(publish_pass=Secret("pub-msr"), worker_pass=Secret("wrk-msr"))
 
     def start_server() -> MediaServer:
         ms = MediaServer(creds, **ports, workdir=tmp_path / f"ms{len(servers)}")  # type: ignore[arg-type]

@@ -37,6 +37,7 @@ from livedub.protocol import ErrorCode, parse_server_event
 from livedub.sts.server import RunningSts, run_sts
 from livedub.sts.settings import StsSettings
 from livedub.sts.testing import StsTestClient, free_port, make_fragment
+from livedub.typed import Secret
 from livedub.worker.config import WorkerSettings
 from livedub.worker.runner import WorkerRunner
 from tests.integration import hostile_sts as h
@@ -87,7 +88,9 @@ def sts_metric(sts: RunningSts, name: str, **labels: str) -> float:
 async def test_wrong_token_processes_nothing_and_the_worker_exits_14(tmp_path: Path) -> None:
     src = tmp_path / "fx.mp4"
     make_fixture(src, FixtureSpec(duration_s=4.0, width=160, height=120, segment_s=2.0))
-    settings = StsSettings(host="127.0.0.1", port=0, auth_token="right-token", close_delay_s=0.2)
+    settings = StsSettings(
+        host="127.0.0.1", port=0, auth_token=Secret("right-token"), close_delay_s=0.2
+    )
     async with run_sts(settings) as sts:
         for token in ("wrong-token", None):
             runner = WorkerRunner(

@@ -14,6 +14,7 @@ import pytest
 
 from livedub.orchestrator.media_server import MediaServer
 from livedub.sts.testing import free_port, free_port_range
+from livedub.typed import Secret
 from tests.integration.marks import needs_media_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -70,7 +71,7 @@ async def test_worker_started_by_the_orchestrator_keeps_credentials_out_of_argv_
     settings = OrchestratorSettings(
         host="127.0.0.1",
         port=0,
-        hook_secret="hook-4714",
+        hook_secret=Secret("hook-4714"),
         input_base=f"rtsp://publisher:{secrets[0]}@127.0.0.1:{free_port()}",
         output_base=f"rtmp://worker:{secrets[1]}@127.0.0.1:{free_port()}",
         sts_url=f"http://127.0.0.1:{free_port()}/?token={secrets[2]}",
@@ -181,7 +182,7 @@ def test_embedded_media_server_runs_open_only_when_told(tmp_path: Path) -> None:
 def test_orchestrator_gives_workers_the_service_account_and_only_by_env() -> None:
     from livedub.orchestrator.settings import OrchestratorSettings
 
-    s = OrchestratorSettings(output_pass="wk-pass", input_pass="rd-pass")  # type: ignore[arg-type]
+    s = OrchestratorSettings(output_pass=Secret("wk-pass"), input_pass=Secret("rd-pass"))
     env = s.worker_env("cam")
     assert env["WORKER_OUTPUT_URL"] == "rtmp://127.0.0.1:1935/live/cam/out?user=worker&pass=wk-pass"
     assert env["WORKER_INPUT_URL"] == "rtsp://worker:rd-pass@127.0.0.1:8554/live/cam/in"
@@ -198,7 +199,7 @@ def test_embedded_media_server_closes_reading_when_a_read_password_is_set(tmp_pa
 
     from livedub.orchestrator.media_server import MediaServerSettings, Role
 
-    settings = MediaServerSettings(read_pass="read-4715")  # type: ignore[arg-type]
+    settings = MediaServerSettings(read_pass=Secret("read-4715"))
     ms = MediaServer(settings, rtsp_port=free_port(), rtmp_port=free_port(), workdir=tmp_path)
     with ms:
         pub = subprocess.Popen(

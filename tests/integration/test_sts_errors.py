@@ -15,6 +15,7 @@ from livedub.protocol import ErrorCode, ErrorEvent, parse_as, parse_server_event
 from livedub.sts.server import RunningSts, run_sts
 from livedub.sts.settings import StsSettings
 from livedub.sts.testing import StsTestClient, make_fragment
+from livedub.typed import Secret
 
 ClientFactory = Callable[..., StsTestClient]
 
@@ -166,7 +167,7 @@ async def test_processing_error_codes_via_simulation(
 
 
 async def test_auth_on() -> None:
-    settings = StsSettings(host="127.0.0.1", port=0, auth_token="t0ken", close_delay_s=0.2)
+    settings = StsSettings(host="127.0.0.1", port=0, auth_token=Secret("t0ken"), close_delay_s=0.2)
     async with run_sts(settings) as sts:
         for auth in (None, {"token": "wrong"}, {"token": ""}):
             client = StsTestClient(sts.url, stream_id="a-1", auth=auth)

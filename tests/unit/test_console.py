@@ -19,6 +19,7 @@ from livedub.orchestrator.service import OrchestratorService
 from livedub.orchestrator.settings import OrchestratorSettings
 from livedub.orchestrator.supervisor import StreamState, Supervisor
 from livedub.sts.testing import free_port
+from livedub.typed import Secret
 from livedub.worker.control import CONTROL_ROUTE, ORIGINAL_ONLY_REASON, WorkerControl
 from livedub.worker.metrics import WorkerMetrics, metrics_app
 from tests.unit.test_orchestrator_supervisor import (
@@ -135,7 +136,7 @@ async def client_for() -> AsyncIterator[Any]:
 
 async def test_with_a_token_everything_but_probes_needs_it(client_for: Any, caplog: Any) -> None:
     caplog.set_level(logging.DEBUG)
-    client, service = await client_for(api_token=SecretStr(TOKEN))
+    client, service = await client_for(api_token=Secret(TOKEN))
     for path in ("/health", "/metrics", "/login", "/console/console.js", "/console/console.css"):
         assert (await client.get(path)).status == 200, path
     page = await client.get("/", allow_redirects=False)
@@ -161,7 +162,7 @@ async def test_with_a_token_everything_but_probes_needs_it(client_for: Any, capl
 
 
 async def test_sign_in_sets_a_strict_httponly_cookie_that_is_not_the_token(client_for: Any) -> None:
-    client, service = await client_for(api_token=SecretStr(TOKEN))
+    client, service = await client_for(api_token=Secret(TOKEN))
     refused = await client.post("/login", data={"token": "wrong"}, allow_redirects=False)
     assert refused.status == 401 and SESSION_COOKIE not in refused.cookies
     signed = await client.post("/login", data={"token": TOKEN}, allow_redirects=False)
@@ -218,9 +219,10 @@ def test_api_token_is_env_only_and_empty_is_unset(monkeypatch: pytest.MonkeyPatc
 
     assert "api_token" in ENV_ONLY_FIELDS
     monkeypatch.setenv("ORCH_API_TOKEN", "  ")
-    assert OrchestratorSettings().api_token is None
+    assert OrchestratorSettings.load().api_token is None
+    assert OrchestratorSettings(api_token=Secret("  ")).api_token is None  # built in code too
     monkeypatch.setenv("ORCH_API_TOKEN", TOKEN)
-    assert OrchestratorSettings().api_token == SecretStr(TOKEN)
+    assert OrchestratorSettings.load().api_token == Secret(TOKEN)
     with pytest.raises(ValueError):
         OrchestratorSettings(console_hls_base="http://user:pw@mediamtx:8888")
 

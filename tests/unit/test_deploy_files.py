@@ -31,6 +31,7 @@ from livedub.orchestrator.service import (
     OrchestratorService,
 )
 from livedub.orchestrator.settings import OrchestratorSettings, env_name
+from livedub.typed import fields_of
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -156,12 +157,11 @@ def test_livedub_commands_are_real_subcommands_and_flags(compose: dict[str, Any]
 
 def test_media_service_env_names_are_real_settings(compose: dict[str, Any]) -> None:
     env = service(compose, "media-service")["environment"]
-    known = {env_name(f) for f in OrchestratorSettings.model_fields} | LOG_ENV
+    known = {env_name(f.name) for f in fields_of(OrchestratorSettings)} | LOG_ENV
     assert set(env) <= known, set(env) - known
     for key, value in env.items():  # and every value is valid for its setting
         if key.startswith("ORCH_") and not value.startswith("${"):
-            field = key.removeprefix("ORCH_").lower()
-            OrchestratorSettings(**{field: value})
+            OrchestratorSettings.load(environ={key: value})
 
 
 def test_ports_and_hosts_are_consistent(compose: dict[str, Any], mediamtx: dict[str, Any]) -> None:
@@ -399,7 +399,7 @@ def test_dashboard_shows_every_worker_metric(known_metrics: set[str]) -> None:
 
 def test_operations_doc_lists_every_setting_exit_code_port_and_alert() -> None:
     text = OPERATIONS.read_text()
-    for field in OrchestratorSettings.model_fields:
+    for field in (f.name for f in fields_of(OrchestratorSettings)):
         assert f"`{env_name(field)}`" in text, field
         if field not in ENV_ONLY_FIELDS:  # secrets have no flag
             assert f"`--{field.replace('_', '-')}`" in text, field

@@ -20,7 +20,7 @@ from livedub.sts.dub.recognizer import SpeechSpan, Utterance
 from livedub.sts.dub.synthesizer import EspeakSynthesizer
 from livedub.sts.dub.translator import ApertiumTranslator
 from livedub.sts.metrics import StsMetrics
-from livedub.sts.settings import StsSettings
+from livedub.sts.settings import BackendKind, StsSettings
 
 needs = pytest.mark.skipif(
     not all(shutil.which(b) for b in ("sox", "espeak-ng", "lt-proc")),
@@ -172,7 +172,7 @@ def _fragment(pcm: np.ndarray, fmt: str = "wav") -> FragmentData:
 def _backend(**engines: object) -> tuple[DubBackend, StsMetrics]:
     metrics = StsMetrics()
     backend = DubBackend(
-        StsSettings(backend="dub", workers=1),
+        StsSettings(backend=BackendKind.DUB, workers=1),
         metrics=metrics,
         recognizer=engines.get("recognizer", _FakeRecognizer()),  # type: ignore[arg-type]
         translator=engines.get("translator", _FakeTranslator()),  # type: ignore[arg-type]

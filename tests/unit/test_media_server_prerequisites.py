@@ -14,7 +14,7 @@ from livedub.sts.testing import free_port
 def _settings(tmp_path: Path, **kw: object) -> MediaServerSettings:
     base = {"nginx_bin": "/bin/true", "gst_python": "/bin/true", "nginx_rtmp_module": tmp_path / "m.so"}
     (tmp_path / "m.so").touch()
-    return MediaServerSettings.model_validate({**base, **kw})
+    return MediaServerSettings.parse({**base, **kw})
 
 
 def test_nothing_missing(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from pydantic import ValidationError
 
 from livedub.orchestrator.languages import (
     LanguageOrigin,
@@ -34,6 +33,7 @@ from livedub.protocol import LANGUAGES_ROUTE, LanguagePair, LanguagesInfo
 from livedub.sts.backend import EchoBackend
 from livedub.sts.server import StsServer
 from livedub.sts.settings import StsSettings
+from livedub.typed import ValidationError
 from tests.unit.test_orchestrator_supervisor import eventually, make, state
 
 DUB_ES_CA = LanguagesInfo(
@@ -142,15 +142,20 @@ def test_unknown_sts_support_refuses_nothing_as_unsupported() -> None:
 
 
 def test_language_settings_validate(monkeypatch: pytest.MonkeyPatch) -> None:
-    s = OrchestratorSettings(languages="es, ca", language_overrides='{"news-.*": "gl, eo"}')
+    # as the flags give them (text: the overrides as JSON)
+    s = OrchestratorSettings.load(
+        {"languages": "es, ca", "language_overrides": '{"news-.*": "gl, eo"}'}
+    )
     assert s.default_languages() == ["es", "ca"]
     assert s.language_override_list() == [("news-.*", ["gl", "eo"])]
     for bad in ({"languages": "es,out"}, {"language_overrides": "[1]"}, {"language_overrides": '{"(": "es"}'},
                 {"language_overrides": '{"a": "e"}'}, {"max_languages": 0}):  # fmt: skip
         with pytest.raises(ValidationError):
-            OrchestratorSettings(**bad)
+            OrchestratorSettings.load(bad)
+    built = OrchestratorSettings(language_overrides={"n.*": "gl, eo"})  # in code: the same rules
+    assert built.language_overrides == {"n.*": "gl,eo"}
     monkeypatch.setenv("ORCH_LANGUAGE_OVERRIDES", '{"x": "ca"}')
-    assert OrchestratorSettings().language_override_list() == [("x", ["ca"])]
+    assert OrchestratorSettings.load().language_override_list() == [("x", ["ca"])]
 
 
 def test_source_language_is_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,12 +6,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from livedub.cli import build_parser
 from livedub.exitcodes import ExitCode
 from livedub.orchestrator.serve_cli import ENV_ONLY_FIELDS
 from livedub.orchestrator.settings import OrchestratorSettings, env_name
+from livedub.typed import ValidationError, fields_of
 from livedub.worker.memory import PYTHON_FLAGS
 
 # What the orchestrator passes to `livedub worker` (checked against the real parser when the
@@ -50,7 +50,7 @@ def test_env_vars_set_every_field(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORCH_HOOK_SECRET", "s3cret")
     monkeypatch.setenv("ORCH_WORKER_ARGS", "--segment-s 2 --target-language 'pt BR'")
     monkeypatch.setenv("ORCH_LOG_DIR", "/tmp/x")
-    s = OrchestratorSettings()
+    s = OrchestratorSettings.load()
     assert s.port == 8100 and s.grace_s == 2.5
     assert s.hook_secret is not None and s.hook_secret.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(s)
@@ -65,16 +65,16 @@ def test_flags_win_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setenv("ORCH_GRACE_S", "2.5")
     monkeypatch.setenv("ORCH_PORT", "8100")
-    args = build_parser().parse_args(["serve", "--grace-s", "7", "--no-worker-pdeathsig"])
+    args = build_parser("serve").parse_args(["serve", "--grace-s", "7", "--no-worker-pdeathsig"])
     s = settings_from_args(OrchestratorSettings, args)
     assert s.grace_s == 7.0 and s.port == 8100 and s.worker_pdeathsig is False
 
 
 def test_every_setting_has_a_flag_except_the_secret() -> None:
-    parser = build_parser()
+    parser = build_parser("serve")
     serve = parser._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
     flags = {opt for action in serve._actions for opt in action.option_strings}
-    for field in OrchestratorSettings.model_fields:
+    for field in (f.name for f in fields_of(OrchestratorSettings)):
         flag = "--" + field.replace("_", "-")
         assert (flag in flags) == (field not in ENV_ONLY_FIELDS), field
 
@@ -149,10 +149,12 @@ def test_composed_worker_command_is_accepted_by_the_worker_cli(
 def test_invalid_values_are_refused(field: str, value: object) -> None:
     with pytest.raises(ValidationError):
         OrchestratorSettings(**{field: value})
+    with pytest.raises(ValidationError):  # and from the environment
+        OrchestratorSettings.load(environ={env_name(field): str(value)})
 
 
 def test_serve_with_a_bad_flag_value_exits_with_usage() -> None:
-    parser = build_parser()
+    parser = build_parser("serve")
     args = parser.parse_args(["serve", "--input-base", "nonsense"])
     assert args.func(args) == ExitCode.USAGE
 

@@ -8,31 +8,29 @@ import enum
 import json
 import logging
 import re
-import types
-import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec.inspect as mi
 import pytest
-from pydantic import SecretStr, ValidationError
-from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings
 
 from livedub import cli
 from livedub.orchestrator.media_server import MediaServerSettings
 from livedub.orchestrator.settings import OrchestratorSettings
+from livedub.settings import EnvSettings
 from livedub.settings_cli import settings_from_args
 from livedub.sts import cli as sts_cli
 from livedub.sts.settings import StsSettings
+from livedub.typed import FieldDoc, Secret, ValidationError, explain, fields_of
 from livedub.worker.config import WorkerSettings
 
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 ROW = re.compile(r"^\|\s*`(?P<env>(?:WORKER|STS|MEDIA|ORCH|LIVEDUB)_[A-Z0-9_]+)`\s*\|")
 
-Build = Callable[[argparse.Namespace], BaseSettings]
+Build = Callable[[argparse.Namespace], EnvSettings]
 #: env prefix → (subcommand, settings model, how that subcommand builds its settings)
-COMMANDS: dict[str, tuple[str, type[BaseSettings], Build]] = {
+COMMANDS: dict[str, tuple[str, type[EnvSettings], Build]] = {
     "WORKER_": ("worker", WorkerSettings, lambda a: settings_from_args(WorkerSettings, a)),
     "STS_": ("sts", StsSettings, sts_cli.settings_from_args),
     "MEDIA_": ("media-server", MediaServerSettings, lambda a: settings_from_args(MediaServerSettings, a)),
@@ -64,37 +62,31 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
 def test_the_docs_table_covers_every_prefix() -> None:
     names = documented_env_vars()
     for prefix, (_cmd, model, _build) in COMMANDS.items():
-        assert {f"{prefix}{n.upper()}" for n in model.model_fields} <= set(names), prefix
+        assert {f"{prefix}{f.name.upper()}" for f in fields_of(model)} <= set(names), prefix
     assert GLOBAL_ENV <= set(names)
 
 
-def _base(annotation: Any) -> Any:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return next(a for a in typing.get_args(annotation) if a is not type(None))
-    return annotation
-
-
-def candidates(field: FieldInfo) -> list[Any]:
+def candidates(field: FieldDoc) -> list[Any]:
     """Values different from the default, most likely valid first."""
-    typ, default = _base(field.annotation), field.default
-    if typing.get_origin(typ) is typing.Literal:
-        return [v for v in typing.get_args(typ) if v != default] or list(typing.get_args(typ))
-    if isinstance(typ, type) and issubclass(typ, enum.Enum):
-        values = [m.value for m in typ]  # a one-member enum: its only value is still set by env
+    typ, default = field.base, field.default  # a msgspec.inspect type; NODEFAULT with a factory
+    if isinstance(typ, mi.LiteralType):
+        return [v for v in typ.values if v != default] or list(typ.values)
+    if isinstance(typ, mi.EnumType):
+        values = [m.value for m in typ.cls]  # a one-member enum: its only value is still set by env
         return [v for v in values if v != getattr(default, "value", default)] or values
-    if typing.get_origin(typ) is dict:
+    if isinstance(typ, mi.DictType):
         return [{"xx": "yy"}]
-    if typ is bool:
+    if isinstance(typ, mi.BoolType):
         return [not default] if isinstance(default, bool) else [True, False]
-    if typ is int:
+    if isinstance(typ, mi.IntType):
         d = default if isinstance(default, int) else 0
         return [d + 1, d - 1, 1, 2, 1000, 40000]
-    if typ is float:
+    if isinstance(typ, mi.FloatType):
         d = default if isinstance(default, float | int) else 0.0
         return [d + 0.25, d * 1.5, d - 0.25, d / 2, 0.5, 1.0, 2.0, 30.0]
-    if typ is SecretStr:
+    if isinstance(typ, mi.CustomType) and typ.cls is Secret:
         return ["s3cret-from-env"]
-    if typ is Path:
+    if isinstance(typ, mi.CustomType) and typ.cls is Path:
         return ["/tmp/livedub-env-test"]
     return [
         "1,2",
@@ -109,7 +101,7 @@ def candidates(field: FieldInfo) -> list[Any]:
 def _value(v: Any) -> Any:
     if isinstance(v, enum.Enum):
         return v.value
-    if isinstance(v, SecretStr):
+    if isinstance(v, Secret):
         return v.get_secret_value()
     if isinstance(v, Path):
         return str(v)
@@ -121,7 +113,7 @@ def test_documented_env_var_reaches_its_setting(env: str, clean_env: pytest.Monk
     if env in GLOBAL_ENV:
         value = {"LIVEDUB_LOG_LEVEL": "WARNING", "LIVEDUB_LOG_FORMAT": "json"}[env]
         clean_env.setenv(env, value)
-        args = cli.build_parser().parse_args(["sts"])
+        args = cli.build_parser("sts").parse_args(["sts"])
         cli.setup_logging_from_args(args)
         root = logging.getLogger()
         if env == "LIVEDUB_LOG_LEVEL":
@@ -135,9 +127,10 @@ def test_documented_env_var_reaches_its_setting(env: str, clean_env: pytest.Monk
     prefix = next(p for p in COMMANDS if env.startswith(p))
     command, model, build = COMMANDS[prefix]
     name = env.removeprefix(prefix).lower()
-    assert name in model.model_fields, f"{env} is documented but {model.__name__} has no {name}"
+    fields = {f.name: f for f in fields_of(model)}
+    assert name in fields, f"{env} is documented but {model.__name__} has no {name}"
     tried: list[str] = []
-    for candidate in candidates(model.model_fields[name]):
+    for candidate in candidates(fields[name]):
         if isinstance(candidate, bool):
             raw = str(candidate).lower()
         elif isinstance(candidate, dict):
@@ -145,11 +138,11 @@ def test_documented_env_var_reaches_its_setting(env: str, clean_env: pytest.Monk
         else:
             raw = str(candidate)
         clean_env.setenv(env, raw)
-        args = cli.build_parser().parse_args([command])
+        args = cli.build_parser(command).parse_args([command])  # as `livedub <command>` does
         try:
             settings = build(args)
         except ValidationError as exc:
-            tried.append(f"{raw!r}: {exc.errors()[0]['msg']}")
+            tried.append(f"{raw!r}: {explain(exc)}")
             continue
         got = _value(getattr(settings, name))
         assert got == candidate or str(got) == raw, f"{env}={raw!r} gave {name}={got!r}"

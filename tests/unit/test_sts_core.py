@@ -22,6 +22,7 @@ from livedub.sts.backend import BackendResult
 from livedub.sts.core import ConnectionRefused, StsCore
 from livedub.sts.settings import StsSettings
 from livedub.sts.testing import make_fragment
+from livedub.typed import Secret
 
 
 class FakeTransport:
@@ -215,7 +216,7 @@ async def test_fragments_after_end_are_refused_and_second_init_replaces(core: St
 
 
 async def test_connect_checks_auth_headers() -> None:
-    core = StsCore(StsSettings(auth_token="s3cret"), FakeTransport(), clock=FakeClock())
+    core = StsCore(StsSettings(auth_token=Secret("s3cret")), FakeTransport(), clock=FakeClock())
     for auth in (None, {}, {"token": "wrong"}, {"token": 5}, "wrong"):
         with pytest.raises(ConnectionRefused) as info:
             await core.connect("X", {}, auth)

@@ -14,10 +14,9 @@ import sys
 import threading
 from types import FrameType
 
-from pydantic import ValidationError
-
 from livedub.exitcodes import ExitCode
 from livedub.settings_cli import add_settings_flags, settings_from_args
+from livedub.typed import ValidationError, explain
 
 _log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ def run_media_server(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(MediaServerSettings, args)
     except ValidationError as exc:
-        _log.error("invalid media-server settings: %s", exc)
+        _log.error("invalid media-server settings: %s", explain(exc))
         return int(ExitCode.USAGE)
 
     stop = threading.Event()

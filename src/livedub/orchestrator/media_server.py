@@ -46,11 +46,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Annotated, Any, ClassVar
 
 import psutil
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from msgspec.structs import force_setattr
 
 from livedub.clock import Clock, SystemClock
 from livedub.credentials import with_credentials
@@ -58,7 +57,9 @@ from livedub.log import bind
 from livedub.orchestrator.languages import LANGUAGE_CODE
 from livedub.orchestrator.mediaserver import RTSP_RELAY_SCRIPT
 from livedub.protocol.constants import ID_CHARS, JSON_CONTENT_TYPE, is_valid_id
+from livedub.settings import EnvSettings
 from livedub.subproc import pdeathsig_preexec
+from livedub.typed import Meta, Secret, field_error
 
 __all__ = [
     "EmbeddedMediaServer",
@@ -104,124 +105,169 @@ class PortInUseError(MediaServerError):
         self.port = port
 
 
-class MediaServerSettings(BaseSettings):
+#: The publisher's and the workers' password: unset, a random one per start.
+_GeneratedPass = (
+    Annotated[
+        Secret,
+        Meta(
+            description="its password (env only; unset: a random one per start, written to "
+            "<workdir>/credentials.env)"
+        ),
+    ]
+    | None
+)
+
+
+# frozen: msgspec allows a frozen subclass of the (mutable) Record base; mypy's dataclass
+# rule does not, hence the ignore
+class MediaServerSettings(EnvSettings, frozen=True):  # type: ignore[misc]
     """Configuration of the embedded media server. Env var = `MEDIA_` + field name in upper case."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    env_prefix: ClassVar[str] = ENV_PREFIX
 
-    host: str = Field(default="127.0.0.1", description="address both servers listen on")
-    rtsp_port: int = Field(default=8554, ge=1, le=65535, description="RTSP port")
-    rtmp_port: int = Field(default=1935, ge=1, le=65535, description="RTMP port")
-    streams: str = Field(
-        default="",
-        description="comma-separated stream ids served at rtmp://.../live/<id>/{in,out}; "
-        "RTMP ids must be declared at start (RTSP serves any id)",
+    host: Annotated[str, Meta(description="address both servers listen on")] = "127.0.0.1"
+    rtsp_port: Annotated[int, Meta(ge=1, le=65535, description="RTSP port")] = 8554
+    rtmp_port: Annotated[int, Meta(ge=1, le=65535, description="RTMP port")] = 1935
+    streams: Annotated[
+        str,
+        Meta(
+            description="comma-separated stream ids served at rtmp://.../live/<id>/{in,out}; "
+            "RTMP ids must be declared at start (RTSP serves any id)"
+        ),
+    ] = ""
+    api_port: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=65535,
+            description="port of the MediaMTX-style control API (GET /v3/paths/list) on `host`; "
+            "0: off (MediaMTX's own default is 9997)",
+        ),
+    ] = 0
+    hook_url: (
+        Annotated[
+            str,
+            Meta(
+                description="base URL of the publish hook (e.g. http://127.0.0.1:8000); "
+                "unset: no hook"
+            ),
+        ]
+        | None
+    ) = None
+    hook_secret: (
+        Annotated[
+            Secret,
+            Meta(description="sent as X-Hook-Secret with every hook call (unset: no header)"),
+        ]
+        | None
+    ) = None
+    publish_user: Annotated[
+        str, Meta(min_length=1, description="user that may publish live/<id>/in")
+    ] = "publisher"
+    publish_pass: _GeneratedPass = None
+    worker_user: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            description="the workers' service account: the only user that may publish "
+            "live/<id>/out (and live/<id>/orig)",
+        ),
+    ] = "worker"
+    worker_pass: _GeneratedPass = None
+    read_user: Annotated[str, Meta(min_length=1, description="user that may read")] = "reader"
+    read_pass: (
+        Annotated[
+            Secret,
+            Meta(
+                description="its password (env only); unset: anyone may read. The publish and "
+                "worker accounts may always read"
+            ),
+        ]
+        | None
+    ) = None
+    insecure_open_publish: Annotated[
+        bool,
+        Meta(
+            description="anyone may publish any live/<id>/in|out path without credentials "
+            "(local experiments only)"
+        ),
+    ] = False
+    hook_timeout_s: Annotated[float, Meta(gt=0, le=60, description="timeout of one hook call")] = (
+        5.0
     )
-    api_port: int = Field(
-        default=0,
-        ge=0,
-        le=65535,
-        description="port of the MediaMTX-style control API (GET /v3/paths/list) on `host`; "
-        "0: off (MediaMTX's own default is 9997)",
+    hook_retries: Annotated[int, Meta(ge=0, le=10, description="retries of a failed hook call")] = 2
+    hook_retry_delay_s: Annotated[
+        float, Meta(ge=0, le=60, description="delay before a hook retry")
+    ] = 0.5
+    start_timeout_s: Annotated[
+        float, Meta(gt=0, le=120, description="wait for both servers to listen")
+    ] = 5.0
+    stop_timeout_s: Annotated[
+        float, Meta(gt=0, le=120, description="SIGTERM → SIGKILL delay at stop")
+    ] = 5.0
+    stop_hook_flush_s: Annotated[
+        float,
+        Meta(ge=0, le=60, description="at stop, time left to deliver pending hook calls"),
+    ] = 2.0
+    rtsp_reader_wait_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=60,
+            description="an RTSP DESCRIBE waits this long for a new publisher's tracks",
+        ),
+    ] = 5.0
+    rtsp_ts_shift_ms: Annotated[
+        int,
+        Meta(
+            ge=0,
+            le=10000,
+            description="RTSP reader timestamps are shifted this far into the "
+            "past so the relay forwards at once (lower latency)",
+        ),
+    ] = 1000
+    rtsp_gop_cache: Annotated[
+        bool,
+        Meta(
+            description="an RTSP reader starts at the publisher's cached keyframe and first gets "
+            "everything since it in one burst (off: it waits for the next keyframe)"
+        ),
+    ] = True
+    rtsp_gop_cache_max_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=60,
+            description="RTSP GOP cache bound, in publisher time since its oldest keyframe",
+        ),
+    ] = 10.0
+    rtsp_gop_cache_max_mb: Annotated[
+        float, Meta(gt=0, le=1000, description="RTSP GOP cache bound, in MB per publisher")
+    ] = 16.0
+    rtsp_gop_cache_start_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=60,
+            description="the RTSP GOP cache keeps a publish from its first keyframe until a "
+            "keyframe this long after it, so a reader started by the publish hook misses nothing "
+            "(0: the last GOP only)",
+        ),
+    ] = 5.0
+    workdir: (
+        Annotated[
+            Path,
+            Meta(description="directory for nginx config, pid and logs (unset: a temporary one)"),
+        ]
+        | None
+    ) = None
+    nginx_bin: Annotated[str, Meta(description="nginx executable")] = "nginx"
+    nginx_rtmp_module: Annotated[Path, Meta(description="libnginx-mod-rtmp module")] = Path(
+        "/usr/lib/nginx/modules/ngx_rtmp_module.so"
     )
-    hook_url: str | None = Field(
-        default=None,
-        description="base URL of the publish hook (e.g. http://127.0.0.1:8000); unset: no hook",
-    )
-    hook_secret: SecretStr | None = Field(
-        default=None, description="sent as X-Hook-Secret with every hook call (unset: no header)"
-    )
-    publish_user: str = Field(
-        default="publisher", min_length=1, description="user that may publish live/<id>/in"
-    )
-    publish_pass: SecretStr | None = Field(
-        default=None,
-        description="its password (env only; unset: a random one per start, written to "
-        "<workdir>/credentials.env)",
-    )
-    worker_user: str = Field(
-        default="worker",
-        min_length=1,
-        description="the workers' service account: the only user that may publish live/<id>/out "
-        "(and live/<id>/orig)",
-    )
-    worker_pass: SecretStr | None = Field(
-        default=None,
-        description="its password (env only; unset: a random one per start, written to "
-        "<workdir>/credentials.env)",
-    )
-    read_user: str = Field(default="reader", min_length=1, description="user that may read")
-    read_pass: SecretStr | None = Field(
-        default=None,
-        description="its password (env only); unset: anyone may read. The publish and worker "
-        "accounts may always read",
-    )
-    insecure_open_publish: bool = Field(
-        default=False,
-        description="anyone may publish any live/<id>/in|out path without credentials "
-        "(local experiments only)",
-    )
-    hook_timeout_s: float = Field(default=5.0, gt=0, le=60, description="timeout of one hook call")
-    hook_retries: int = Field(default=2, ge=0, le=10, description="retries of a failed hook call")
-    hook_retry_delay_s: float = Field(
-        default=0.5, ge=0, le=60, description="delay before a hook retry"
-    )
-    start_timeout_s: float = Field(
-        default=5.0, gt=0, le=120, description="wait for both servers to listen"
-    )
-    stop_timeout_s: float = Field(
-        default=5.0, gt=0, le=120, description="SIGTERM → SIGKILL delay at stop"
-    )
-    stop_hook_flush_s: float = Field(
-        default=2.0, ge=0, le=60, description="at stop, time left to deliver pending hook calls"
-    )
-    rtsp_reader_wait_s: float = Field(
-        default=5.0,
-        gt=0,
-        le=60,
-        description="an RTSP DESCRIBE waits this long for a new publisher's tracks",
-    )
-    rtsp_ts_shift_ms: int = Field(
-        default=1000,
-        ge=0,
-        le=10000,
-        description="RTSP reader timestamps are shifted this far into the "
-        "past so the relay forwards at once (lower latency)",
-    )
-    rtsp_gop_cache: bool = Field(
-        default=True,
-        description="an RTSP reader starts at the publisher's cached keyframe and first gets "
-        "everything since it in one burst (off: it waits for the next keyframe)",
-    )
-    rtsp_gop_cache_max_s: float = Field(
-        default=10.0,
-        gt=0,
-        le=60,
-        description="RTSP GOP cache bound, in publisher time since its oldest keyframe",
-    )
-    rtsp_gop_cache_max_mb: float = Field(
-        default=16.0, gt=0, le=1000, description="RTSP GOP cache bound, in MB per publisher"
-    )
-    rtsp_gop_cache_start_s: float = Field(
-        default=5.0,
-        ge=0,
-        le=60,
-        description="the RTSP GOP cache keeps a publish from its first keyframe until a "
-        "keyframe this long after it, so a reader started by the publish hook misses nothing "
-        "(0: the last GOP only)",
-    )
-    workdir: Path | None = Field(
-        default=None,
-        description="directory for nginx config, pid and logs (unset: a temporary one)",
-    )
-    nginx_bin: str = Field(default="nginx", description="nginx executable")
-    nginx_rtmp_module: Path = Field(
-        default=Path("/usr/lib/nginx/modules/ngx_rtmp_module.so"),
-        description="libnginx-mod-rtmp module",
-    )
-    gst_python: str = Field(
-        default="/usr/bin/python3", description="Python that has GStreamer's PyGObject (python3-gi)"
-    )
+    gst_python: Annotated[
+        str, Meta(description="Python that has GStreamer's PyGObject (python3-gi)")
+    ] = "/usr/bin/python3"
 
     def missing_prerequisite(self) -> str | None:
         """What `MediaServer.start` needs and this machine lacks (with the package to install),
@@ -234,30 +280,29 @@ class MediaServerSettings(BaseSettings):
             return f"nginx RTMP module not found: {self.nginx_rtmp_module}; apt: libnginx-mod-rtmp"
         return None
 
-    @field_validator("streams")
-    @classmethod
-    def _streams(cls, value: str) -> str:
-        ids = [s.strip() for s in value.split(",") if s.strip()]
+    def check(self) -> None:
+        """Normalises `streams` (ids checked, duplicates dropped) and `hook_url` (blank: unset);
+        an empty password is no password (frozen: set once here, while the record is made)."""
+        ids = [s.strip() for s in self.streams.split(",") if s.strip()]
         for sid in ids:
             if not is_valid_id(sid):
-                raise ValueError(f"invalid stream id {sid!r}: must match {ID_CHARS}")
-        return ",".join(dict.fromkeys(ids))
-
-    @field_validator("hook_url")
-    @classmethod
-    def _hook_url(cls, value: str | None) -> str | None:
-        if value is None or not value.strip():
-            return None
-        value = value.strip().rstrip("/")
-        if urllib.parse.urlsplit(value).scheme not in ("http", "https"):
-            raise ValueError("hook_url must be an http(s) URL, e.g. http://127.0.0.1:8000")
-        return value
-
-    @field_validator("publish_pass", "worker_pass", "read_pass", mode="before")
-    @classmethod
-    def _empty_pass_is_unset(cls, value: object) -> object:
-        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-        return None if raw is None or (isinstance(raw, str) and not raw) else value
+                raise field_error("streams", f"invalid stream id {sid!r}: must match {ID_CHARS}")
+        force_setattr(self, "streams", ",".join(dict.fromkeys(ids)))
+        hook_url = self.hook_url
+        if hook_url is not None:
+            hook_url = hook_url.strip().rstrip("/") or None
+            if hook_url is not None and urllib.parse.urlsplit(hook_url).scheme not in (
+                "http",
+                "https",
+            ):
+                raise field_error(
+                    "hook_url", "hook_url must be an http(s) URL, e.g. http://127.0.0.1:8000"
+                )
+            force_setattr(self, "hook_url", hook_url)
+        for name in ("publish_pass", "worker_pass", "read_pass"):
+            secret = getattr(self, name)
+            if secret is not None and not secret.get_secret_value():
+                force_setattr(self, name, None)
 
     @property
     def stream_ids(self) -> tuple[str, ...]:
@@ -276,7 +321,7 @@ class Role(enum.StrEnum):
 @dataclass(frozen=True)
 class Credentials:
     user: str
-    password: SecretStr
+    password: Secret
 
 
 @dataclass(frozen=True)
@@ -351,7 +396,10 @@ def listens_on(pid: int, host: str, port: int) -> bool:
     except (psutil.Error, OSError):
         return False
     return any(
-        c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.laddr.ip in (host, "0.0.0.0", "::")
+        c.status == psutil.CONN_LISTEN
+        and c.laddr
+        and c.laddr.port == port
+        and c.laddr.ip in (host, "0.0.0.0", "::")
         for c in conns
     )
 
@@ -475,7 +523,7 @@ class MediaServer:
         clock: Clock | None = None,
         on_event: Callable[[HookEvent], None] | None = None,
     ) -> None:
-        base = settings if settings is not None else MediaServerSettings()
+        base = settings if settings is not None else MediaServerSettings.load()
         overrides: dict[str, Any] = {}
         if host is not None:
             overrides["host"] = host
@@ -490,14 +538,10 @@ class MediaServer:
         if hook_url is not None:
             overrides["hook_url"] = hook_url
         if hook_secret is not None:
-            overrides["hook_secret"] = hook_secret
+            overrides["hook_secret"] = Secret(hook_secret)
         if workdir is not None:
             overrides["workdir"] = Path(workdir)
-        self.settings = (
-            MediaServerSettings.model_validate({**base.model_dump(), **overrides})
-            if overrides
-            else base
-        )
+        self.settings = base.replace(**overrides) if overrides else base
         self._clock = clock or SystemClock()
         self._on_event = on_event
         self._credentials = self._make_credentials()
@@ -529,9 +573,7 @@ class MediaServer:
                 (Role.PUBLISHER, s.publish_user, s.publish_pass),
                 (Role.WORKER, s.worker_user, s.worker_pass),
             ):
-                creds[role] = Credentials(
-                    user, password or SecretStr(secrets.token_urlsafe(18))
-                )
+                creds[role] = Credentials(user, password or Secret(secrets.token_urlsafe(18)))
         if s.read_pass is not None:
             creds[Role.READER] = Credentials(s.read_user, s.read_pass)
         return creds
@@ -603,7 +645,9 @@ class MediaServer:
     def _url(self, base: str, path: str, role: Role | None) -> str:
         path = path.lstrip("/")
         if role is None:  # the role a path is published by: its publisher's credentials
-            role = Role.PUBLISHER if path.endswith("/in") else Role.WORKER  # out, orig, <lang>: workers
+            role = (
+                Role.PUBLISHER if path.endswith("/in") else Role.WORKER
+            )  # out, orig, <lang>: workers
         url = f"{base}/{path}"
         creds = self._credentials.get(role)
         if creds is None:
@@ -1034,7 +1078,9 @@ class PathsApi:
     """The MediaMTX control API subset livedub uses: `GET /v3/paths/list[?page=&itemsPerPage=]`,
     from a daemon thread. Anything else is 404; it never changes the media server."""
 
-    def __init__(self, host: str, port: int, list_paths: Callable[[int, int], dict[str, Any]]) -> None:
+    def __init__(
+        self, host: str, port: int, list_paths: Callable[[int, int], dict[str, Any]]
+    ) -> None:
         import http.server
 
         list_fn = list_paths
@@ -1077,7 +1123,9 @@ class PathsApi:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="media-api", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="media-api", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

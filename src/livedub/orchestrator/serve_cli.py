@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 
-from pydantic import ValidationError
-
 from livedub.exitcodes import ExitCode
 from livedub.log import bind
 from livedub.orchestrator.settings import OrchestratorSettings
 from livedub.settings_cli import add_settings_flags, settings_from_args
+from livedub.typed import ValidationError, describe
 
 log = bind("livedub.orchestrator.cli")
 
@@ -40,9 +39,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(OrchestratorSettings, args)
     except ValidationError as exc:
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "settings"
-            log.error("invalid setting", ctx={"field": field, "error": err["msg"]})
+        field, reason = describe(exc)
+        log.error("invalid setting", ctx={"field": field or "settings", "error": reason})
         return int(ExitCode.USAGE)
     from livedub.orchestrator.service import run_serve  # aiohttp only when serving
 

@@ -8,20 +8,23 @@ reads the network and never logs a secret.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, ClassVar
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import msgspec
+from msgspec.structs import force_setattr
 
 from livedub.credentials import with_credentials
 from livedub.exitcodes import ExitCode
 from livedub.orchestrator.languages import parse_language_list
 from livedub.protocol.constants import DEFAULT_SOURCE_LANGUAGE, is_valid_id
+from livedub.settings import EnvSettings
+from livedub.typed import Meta, Secret, field_error
 from livedub.worker.memory import worker_python_argv
 
 ENV_PREFIX = "ORCH_"
@@ -40,289 +43,313 @@ def is_valid_stream_id(stream_id: str) -> bool:
     return is_valid_id(stream_id)
 
 
-class OrchestratorSettings(BaseSettings):
+# frozen: msgspec allows a frozen subclass of the (mutable) Record base; mypy's dataclass
+# rule does not, hence the ignore
+class OrchestratorSettings(EnvSettings, frozen=True):  # type: ignore[misc]
     """Configuration of the orchestrator. Env var = `ORCH_` + field name in upper case."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="ignore", validate_default=True, frozen=True
-    )
+    env_prefix: ClassVar[str] = ENV_PREFIX
 
     # --- HTTP API -------------------------------------------------------------------------
-    host: str = Field("127.0.0.1", description="address the HTTP API listens on")
-    port: int = Field(8000, ge=0, le=65535, description="HTTP API port (0: any free port)")
-    hook_secret: SecretStr | None = Field(
-        None,
-        description="shared secret the media-server hook must send in X-Hook-Secret "
-        "(unset or empty: every hook is refused, unless insecure_open_hooks)",
+    host: Annotated[str, Meta(description="address the HTTP API listens on")] = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535, description="HTTP API port (0: any free port)")] = (
+        8000
     )
-    insecure_open_hooks: bool = Field(
-        False,
-        description="with no hook_secret, accept hooks without authentication (tests and "
-        "local experiments only; never on a shared network)",
-    )
-    api_token: SecretStr | None = Field(
-        None,
-        description="operator API token (env only): `Authorization: Bearer <token>` on the API, or "
-        "the console's sign-in form; when set, the console, /v1/streams and every action need it. "
-        "Unset or empty: actions (stop, restart, original only) are refused, unless insecure_open_api",
-    )
-    insecure_open_api: bool = Field(
-        False,
-        description="with no api_token, allow the console's actions without authentication (local "
-        "experiments only; never on a shared network)",
-    )
-    console_refresh_s: float = Field(
-        1.0, ge=0.2, le=60, description="how often the console's event stream sends the rows"
-    )
-    console_play_base: str = Field(
-        "",
-        description="base URL of the output links the console shows, e.g. rtmp://media.example:1935 "
-        "(empty: output_base, without credentials)",
-    )
-    console_hls_base: str = Field(
-        "",
-        description="base URL of the media server's HLS, e.g. http://mediamtx:8888 (MediaMTX): the "
-        "console links <base>/live/<id>/out/ as a preview (empty: no HLS link)",
-    )
-    max_body_bytes: int = Field(
-        65536, ge=1024, le=16 * 1024 * 1024, description="largest hook request body accepted"
-    )
+    hook_secret: (
+        Annotated[
+            Secret,
+            Meta(
+                description="shared secret the media-server hook must send in X-Hook-Secret "
+                "(unset or empty: every hook is refused, unless insecure_open_hooks)"
+            ),
+        ]
+        | None
+    ) = None
+    insecure_open_hooks: Annotated[
+        bool,
+        Meta(
+            description="with no hook_secret, accept hooks without authentication (tests and "
+            "local experiments only; never on a shared network)"
+        ),
+    ] = False
+    api_token: (
+        Annotated[
+            Secret,
+            Meta(
+                description="operator API token (env only): `Authorization: Bearer <token>` on "
+                "the API, or the console's sign-in form; when set, the console, "
+                "/v1/streams and every action need it. Unset or empty: actions "
+                "(stop, restart, original only) are refused, unless "
+                "insecure_open_api"
+            ),
+        ]
+        | None
+    ) = None
+    insecure_open_api: Annotated[
+        bool,
+        Meta(
+            description="with no api_token, allow the console's actions without "
+            "authentication (local experiments only; never on a shared network)"
+        ),
+    ] = False
+    console_refresh_s: Annotated[
+        float,
+        Meta(ge=0.2, le=60, description="how often the console's event stream sends the rows"),
+    ] = 1.0
+    console_play_base: Annotated[
+        str,
+        Meta(
+            description="base URL of the output links the console shows, e.g. "
+            "rtmp://media.example:1935 (empty: output_base, without "
+            "credentials)"
+        ),
+    ] = ""
+    console_hls_base: Annotated[
+        str,
+        Meta(
+            description="base URL of the media server's HLS, e.g. http://mediamtx:8888 "
+            "(MediaMTX): the console links <base>/live/<id>/out/ as a preview "
+            "(empty: no HLS link)"
+        ),
+    ] = ""
+    max_body_bytes: Annotated[
+        int, Meta(ge=1024, le=16 * 1024 * 1024, description="largest hook request body accepted")
+    ] = 65536
 
-    stream_pattern: str = Field(
-        "",
-        description="only manage stream ids that fully match this regex (empty: all); lets "
-        "several orchestrators share one media server, each taking its own streams",
-    )
+    stream_pattern: Annotated[
+        str,
+        Meta(
+            description="only manage stream ids that fully match this regex (empty: all); lets "
+            "several orchestrators share one media server, each taking its own streams"
+        ),
+    ] = ""
 
     # --- reconcile with the media server -------------------------------------------------
-    media_api_url: str = Field(
-        "",
-        description="MediaMTX control API base URL (e.g. http://mediamtx:9997; `livedub "
-        "media-server --api-port`): at start and every reconcile_interval_s a worker is started "
-        "for each live live/<id>/in path that has none (empty: no reconcile, hooks only)",
-    )
-    media_api_credentials: SecretStr | None = Field(
-        None,
-        description="`user:password` for the media API (HTTP basic auth; env only: a flag would "
-        "show in `ps`); unset: no credentials",
-    )
-    reconcile_interval_s: float = Field(
-        10.0,
-        gt=0,
-        le=3600,
-        description="how often the live paths are listed (also at once when a slot frees for a "
-        "stream refused for capacity)",
-    )
-    media_api_timeout_s: float = Field(
-        5.0, gt=0, le=60, description="timeout of one media API request"
-    )
+    media_api_url: Annotated[
+        str,
+        Meta(
+            description="MediaMTX control API base URL (e.g. http://mediamtx:9997; `livedub "
+            "media-server --api-port`): at start and every reconcile_interval_s "
+            "a worker is started for each live live/<id>/in path that has none "
+            "(empty: no reconcile, hooks only)"
+        ),
+    ] = ""
+    media_api_credentials: (
+        Annotated[
+            Secret,
+            Meta(
+                description="`user:password` for the media API (HTTP basic auth; env only: a "
+                "flag would show in `ps`); unset: no credentials"
+            ),
+        ]
+        | None
+    ) = None
+    reconcile_interval_s: Annotated[
+        float,
+        Meta(
+            gt=0,
+            le=3600,
+            description="how often the live paths are listed (also at once when a slot frees for a "
+            "stream refused for capacity)",
+        ),
+    ] = 10.0
+    media_api_timeout_s: Annotated[
+        float, Meta(gt=0, le=60, description="timeout of one media API request")
+    ] = 5.0
 
     # --- what a worker is started with ----------------------------------------------------
-    input_base: str = Field(
-        "rtsp://127.0.0.1:8554", description="worker input = <input_base>/live/<id>/in"
+    input_base: Annotated[str, Meta(description="worker input = <input_base>/live/<id>/in")] = (
+        "rtsp://127.0.0.1:8554"
     )
-    output_base: str = Field(
-        "rtmp://127.0.0.1:1935", description="worker output = <output_base>/live/<id>/out"
+    output_base: Annotated[str, Meta(description="worker output = <output_base>/live/<id>/out")] = (
+        "rtmp://127.0.0.1:1935"
     )
-    input_user: str = Field(
-        "worker", min_length=1, description="user the workers read their input with"
+    input_user: Annotated[
+        str, Meta(min_length=1, description="user the workers read their input with")
+    ] = "worker"
+    input_pass: (
+        Annotated[
+            Secret,
+            Meta(description="its password (env only; unset: inputs are read without credentials)"),
+        ]
+        | None
+    ) = None
+    output_user: Annotated[
+        str,
+        Meta(
+            min_length=1,
+            description="the workers' service account, the only one that may publish live/<id>/out",
+        ),
+    ] = "worker"
+    output_pass: (
+        Annotated[
+            Secret,
+            Meta(
+                description="its password (env only; unset: outputs are published without "
+                "credentials)"
+            ),
+        ]
+        | None
+    ) = None
+    sts_url: Annotated[str, Meta(description="STS service URL given to workers")] = (
+        "http://127.0.0.1:8080"
     )
-    input_pass: SecretStr | None = Field(
-        None, description="its password (env only; unset: inputs are read without credentials)"
-    )
-    output_user: str = Field(
-        "worker",
-        min_length=1,
-        description="the workers' service account, the only one that may publish live/<id>/out",
-    )
-    output_pass: SecretStr | None = Field(
-        None, description="its password (env only; unset: outputs are published without credentials)"
-    )
-    sts_url: str = Field("http://127.0.0.1:8080", description="STS service URL given to workers")
-    worker_command: str = Field(
-        "",
-        description="command that starts one worker, shell-quoted "
-        "(empty: `<this python> -OO -X no_debug_ranges -m livedub worker`)",
-    )
-    worker_args: str = Field(
-        "", description="extra arguments appended to every worker command, shell-quoted"
-    )
-    keep_original: bool = Field(
-        False,
-        description="workers keep the original sound (worker --keep-original): a second audio "
-        "track on multi-track outputs, live/<id>/orig next to an RTMP live/<id>/out",
-    )
-    worker_metrics_host: str = Field(
-        "127.0.0.1", description="host the orchestrator scrapes worker /metrics on"
-    )
-    worker_metrics_port_min: int = Field(
-        9100, ge=0, le=65535, description="first worker metrics port (0: any free port)"
-    )
-    worker_metrics_port_max: int = Field(
-        9199, ge=0, le=65535, description="last worker metrics port"
-    )
-    scrape_timeout_s: float = Field(
-        2.0, gt=0, le=60, description="timeout of one worker /metrics scrape"
-    )
+    worker_command: Annotated[
+        str,
+        Meta(
+            description="command that starts one worker, shell-quoted "
+            "(empty: `<this python> -OO -X no_debug_ranges -m livedub worker`)"
+        ),
+    ] = ""
+    worker_args: Annotated[
+        str, Meta(description="extra arguments appended to every worker command, shell-quoted")
+    ] = ""
+    keep_original: Annotated[
+        bool,
+        Meta(
+            description="workers keep the original sound (worker --keep-original): a second audio "
+            "track on multi-track outputs, live/<id>/orig next to an RTMP live/<id>/out"
+        ),
+    ] = False
+    worker_metrics_host: Annotated[
+        str, Meta(description="host the orchestrator scrapes worker /metrics on")
+    ] = "127.0.0.1"
+    worker_metrics_port_min: Annotated[
+        int, Meta(ge=0, le=65535, description="first worker metrics port (0: any free port)")
+    ] = 9100
+    worker_metrics_port_max: Annotated[
+        int, Meta(ge=0, le=65535, description="last worker metrics port")
+    ] = 9199
+    scrape_timeout_s: Annotated[
+        float, Meta(gt=0, le=60, description="timeout of one worker /metrics scrape")
+    ] = 2.0
 
     # --- languages (issue 18) -------------------------------------------------------------
-    languages: str = Field(
-        "",
-        description="default target languages of every stream, comma-separated (e.g. `es,ca`): one "
-        "worker per language, publishing live/<id>/<lang>; the first also publishes live/<id>/out. "
-        "Empty: one worker per stream with the worker's own --target-language, at live/<id>/out only",
-    )
-    language_overrides: dict[str, str] = Field(
-        default_factory=dict,
-        description='per-stream languages, JSON {"<stream id regex>": "es,ca"}: the first pattern '
-        "that fully matches the stream id replaces the default list",
-    )
-    query_languages: bool = Field(
-        True,
-        description="a publisher may choose the languages with its publish query (`?lang=es,ca`); "
-        "each is checked like the configured ones",
-    )
-    max_languages: int = Field(
-        4, ge=1, le=32, description="most languages (workers) per stream; more are refused (too_many)"
-    )
+    languages: Annotated[
+        str,
+        Meta(
+            description="default target languages of every stream, comma-separated (e.g. "
+            "`es,ca`): one worker per language, publishing live/<id>/<lang>; "
+            "the first also publishes live/<id>/out. Empty: one worker per "
+            "stream with the worker's own --target-language, at live/<id>/out "
+            "only"
+        ),
+    ] = ""
+    language_overrides: Annotated[
+        dict[str, str],
+        Meta(
+            description='per-stream languages, JSON {"<stream id regex>": "es,ca"}: the '
+            "first pattern that fully matches the stream id replaces the "
+            "default list"
+        ),
+    ] = msgspec.field(default_factory=dict)
+    query_languages: Annotated[
+        bool,
+        Meta(
+            description="a publisher may choose the languages with its publish query "
+            "(`?lang=es,ca`); each is checked like the configured ones"
+        ),
+    ] = True
+    max_languages: Annotated[
+        int,
+        Meta(
+            ge=1,
+            le=32,
+            description="most languages (workers) per stream; more are refused (too_many)",
+        ),
+    ] = 4
 
     # --- lifecycle ------------------------------------------------------------------------
-    grace_s: float = Field(
-        30.0, ge=0, le=3600, description="wait after not-ready before a worker is stopped"
-    )
-    backoff_initial_s: float = Field(
-        1.0, ge=0, le=3600, description="delay before the first restart of a crashed worker"
-    )
-    backoff_multiplier: float = Field(2.0, ge=1, le=10, description="backoff growth per crash")
-    backoff_max_s: float = Field(30.0, ge=0, le=3600, description="largest restart delay")
-    stable_run_s: float = Field(
-        60.0, ge=0, le=86400, description="a run at least this long resets the backoff"
-    )
-    stop_timeout_s: float = Field(
-        30.0,
-        ge=0,
-        le=600,
-        description="SIGTERM → SIGKILL delay when stopping a worker: a worker drains on SIGTERM "
-        "(up to its WORKER_DRAIN_TIMEOUT_S, default D + fragment timeout = 22 s), keep this above it",
-    )
-    no_restart_exit_codes: str = Field(
-        _DEFAULT_NO_RESTART,
-        description="comma-separated worker exit codes that are final (not restarted); "
-        "default: USAGE and STS_AUTH_FAILED",
-    )
-    stale_event_window_s: float = Field(
-        10.0,
-        ge=0,
-        le=3600,
-        description="a ready whose sourceId had a not-ready less than this long ago is stale",
-    )
-    max_streams: int = Field(32, ge=1, le=10000, description="most streams with a live worker")
-    log_dir: Path | None = Field(
-        None,
-        description="write each worker's output to <log_dir>/<id>.log "
-        "(unset: into this process's stderr, prefixed with [<id>])",
-    )
-    worker_pdeathsig: bool = Field(
-        True,
-        description="Linux: workers get SIGHUP if the orchestrator dies, and stop at once "
-        "(no drain: a restarted orchestrator's new worker takes the output path over)",
-    )
+    grace_s: Annotated[
+        float, Meta(ge=0, le=3600, description="wait after not-ready before a worker is stopped")
+    ] = 30.0
+    backoff_initial_s: Annotated[
+        float, Meta(ge=0, le=3600, description="delay before the first restart of a crashed worker")
+    ] = 1.0
+    backoff_multiplier: Annotated[
+        float, Meta(ge=1, le=10, description="backoff growth per crash")
+    ] = 2.0
+    backoff_max_s: Annotated[float, Meta(ge=0, le=3600, description="largest restart delay")] = 30.0
+    stable_run_s: Annotated[
+        float, Meta(ge=0, le=86400, description="a run at least this long resets the backoff")
+    ] = 60.0
+    stop_timeout_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=600,
+            description="SIGTERM → SIGKILL delay when stopping a worker: a worker drains on "
+            "SIGTERM (up to its WORKER_DRAIN_TIMEOUT_S, default D + fragment "
+            "timeout = 22 s), keep this above it",
+        ),
+    ] = 30.0
+    no_restart_exit_codes: Annotated[
+        str,
+        Meta(
+            description="comma-separated worker exit codes that are final (not restarted); "
+            "default: USAGE and STS_AUTH_FAILED"
+        ),
+    ] = _DEFAULT_NO_RESTART
+    stale_event_window_s: Annotated[
+        float,
+        Meta(
+            ge=0,
+            le=3600,
+            description="a ready whose sourceId had a not-ready less than this long ago is stale",
+        ),
+    ] = 10.0
+    max_streams: Annotated[
+        int, Meta(ge=1, le=10000, description="most streams with a live worker")
+    ] = 32
+    log_dir: (
+        Annotated[
+            Path,
+            Meta(
+                description="write each worker's output to <log_dir>/<id>.log "
+                "(unset: into this process's stderr, prefixed with [<id>])"
+            ),
+        ]
+        | None
+    ) = None
+    worker_pdeathsig: Annotated[
+        bool,
+        Meta(
+            description="Linux: workers get SIGHUP if the orchestrator dies, and stop at once "
+            "(no drain: a restarted orchestrator's new worker takes the output path over)"
+        ),
+    ] = True
 
-    @field_validator("hook_secret", "api_token", "input_pass", "output_pass", mode="before")
-    @classmethod
-    def _empty_secret_is_unset(cls, value: object) -> object:
-        """`ORCH_HOOK_SECRET=''` (compose's `${ORCH_HOOK_SECRET:-}`) is no secret, not an empty one."""
-        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
-        if raw is None or (isinstance(raw, str) and not raw.strip()):
-            return None
-        return value
-
-    @field_validator("languages")
-    @classmethod
-    def _languages(cls, value: str) -> str:
-        return ",".join(parse_language_list(value))
-
-    @field_validator("language_overrides", mode="before")
-    @classmethod
-    def _overrides_json(cls, value: Any) -> Any:
-        """A flag gives the JSON as a string (the env var is parsed by pydantic-settings)."""
-        if isinstance(value, str):
-            try:
-                return json.loads(value) if value.strip() else {}
-            except ValueError as exc:
-                raise ValueError(f"not a JSON object: {exc}") from exc
-        return value
-
-    @field_validator("language_overrides")
-    @classmethod
-    def _overrides(cls, value: dict[str, str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for pattern, languages in value.items():
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from exc
-            out[pattern] = ",".join(parse_language_list(languages))
-        return out
-
-    @field_validator("stream_pattern")
-    @classmethod
-    def _check_pattern(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a regular expression: {exc}") from exc
-        return value
-
-    @field_validator("console_play_base", "console_hls_base")
-    @classmethod
-    def _link_base(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if value and "://" not in value:
-            raise ValueError("must be a URL with a scheme, e.g. http://mediamtx:8888")
-        if "@" in value.split("://", 1)[-1].split("/", 1)[0]:
-            raise ValueError("must not carry credentials: the console shows it to every operator")
-        return value
-
-    @field_validator("media_api_url")
-    @classmethod
-    def _api_url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if value and not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http(s) URL, e.g. http://mediamtx:9997")
-        return value
-
-    @field_validator("media_api_credentials", mode="before")
-    @classmethod
-    def _empty_credentials(cls, value: object) -> object:
-        return None if value in ("", None) else value
-
-    @field_validator("input_base", "output_base", "sts_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
-        if "://" not in value:
-            raise ValueError("must be a URL with a scheme, e.g. rtsp://127.0.0.1:8554")
-        return value
-
-    @field_validator("worker_command", "worker_args")
-    @classmethod
-    def _shell_words(cls, value: str) -> str:
-        shlex.split(value)  # raises ValueError on unbalanced quotes
-        return value
-
-    @field_validator("no_restart_exit_codes")
-    @classmethod
-    def _codes(cls, value: str) -> str:
-        for part in value.split(","):
-            if part.strip():
-                code = int(part)  # ValueError → validation error
-                if not 0 < code < 256:
-                    raise ValueError(f"exit code out of range: {code}")
-        return value
-
-    @model_validator(mode="after")
-    def _ranges(self) -> OrchestratorSettings:
+    def check(self) -> None:
+        """The field rules (a rule's error names its field), then the cross-field ones. Values
+        are normalised here (URLs without a trailing `/`, language lists canonical, an empty
+        secret unset): the record is frozen, so they are set once, while it is made."""
+        for name in ("hook_secret", "api_token", "input_pass", "output_pass"):
+            secret = getattr(self, name)
+            # `ORCH_HOOK_SECRET=''` (compose's `${ORCH_HOOK_SECRET:-}`) is no secret, not an
+            # empty one
+            if secret is not None and not secret.get_secret_value().strip():
+                force_setattr(self, name, None)
+        if self.media_api_credentials is not None and not self.media_api_credentials:
+            force_setattr(self, "media_api_credentials", None)
+        with _field("languages"):
+            force_setattr(self, "languages", ",".join(parse_language_list(self.languages)))
+        with _field("language_overrides"):
+            force_setattr(self, "language_overrides", _overrides(self.language_overrides))
+        with _field("stream_pattern"):
+            _regex(self.stream_pattern)
+        for name in ("console_play_base", "console_hls_base"):
+            with _field(name):
+                force_setattr(self, name, _link_base(getattr(self, name)))
+        with _field("media_api_url"):
+            force_setattr(self, "media_api_url", _api_url(self.media_api_url))
+        for name in ("input_base", "output_base", "sts_url"):
+            with _field(name):
+                force_setattr(self, name, _url(getattr(self, name)))
+        for name in ("worker_command", "worker_args"):
+            with _field(name):
+                shlex.split(getattr(self, name))  # raises ValueError on unbalanced quotes
+        with _field("no_restart_exit_codes"):
+            _codes(self.no_restart_exit_codes)
         if (
             self.worker_metrics_port_min
             and self.worker_metrics_port_max < self.worker_metrics_port_min
@@ -330,7 +357,6 @@ class OrchestratorSettings(BaseSettings):
             raise ValueError("worker_metrics_port_max < worker_metrics_port_min")
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("backoff_max_s < backoff_initial_s")
-        return self
 
     # --- derived values -------------------------------------------------------------------
     def worker_base_argv(self) -> list[str]:
@@ -449,6 +475,64 @@ class OrchestratorSettings(BaseSettings):
         return paths
 
 
+@contextmanager
+def _field(name: str) -> Iterator[None]:
+    """A `ValueError` raised inside is about field `name` (its `ValidationError` names it)."""
+    try:
+        yield
+    except ValueError as exc:
+        raise field_error(name, str(exc)) from None
+
+
+def _regex(value: str) -> None:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from exc
+
+
+def _overrides(value: dict[str, str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pattern, languages in value.items():
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from exc
+        out[pattern] = ",".join(parse_language_list(languages))
+    return out
+
+
+def _link_base(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if value and "://" not in value:
+        raise ValueError("must be a URL with a scheme, e.g. http://mediamtx:8888")
+    if "@" in value.split("://", 1)[-1].split("/", 1)[0]:
+        raise ValueError("must not carry credentials: the console shows it to every operator")
+    return value
+
+
+def _api_url(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http(s) URL, e.g. http://mediamtx:9997")
+    return value
+
+
+def _url(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if "://" not in value:
+        raise ValueError("must be a URL with a scheme, e.g. rtsp://127.0.0.1:8554")
+    return value
+
+
+def _codes(value: str) -> None:
+    for part in value.split(","):
+        if part.strip():
+            code = int(part)  # ValueError → validation error
+            if not 0 < code < 256:
+                raise ValueError(f"exit code out of range: {code}")
+
+
 def _check_language(language: str) -> None:
     parse_language_list(language)  # ValueError unless a language code
     if "," in language:
@@ -457,4 +541,4 @@ def _check_language(language: str) -> None:
 
 def env_name(field: str) -> str:
     """The environment variable that sets `field`."""
-    return ENV_PREFIX + field.upper()
+    return OrchestratorSettings.env_name(field)

@@ -14,10 +14,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import ValidationError
-
 from livedub.protocol import constants as c
 from livedub.sts.settings import StsSettings
+from livedub.typed import ValidationError, explain
 
 # flag -> settings field (None = not given on the command line)
 _FLAGS: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
@@ -174,19 +173,15 @@ def add_parsers(subparsers: Any) -> None:
 
 
 def settings_from_args(args: argparse.Namespace) -> StsSettings:
-    overrides = {
-        dest: getattr(args, dest)
-        for _, dest, _, _ in _FLAGS
-        if getattr(args, dest, None) is not None
-    }
-    return StsSettings(**overrides)
+    """Flags given win over `STS_*` env vars, which win over the defaults."""
+    return StsSettings.load({dest: getattr(args, dest, None) for _, dest, _, _ in _FLAGS})
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:
-        sys.stderr.write(f"livedub sts: invalid settings:\n{exc}\n")
+        sys.stderr.write(f"livedub sts: invalid settings:\n{explain(exc)}\n")
         return 2
     try:
         asyncio.run(_main(settings))
