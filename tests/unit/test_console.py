@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from pydantic import SecretStr
 
 from livedub.orchestrator.console import CONSOLE_HEADER, SESSION_COOKIE, worker_figures
 from livedub.orchestrator.service import OrchestratorService
@@ -120,7 +119,7 @@ async def client_for() -> AsyncIterator[Any]:
         service.supervisor.on_ready("abc")
         await eventually(lambda: len(launcher.procs) == 1)
         spec = launcher.procs[0].spec
-        control = WorkerControl("abc", token=SecretStr(spec.env["WORKER_CONTROL_TOKEN"]))
+        control = WorkerControl("abc", token=Secret(spec.env["WORKER_CONTROL_TOKEN"]))
         port = int(spec.argv[spec.argv.index("--metrics-port") + 1])
         app = metrics_app(WorkerMetrics("abc"), control.health, control.add_routes)
         worker = TestClient(TestServer(app, host="127.0.0.1", port=port))
@@ -232,7 +231,7 @@ def test_api_token_is_env_only_and_empty_is_unset(monkeypatch: pytest.MonkeyPatc
 
 async def test_worker_control_route_needs_its_token_and_tells_the_session() -> None:
     switched: list[bool] = []
-    control = WorkerControl("abc", token=SecretStr(TOKEN), on_switch=switched.append)
+    control = WorkerControl("abc", token=Secret(TOKEN), on_switch=switched.append)
     app = metrics_app(WorkerMetrics("abc"), lambda: control.health(), control.add_routes)
     async with TestClient(TestServer(app, host="127.0.0.1", port=free_port())) as client:
         assert (await client.post(CONTROL_ROUTE, json={"enabled": True})).status == 401

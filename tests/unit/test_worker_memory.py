@@ -27,7 +27,7 @@ def test_env_var_set_wins() -> None:
 def test_setting_defaults_on_and_reads_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert WorkerSettings().malloc_tuning is True
     monkeypatch.setenv("WORKER_MALLOC_TUNING", "false")
-    assert WorkerSettings().malloc_tuning is False
+    assert WorkerSettings.load().malloc_tuning is False
 
 
 def test_the_worker_command_runs_with_its_interpreter_flags() -> None:
