@@ -4,6 +4,7 @@ ones with the right protocol error code."""
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from typing import Any
 
@@ -15,6 +16,8 @@ from livedub.protocol import (
     AudioPayload,
     Backpressure,
     BackpressureConfig,
+    BackpressureEmit,
+    BackpressureThresholds,
     ControlAck,
     DisconnectSimulation,
     ErrorCode,
@@ -48,6 +51,7 @@ from livedub.protocol import (
     parse_client_event,
     parse_server_event,
 )
+from livedub.typed import ValidationError
 
 FID = "0b8f9a52-3c4d-4e5f-8a6b-7c8d9e0f1a2b"
 SID = "1c9e8b63-4d5e-4f60-9b7c-8d9e0f1a2b3c"
@@ -297,7 +301,7 @@ def test_valid_example_round_trips(model: type[WireModel]) -> None:
     parsed = parse_as(model, VALID[model])
     assert isinstance(parsed, model)
     wire = parsed.to_wire()
-    assert wire == parsed.model_dump(mode="json", exclude_none=True)
+    assert wire == json.loads(json.dumps(wire))  # JSON-ready: plain dicts, lists, str, numbers
     assert parse_as(model, wire) == parsed
 
 
@@ -338,7 +342,7 @@ def test_error_names_fragment_and_stream_from_raw_payload() -> None:
         parse_as(FragmentData, payload)
     assert info.value.fragment_id == FID
     assert info.value.stream_id == "stream-1"
-    assert info.value.details and info.value.details[0]["loc"] == ("sequence_number",)
+    assert info.value.details and info.value.details[0]["loc"] == "sequence_number"
     assert "sequence_number" in info.value.message
 
 
@@ -511,8 +515,8 @@ def test_audio_payload_from_bytes_keeps_its_bytes_without_decoding_them_back(
     bad = {"format": "wav", "sample_rate_hz": 16000, "channels": 1, "duration_ms": 32, "data_base64": wire + "!"}
     with pytest.raises(ProtocolValidationError):
         parse_as(AudioPayload, bad)
-    with pytest.raises(ValueError):
-        AudioPayload.model_validate(bad, context={"livedub.encoded_from": "not bytes"})
+    with pytest.raises(ValidationError):
+        AudioPayload.parse(bad)
 
 
 def test_parse_by_event_name_both_directions() -> None:
@@ -562,11 +566,14 @@ def test_control_models_semantics() -> None:
     rule = ErrorRule(trigger="count", value=2, error_code=ErrorCode.INVALID_FRAGMENT)
     assert rule.effective_retryable is False
     assert ErrorRule(trigger="count", value=2, error_code=ErrorCode.TIMEOUT).effective_retryable
-    assert BackpressureConfig(thresholds={"low": 0.1, "medium": 0.2, "high": 0.3}).threshold_mode
-    assert BackpressureConfig(emit={"severity": "low", "action": "none"}).threshold_mode is None
+    thresholds = BackpressureThresholds(low=0.1, medium=0.2, high=0.3)
+    assert BackpressureConfig(thresholds=thresholds).threshold_mode
+    emit = BackpressureEmit(severity="low", action="none")
+    assert BackpressureConfig(emit=emit).threshold_mode is None
     assert BackpressureConfig(enabled=False).threshold_mode is False
     with pytest.raises(ValueError):
         BackpressureConfig()
     assert DisconnectSimulation().delay_ms == 0
     assert ResetConfig().stream_id is None
     assert ControlAck.rejected("no").to_wire() == {"status": "rejected", "message": "no"}
+
