@@ -33,7 +33,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("input → loop hand-off (wake-ups)", ("_Handoff.put", "_Handoff._notify", "call_soon_threadsafe")),
     ("input audio decode + resample", ("frame_to_pcm", "resample", "_Reader._read.<locals>")),
     ("input demux (libav read)", ("_Reader._read", "_Reader.run")),
-    ("STS messaging (JSON, base64, websocket, models)", ("socketio", "engineio", "aiohttp", "json", "b64", "base64", "BaseModel", "model_validate", "to_wire", "StsClient")),
+    ("STS messaging (JSON, base64, websocket, models)", ("socketio", "engineio", "aiohttp", "json", "b64", "base64", "Record.", "AudioPayload.", "parse_event", "to_wire", "StsClient")),
     ("logging", ("logging", "Formatter", "StreamHandler")),
     ("metrics", ("prometheus", "MetricsServer", "WorkerMetrics")),
     ("media loop (Python: timeline, segmenter, output scheduling)", ("MediaPipeline", "Segmenter", "Timeline", "DriftCorrector", "OutputCore", "MediaOutput", "TimestampRepairer", "MediaInput", "_Handoff.get")),

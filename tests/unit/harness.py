@@ -178,7 +178,7 @@ class FakeSts:
         if event == EventName.FRAGMENT_ACK:
             self.acks.append(payload)
         elif event == EventName.FRAGMENT_DATA:
-            msg = FragmentData.model_validate(payload)
+            msg = FragmentData.parse(payload)
             reply = self.reply(len(self.received)) if callable(self.reply) else self.reply
             self.received.append((self.clock.monotonic(), msg))
             self.outstanding += 1

@@ -4,6 +4,7 @@ ones with the right protocol error code."""
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from typing import Any
 
@@ -15,6 +16,8 @@ from livedub.protocol import (
     AudioPayload,
     Backpressure,
     BackpressureConfig,
+    BackpressureEmit,
+    BackpressureThresholds,
     ControlAck,
     DisconnectSimulation,
     ErrorCode,
@@ -25,6 +28,8 @@ from livedub.protocol import (
     FragmentAck,
     FragmentData,
     FragmentProcessed,
+    LanguagePair,
+    LanguagesInfo,
     LatencyConfig,
     ProcessingError,
     ProtocolValidationError,
@@ -48,6 +53,7 @@ from livedub.protocol import (
     parse_client_event,
     parse_server_event,
 )
+from livedub.typed import ValidationError
 
 FID = "0b8f9a52-3c4d-4e5f-8a6b-7c8d9e0f1a2b"
 SID = "1c9e8b63-4d5e-4f60-9b7c-8d9e0f1a2b3c"
@@ -297,7 +303,7 @@ def test_valid_example_round_trips(model: type[WireModel]) -> None:
     parsed = parse_as(model, VALID[model])
     assert isinstance(parsed, model)
     wire = parsed.to_wire()
-    assert wire == parsed.model_dump(mode="json", exclude_none=True)
+    assert wire == json.loads(json.dumps(wire))  # JSON-ready: plain dicts, lists, str, numbers
     assert parse_as(model, wire) == parsed
 
 
@@ -338,7 +344,7 @@ def test_error_names_fragment_and_stream_from_raw_payload() -> None:
         parse_as(FragmentData, payload)
     assert info.value.fragment_id == FID
     assert info.value.stream_id == "stream-1"
-    assert info.value.details and info.value.details[0]["loc"] == ("sequence_number",)
+    assert info.value.details and info.value.details[0]["loc"] == "sequence_number"
     assert "sequence_number" in info.value.message
 
 
@@ -511,8 +517,8 @@ def test_audio_payload_from_bytes_keeps_its_bytes_without_decoding_them_back(
     bad = {"format": "wav", "sample_rate_hz": 16000, "channels": 1, "duration_ms": 32, "data_base64": wire + "!"}
     with pytest.raises(ProtocolValidationError):
         parse_as(AudioPayload, bad)
-    with pytest.raises(ValueError):
-        AudioPayload.model_validate(bad, context={"livedub.encoded_from": "not bytes"})
+    with pytest.raises(ValidationError):
+        AudioPayload.parse(bad)
 
 
 def test_parse_by_event_name_both_directions() -> None:
@@ -562,11 +568,160 @@ def test_control_models_semantics() -> None:
     rule = ErrorRule(trigger="count", value=2, error_code=ErrorCode.INVALID_FRAGMENT)
     assert rule.effective_retryable is False
     assert ErrorRule(trigger="count", value=2, error_code=ErrorCode.TIMEOUT).effective_retryable
-    assert BackpressureConfig(thresholds={"low": 0.1, "medium": 0.2, "high": 0.3}).threshold_mode
-    assert BackpressureConfig(emit={"severity": "low", "action": "none"}).threshold_mode is None
+    thresholds = BackpressureThresholds(low=0.1, medium=0.2, high=0.3)
+    assert BackpressureConfig(thresholds=thresholds).threshold_mode
+    emit = BackpressureEmit(severity="low", action="none")
+    assert BackpressureConfig(emit=emit).threshold_mode is None
     assert BackpressureConfig(enabled=False).threshold_mode is False
     with pytest.raises(ValueError):
         BackpressureConfig()
     assert DisconnectSimulation().delay_ms == 0
     assert ResetConfig().stream_id is None
     assert ControlAck.rejected("no").to_wire() == {"status": "rejected", "message": "no"}
+
+
+# --- msgspec records: what pydantic did implicitly, checked explicitly ----------------------------
+
+
+def test_metadata_keeps_extra_keys_and_checks_the_known_ones() -> None:
+    frag = parse_as(FragmentData, VALID[FragmentData])
+    assert frag.metadata == {"pts_ns": 0, "source_pts_ns": 123, "camera": "A"}
+    assert (frag.pts_ns, frag.source_pts_ns) == (0, 123)
+    assert frag.to_wire()["metadata"] == {"pts_ns": 0, "source_pts_ns": 123, "camera": "A"}
+    nested = {"camera": {"id": "A", "tags": ["x", 1]}, "ratio": 0.5}
+    assert parse_as(FragmentData, {**VALID[FragmentData], "metadata": nested}).metadata == nested
+    # None is the same as absent for a known key (as the typed field was); round trips equal
+    built = FragmentData.parse({**VALID[FragmentData], "metadata": {"pts_ns": None, "camera": "A"}})
+    assert built.metadata == {"camera": "A"} and built.pts_ns is None
+    assert parse_as(FragmentData, built.to_wire()) == built
+    for bad in ("0", True, 1.5, [1]):
+        with pytest.raises(ProtocolValidationError) as info:
+            parse_as(FragmentData, {**VALID[FragmentData], "metadata": {"source_pts_ns": bad}})
+        assert "metadata.source_pts_ns" in info.value.message
+    with pytest.raises(ProtocolValidationError):
+        parse_as(FragmentData, {**VALID[FragmentData], "metadata": ["not", "an", "object"]})
+    audio = AudioPayload.parse(AUDIO)
+    with pytest.raises(ValidationError, match="metadata.pts_ns"):  # built in code, too
+        FragmentData(fragment_id=FID, stream_id="s", sequence_number=0, timestamp=0, audio=audio,
+                     metadata={"pts_ns": "1"})  # fmt: skip
+
+
+def test_the_audio_cache_cannot_be_injected_by_a_peer() -> None:
+    real = b"real audio bytes"
+    injected = {**AUDIO, "data_base64": encode_base64(real), "_raw": "aW5qZWN0ZWQ=", "raw": "x"}
+    audio = parse_as(AudioPayload, injected)
+    assert audio.to_bytes() == real
+    assert "_raw" not in audio.to_wire() and "raw" not in audio.to_wire()
+    frag = parse_as(FragmentData, {**VALID[FragmentData], "audio": injected, "_raw": b"x"})
+    assert frag.audio.to_bytes() == real
+    # from_bytes' shortcut lives only while it builds its own payload
+    encoded = AudioPayload.from_bytes(real, format="wav", sample_rate_hz=16000, channels=1, duration_ms=5)
+    with pytest.raises(ValidationError):
+        AudioPayload(format="wav", sample_rate_hz=16000, channels=1, duration_ms=5, data_base64="!!")
+    assert encoded.to_bytes() == real
+    assert AudioPayload.parse(encoded.to_wire()) == encoded  # the cache is not part of equality
+
+
+def test_audio_payload_is_decoded_once_on_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    import livedub.protocol.models as models
+
+    calls: list[str] = []
+
+    def counting(text: str) -> bytes:
+        calls.append(text)
+        return decode_base64(text)
+
+    monkeypatch.setattr(models, "decode_base64", counting)
+    audio = AudioPayload.parse(AUDIO)
+    assert audio.to_bytes() == audio.to_bytes() == b"\x00\x01\x02audio"
+    assert len(calls) == 1
+    with pytest.raises(ValidationError, match="length >= 1"):
+        AudioPayload.parse({**AUDIO, "data_base64": ""})
+
+
+def test_to_wire_leaves_none_out() -> None:
+    ack = FragmentAck(fragment_id=FID, status="queued")
+    assert ack.to_wire() == {"fragment_id": FID, "status": "queued"}
+    err = ProcessingError(code=ErrorCode.TIMEOUT, message="slow", retryable=True)
+    assert err.to_wire() == {"code": "TIMEOUT", "message": "slow", "retryable": True}
+    failed = parse_as(
+        FragmentProcessed,
+        {k: v for k, v in VALID[FragmentProcessed].items() if k not in ("dubbed_audio", "stage_timings")}
+        | {"status": "failed", "error": err.to_wire(), "stage_timings": {"asr_ms": 3}},
+    )
+    wire = failed.to_wire()
+    assert "dubbed_audio" not in wire and "segments" not in wire
+    assert wire["stage_timings"] == {"asr_ms": 3}
+    assert StreamEnd().to_wire() == {}
+
+
+def test_constraints_hold_when_built_in_code() -> None:
+    with pytest.raises(ValidationError, match="stream_id"):
+        StreamInit(stream_id="bad id", worker_id="w", config=StreamConfig())
+    with pytest.raises(ValidationError, match="channels"):
+        StreamConfig(channels=3)
+    with pytest.raises(ValidationError):
+        StreamReady(stream_id="s", session_id="not-a-uuid", max_inflight=3)
+    with pytest.raises(ValidationError):
+        StreamReady(stream_id="s", session_id=SID, max_inflight=0)
+    with pytest.raises(ValidationError, match="end_ms"):
+        SpeechSegment(start_ms=10, end_ms=5)
+    with pytest.raises(ValidationError):
+        FragmentProcessed(fragment_id=FID, stream_id="s", sequence_number=0, status="success",
+                          processing_time_ms=1)  # fmt: skip
+    with pytest.raises(ValidationError):
+        LatencyConfig(min_delay_ms=5)
+    with pytest.raises(ValidationError):
+        BackpressureThresholds(low=0.9, medium=0.5)
+    with pytest.raises(ValidationError):
+        ErrorRule(trigger="fragment_id", value=3)
+    assert issubclass(ValidationError, ValueError)
+
+
+@pytest.mark.parametrize("bad", ["abc\n", "abc\r\n", "\nabc", "", "x" * 65, "a/b", "a b"])
+def test_ids_are_matched_whole(bad: str) -> None:
+    with pytest.raises(ProtocolValidationError):
+        parse_as(StreamInit, {**VALID[StreamInit], "stream_id": bad})
+    with pytest.raises(ValidationError):
+        StreamPause(stream_id=bad)
+
+
+def test_errors_do_not_echo_hostile_input_at_length() -> None:
+    with pytest.raises(ProtocolValidationError) as info:
+        parse_as(Backpressure, {**VALID[Backpressure], "severity": "x" * 100_000})
+    assert len(info.value.message) < 200 and info.value.details[0]["loc"] == "severity"
+    with pytest.raises(ProtocolValidationError) as info:
+        parse_as(ResetConfig, {"k" * 100_000: 1})
+    assert len(info.value.message) < 200 and "unknown field" in info.value.message
+
+
+def test_control_models_refuse_unknown_fields_events_ignore_them() -> None:
+    with pytest.raises(ValidationError, match="unknown field `typo`"):
+        LatencyConfig.parse({"delay_ms": 1, "typo": 2})
+    assert StreamEnd.parse({"reason": "x", "future": 1}) == StreamEnd(reason="x")
+
+
+def test_language_pairs_are_frozen_and_hashable() -> None:
+    pair = LanguagePair(source="en", target="es")
+    assert {pair, LanguagePair.parse({"source": "en", "target": "es"})} == {pair}
+    with pytest.raises(AttributeError):
+        pair.source = "fr"  # type: ignore[misc]
+    info = LanguagesInfo.parse({"backend": "b", "pairs": [{"source": "en", "target": "es"}], "x": 1})
+    assert info.supports("en", "es") and not info.supports("en", "") and info.targets_of("en") == ["es"]
+
+
+def test_importing_the_protocol_does_not_import_pydantic() -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import livedub
+
+    code = (
+        "import sys, livedub.protocol, livedub.protocol.parse\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pydantic', 'pydantic_core')))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(livedub.__file__).parents[1])}  # this checkout's
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.strip() == "[]"

@@ -22,7 +22,7 @@ def test_rules_by_trigger_and_first_match_wins() -> None:
     sims = Simulations(FakeClock())
     target_fid = _fid()
     sims.set_error_simulation(
-        ErrorSimulationConfig.model_validate(
+        ErrorSimulationConfig.parse(
             {
                 "stream_id": "s",
                 "rules": [
@@ -48,7 +48,7 @@ def test_rules_by_trigger_and_first_match_wins() -> None:
 def test_count_fails_next_n_and_nth_fails_every_nth() -> None:
     sims = Simulations(FakeClock())
     sims.set_error_simulation(
-        ErrorSimulationConfig.model_validate(
+        ErrorSimulationConfig.parse(
             {"rules": [{"trigger": "count", "value": 2, "error_code": "QUEUE_FULL"}]}
         )
     )
@@ -57,7 +57,7 @@ def test_count_fails_next_n_and_nth_fails_every_nth() -> None:
     assert sims.error_for("t", _fid(), 0) is not None  # global rule: counted per stream
 
     sims.set_error_simulation(
-        ErrorSimulationConfig.model_validate(
+        ErrorSimulationConfig.parse(
             {"stream_id": "s", "rules": [{"trigger": "nth_fragment", "value": 3}]}
         )
     )
@@ -68,7 +68,7 @@ def test_count_fails_next_n_and_nth_fails_every_nth() -> None:
 def test_stream_setting_overrides_global_and_disabled_exempts() -> None:
     sims = Simulations(FakeClock())
     sims.set_error_simulation(
-        ErrorSimulationConfig.model_validate({"rules": [{"trigger": "nth_fragment", "value": 1}]})
+        ErrorSimulationConfig.parse({"rules": [{"trigger": "nth_fragment", "value": 1}]})
     )
     sims.set_error_simulation(ErrorSimulationConfig(stream_id="quiet", enabled=False))
     assert sims.error_for("noisy", _fid(), 0) is not None
@@ -107,12 +107,12 @@ def test_backpressure_threshold_levels() -> None:
     sims = Simulations(FakeClock())
     assert sims.thresholds_for("s") is None
     assert not sims.set_backpressure(
-        BackpressureConfig.model_validate({"emit": {"severity": "low", "action": "none"}})
+        BackpressureConfig.parse({"emit": {"severity": "low", "action": "none"}})
     )
     assert sims.set_backpressure(BackpressureConfig(stream_id="s", enabled=True))
     assert sims.thresholds_for("s") == ThresholdState()
     sims.set_backpressure(
-        BackpressureConfig.model_validate(
+        BackpressureConfig.parse(
             {"stream_id": "s", "thresholds": {"low": 0.2, "medium": 0.4, "high": 0.6}}
         )
     )

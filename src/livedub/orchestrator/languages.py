@@ -26,10 +26,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
-from pydantic import ValidationError
 
 from livedub.log import bind, redact_url
 from livedub.protocol import LANGUAGES_ROUTE, LanguagesInfo
+from livedub.protocol.parse import short_reason
+from livedub.typed import ValidationError, explain
 
 log = bind("livedub.orchestrator.languages")
 
@@ -252,6 +253,6 @@ class StsLanguages:
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             return None, f"{type(exc).__name__}: {exc}"[:200]
         try:
-            return LanguagesInfo.model_validate(doc), ""
+            return LanguagesInfo.parse(doc), ""
         except ValidationError as exc:
-            return None, f"invalid answer: {exc.error_count()} errors"
+            return None, f"invalid answer: {short_reason(explain(exc))}"

@@ -24,9 +24,10 @@ HEADER_STREAM_ID: Final = "X-Stream-ID"
 HEADER_WORKER_ID: Final = "X-Worker-ID"
 ID_CHARS: Final = r"[A-Za-z0-9_-]{1,64}"
 """The one definition of a stream / worker id (unanchored: build other patterns from it)."""
-ID_PATTERN: Final = rf"^{ID_CHARS}$"
+ID_PATTERN: Final = rf"\A{ID_CHARS}\Z"
 """Allowed values of `X-Stream-ID` / `X-Worker-ID` (and of `stream_id` / `worker_id`), anchored
-for pydantic's `pattern` (whose `$` does not accept a trailing newline). In Python use `ID_RE`."""
+for a `msgspec.Meta` pattern (Python's `re.search`: end of string, as `$` would accept a trailing
+newline). In Python use `ID_RE`."""
 ID_RE: Final = re.compile(ID_CHARS)
 """Always use with `fullmatch` (`re.match` with `^…$` would accept a trailing newline)."""
 
@@ -34,6 +35,7 @@ ID_RE: Final = re.compile(ID_CHARS)
 def is_valid_id(value: object) -> bool:
     """True when `value` is a string that is a whole stream / worker id."""
     return isinstance(value, str) and ID_RE.fullmatch(value) is not None
+
 
 JSON_CONTENT_TYPE: Final = "application/json"
 """The only Content-Type accepted for HTTP bodies (hooks, STS controls): a browser cannot send it

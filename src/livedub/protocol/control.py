@@ -7,9 +7,9 @@ nothing). Nothing here keeps state or does I/O; the service's `simulation` modul
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Self
+from typing import Annotated, ClassVar
 
-from pydantic import ConfigDict, Field, Strict, StringConstraints, model_validator
+import msgspec
 
 from livedub.protocol import constants as c
 from livedub.protocol.constants import (
@@ -22,15 +22,15 @@ from livedub.protocol.constants import (
 )
 from livedub.protocol.errors import ErrorCode
 from livedub.protocol.models import IdStr, NonNegInt, StrictBool, StrictInt, WireModel
+from livedub.typed import Meta
 
-DelayMs = Annotated[int, Strict(), Field(ge=0, le=c.SIMULATED_DELAY_MS_MAX)]
-Ratio = Annotated[float, Strict(), Field(gt=0, le=10)]
+DelayMs = Annotated[int, Meta(ge=0, le=c.SIMULATED_DELAY_MS_MAX)]
+Ratio = Annotated[float, Meta(gt=0, le=10)]
 
 
-class StrictControlModel(WireModel):
+class StrictControlModel(WireModel, forbid_unknown_fields=True):
     """Base of the test-control objects: strict about unknown fields."""
 
-    model_config = ConfigDict(extra="forbid")
     invalid_code: ClassVar[ErrorCode] = ErrorCode.INVALID_CONFIG
 
 
@@ -51,17 +51,14 @@ class ErrorRule(StrictControlModel):
     """
 
     trigger: ErrorTrigger
-    value: StrictInt | Annotated[str, StringConstraints(strict=True, min_length=1, max_length=128)]
+    value: StrictInt | Annotated[str, Meta(min_length=1, max_length=128)]
     error_code: ErrorCode = ErrorCode.MODEL_ERROR
-    error_message: Annotated[str, StringConstraints(strict=True, max_length=10_000)] = (
-        "simulated error"
-    )
+    error_message: Annotated[str, Meta(max_length=10_000)] = "simulated error"
     retryable: StrictBool | None = None
     """Default: the error code's value in the error table."""
     stage: Stage | None = None
 
-    @model_validator(mode="after")
-    def _value_matches_trigger(self) -> Self:
+    def check(self) -> None:
         if self.trigger == "fragment_id":
             if not isinstance(self.value, str):
                 raise ValueError("value must be a fragment id string for trigger fragment_id")
@@ -71,7 +68,6 @@ class ErrorRule(StrictControlModel):
             raise ValueError("value must be >= 0 for trigger sequence_number")
         elif self.trigger in ("nth_fragment", "count") and self.value < 1:
             raise ValueError(f"value must be >= 1 for trigger {self.trigger}")
-        return self
 
     @property
     def effective_retryable(self) -> bool:
@@ -85,7 +81,7 @@ class ErrorSimulationConfig(ControlModel):
     event: ClassVar[EventName | None] = EventName.CONFIG_ERROR_SIMULATION
 
     enabled: StrictBool = True
-    rules: list[ErrorRule] = Field(default_factory=list, max_length=1000)
+    rules: Annotated[list[ErrorRule], Meta(max_length=1000)] = msgspec.field(default_factory=list)
 
 
 class LatencyConfig(ControlModel):
@@ -99,8 +95,7 @@ class LatencyConfig(ControlModel):
     max_delay_ms: DelayMs | None = None
     seed: StrictInt | None = None
 
-    @model_validator(mode="after")
-    def _one_mode(self) -> Self:
+    def check(self) -> None:
         ranged = self.min_delay_ms is not None or self.max_delay_ms is not None
         if self.delay_ms is not None and ranged:
             raise ValueError("give either delay_ms or min_delay_ms+max_delay_ms, not both")
@@ -111,7 +106,6 @@ class LatencyConfig(ControlModel):
                 raise ValueError("min_delay_ms and max_delay_ms go together")
             if self.min_delay_ms > self.max_delay_ms:
                 raise ValueError("min_delay_ms must be <= max_delay_ms")
-        return self
 
 
 class BackpressureThresholds(StrictControlModel):
@@ -121,11 +115,9 @@ class BackpressureThresholds(StrictControlModel):
     medium: Ratio = c.BACKPRESSURE_MEDIUM_DEFAULT
     high: Ratio = c.BACKPRESSURE_HIGH_DEFAULT
 
-    @model_validator(mode="after")
-    def _ascending(self) -> Self:
+    def check(self) -> None:
         if not self.low <= self.medium <= self.high:
             raise ValueError("thresholds must satisfy low <= medium <= high")
-        return self
 
 
 class BackpressureEmit(StrictControlModel):
@@ -147,11 +139,9 @@ class BackpressureConfig(ControlModel):
     slow_down_delay_ms: NonNegInt = c.BACKPRESSURE_SLOW_DOWN_DELAY_MS_DEFAULT
     emit: BackpressureEmit | None = None
 
-    @model_validator(mode="after")
-    def _something(self) -> Self:
+    def check(self) -> None:
         if self.enabled is None and self.thresholds is None and self.emit is None:
             raise ValueError("give enabled/thresholds (threshold mode) or emit (one-shot)")
-        return self
 
     @property
     def threshold_mode(self) -> bool | None:
@@ -171,10 +161,8 @@ class DisconnectSimulation(ControlModel):
     event: ClassVar[EventName | None] = EventName.SIMULATE_DISCONNECT
 
     delay_ms: DelayMs = 0
-    min_inflight: Annotated[int, Strict(), Field(ge=1, le=c.MAX_INFLIGHT_MAX)] | None = None
-    refuse_reconnect_ms: (
-        Annotated[int, Strict(), Field(ge=0, le=c.REFUSE_RECONNECT_MS_MAX)] | None
-    ) = None
+    min_inflight: Annotated[int, Meta(ge=1, le=c.MAX_INFLIGHT_MAX)] | None = None
+    refuse_reconnect_ms: Annotated[int, Meta(ge=0, le=c.REFUSE_RECONNECT_MS_MAX)] | None = None
 
 
 class ResetConfig(ControlModel):

@@ -73,7 +73,8 @@ class ProtocolValidationError(ValueError):
     `code` is the protocol error to answer with (INVALID_CONFIG for `stream:init`,
     INVALID_FRAGMENT / FRAGMENT_TOO_LARGE for `fragment:data`, ...). `stream_id` and
     `fragment_id` are taken from the raw payload when they are readable strings, so the reply
-    can name them; `details` holds pydantic's error list when there is one.
+    can name them; `details` is `[{"loc": path, "msg": reason}]` for an invalid field (`loc`
+    "" when the rule is about the whole object, e.g. a cross-field rule).
     """
 
     def __init__(

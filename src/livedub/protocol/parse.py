@@ -10,10 +10,9 @@ anything else for bad input; never does I/O.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, Final, TypeVar
-
-from pydantic import ValidationError
 
 from livedub.protocol.constants import (
     CONTROL_EVENTS,
@@ -45,6 +44,7 @@ from livedub.protocol.models import (
     WireModel,
     WorkerFragmentAck,
 )
+from livedub.typed import ValidationError, describe, explain
 
 M = TypeVar("M", bound=WireModel)
 
@@ -102,15 +102,25 @@ def _audio_b64_length(payload: Any) -> int | None:
     return None
 
 
-def _describe(exc: ValidationError, limit: int = 3) -> str:
-    parts = []
-    for err in exc.errors(include_url=False, include_input=False)[:limit]:
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "payload"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    more = exc.error_count() - limit
-    if more > 0:
-        parts.append(f"(+{more} more)")
-    return "; ".join(parts)
+_QUOTED = re.compile(r"'[^']*'|`[^`]*`")
+_QUOTE_MAX = 64
+_REASON_MAX = 300
+
+
+def short_reason(text: str) -> str:
+    """`text` (a validation error) without the bulk of what a hostile peer sent, for a reply or a
+    log line: msgspec quotes the offending value in some errors ("Invalid enum value '…'",
+    "unknown field `…`"), so each quoted part is cut to `_QUOTE_MAX` characters and the whole to
+    `_REASON_MAX`."""
+
+    def cut(m: re.Match[str]) -> str:
+        quoted = m.group(0)
+        if len(quoted) <= _QUOTE_MAX:
+            return quoted
+        return f"{quoted[: _QUOTE_MAX - 1]}…{quoted[-1]}"
+
+    text = _QUOTED.sub(cut, text)
+    return text if len(text) <= _REASON_MAX else f"{text[: _REASON_MAX - 1]}…"
 
 
 def parse_as(
@@ -147,20 +157,21 @@ def parse_as(
             event=name,
         )
     try:
-        return model.model_validate(payload)
+        return model.parse(payload)
     except ValidationError as exc:
+        loc, reason = (short_reason(part) for part in describe(exc))
         raise ProtocolValidationError(
             model.invalid_code,
-            f"{name}: {_describe(exc)}",
+            f"{name}: {short_reason(explain(exc))}",
             event=name,
             stream_id=stream_id,
             fragment_id=fragment_id,
-            details=[dict(e) for e in exc.errors(include_url=False, include_input=False)],
+            details=[{"loc": loc, "msg": reason}],
         ) from None
     except (ValueError, TypeError, RecursionError) as exc:  # defensive: odd inputs
         raise ProtocolValidationError(
             model.invalid_code,
-            f"{name}: {exc}",
+            f"{name}: {short_reason(str(exc))}",
             event=name,
             stream_id=stream_id,
             fragment_id=fragment_id,

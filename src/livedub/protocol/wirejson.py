@@ -26,7 +26,8 @@ import orjson
 def dumps(obj: Any, **_ignored: Any) -> str:
     """`json.dumps` for python-socketio (which passes `separators`; orjson's output is compact)."""
     try:
-        return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode()  # int keys as strings, as json does
+        # int keys as strings, as json does
+        return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:  # e.g. an integer beyond 64 bits
         return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 

@@ -53,7 +53,7 @@ from livedub.protocol import (
     parse_as,
 )
 from livedub.protocol import constants as c
-from livedub.protocol.constants import BackpressureAction, BackpressureSeverity
+from livedub.protocol.constants import BackpressureAction, BackpressureSeverity, FragmentAckStatus
 from livedub.sts.backend import Backend, BackendResult, EchoBackend
 from livedub.sts.metrics import StsMetrics
 from livedub.sts.settings import StsSettings
@@ -577,7 +577,7 @@ class StsCore:
             )
         task = session.spawn(self._process(session, frag, sim_error, delay_ms), f"sts-job-{frag.fragment_id}")
         session.jobs.put_nowait(_Job(frag, received_at, task))
-        status = "processing" if queue_position == 0 else "queued"
+        status: FragmentAckStatus = "processing" if queue_position == 0 else "queued"
         ack = FragmentAck(fragment_id=frag.fragment_id, status=status, queue_position=queue_position)
         if await self._emit(conn, EventName.FRAGMENT_ACK, ack):
             hist.add(hist.acks_sent, record)

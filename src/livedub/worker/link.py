@@ -159,7 +159,7 @@ class StsLink:
         except ConnectionError:
             return
         if done is not None:
-            self.log.info("stream complete", ctx={"total_fragments": done.total_fragments, **done.statistics.model_dump()})
+            self.log.info("stream complete", ctx={"total_fragments": done.total_fragments, **done.statistics.to_builtins()})
 
     async def close(self) -> None:
         if self._task is not None:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import socketio
-from pydantic import BaseModel, ValidationError
 
 from livedub.clock import Clock, SystemClock, wait_within
 from livedub.log import bind
@@ -32,10 +31,13 @@ from livedub.protocol import (
     StreamEnd,
     StreamInit,
     StreamReady,
+    WireModel,
     constants,
     wirejson,
 )
 from livedub.protocol.constants import EventName
+from livedub.protocol.parse import short_reason
+from livedub.typed import ValidationError, explain
 from livedub.worker.config import WorkerSettings
 
 _log = logging.getLogger(__name__)
@@ -273,10 +275,10 @@ class StsClient:
         return handler
 
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound=WireModel)
 
 # Received events handed to a handler once valid: event → (model, the handler in StsHandlers).
-ROUTES: dict[str, tuple[type[BaseModel], Callable[[StsHandlers], Callable[[Any], Awaitable[None]]]]] = {
+ROUTES: dict[str, tuple[type[WireModel], Callable[[StsHandlers], Callable[[Any], Awaitable[None]]]]] = {
     EventName.FRAGMENT_ACK: (FragmentAck, lambda h: h.on_ack),
     EventName.FRAGMENT_PROCESSED: (FragmentProcessed, lambda h: h.on_processed),
     EventName.BACKPRESSURE: (Backpressure, lambda h: h.on_backpressure),
@@ -287,7 +289,7 @@ ROUTES: dict[str, tuple[type[BaseModel], Callable[[StsHandlers], Callable[[Any],
 async def parse_event(handlers: StsHandlers, event: str, model: type[M], data: Any) -> M | None:
     """`data` as `model`; None (and `on_invalid` told why) when it is not one. Never raises."""
     try:
-        return model.model_validate(data)
+        return model.parse(data)
     except ValidationError as exc:
         await handlers.on_invalid(event, _reason(exc), data)
     except Exception as exc:  # noqa: BLE001 - a hostile payload must never kill the client
@@ -304,8 +306,4 @@ async def deliver(handlers: StsHandlers, event: str, data: Any) -> None:
 
 
 def _reason(exc: ValidationError) -> str:
-    errors = exc.errors()
-    if not errors:
-        return f"schema_invalid: {exc}"[:300]
-    loc = ".".join(str(x) for x in errors[0]["loc"])
-    return f"schema_invalid: {loc}: {errors[0]['msg']}"[:300]
+    return f"schema_invalid: {short_reason(explain(exc))}"
