@@ -64,7 +64,7 @@ class WorkerSettings(EnvSettings, dict=True):  # dict: `media` is cached on the 
     ] = ""
     sts_url: Annotated[str, Meta(description="STS Socket.IO server URL")] = "http://127.0.0.1:8080"
     sts_auth_token: (
-        Annotated[str, Meta(description="token for the STS `auth` payload (never logged)")] | None
+        Annotated[Secret, Meta(description="token for the STS `auth` payload (never logged)")] | None
     ) = None
     passthrough: Annotated[
         bool, Meta(description="no STS: output the original audio (media path test)")

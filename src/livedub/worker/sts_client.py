@@ -158,7 +158,8 @@ class StsClient:
         self._register(sio)
         self._ready_fut = asyncio.get_running_loop().create_future()
         headers = {"X-Stream-ID": self.settings.stream_id, "X-Worker-ID": self.settings.worker_id}
-        auth = {"token": self.settings.sts_auth_token} if self.settings.sts_auth_token else None
+        token = self.settings.sts_auth_token
+        auth = {"token": token.get_secret_value()} if token else None
         try:
             await sio.connect(
                 self.settings.sts_url,
