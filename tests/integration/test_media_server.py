@@ -38,6 +38,7 @@ from livedub.orchestrator.media_server import (
     MediaServerSettings,
     PortInUseError,
     Role,
+    check_port_free,
 )
 from livedub.sts.testing import free_port
 from tests.integration.marks import needs_media_server
@@ -274,6 +275,16 @@ def server(tmp_path: Path) -> Iterator[MediaServer]:
         yield ms
 
 
+def ports_free(*ports: int) -> bool:
+    """Every port can be bound on 127.0.0.1 the way the servers bind it."""
+    for port in ports:
+        try:
+            check_port_free("TCP", "127.0.0.1", port)
+        except PortInUseError:
+            return False
+    return True
+
+
 def alive(pids: list[int]) -> list[int]:
     out = []
     for pid in pids:
@@ -378,8 +389,11 @@ def test_children_die_with_a_killed_parent(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     wait_for(lambda: alive(children) == [], 10, "orphans to exit")
+    # A process counts as gone once it is a zombie; the kernel may close its listening sockets a
+    # moment later (seen as LISTEN with no owner): the claim is that the ports come free.
+    wait_for(lambda: ports_free(rtsp, rtmp), 10, "the ports to come free")
     ms = MediaServer(rtsp_port=rtsp, rtmp_port=rtmp)
-    with ms:  # the ports are free again
+    with ms:
         assert ms.ready
 
 

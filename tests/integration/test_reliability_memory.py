@@ -10,6 +10,7 @@ directly and fast: after a 60-segment run, no resolved segment is still referenc
 from __future__ import annotations
 
 import gc
+import time
 from pathlib import Path
 
 from livedub.media.fixture import FixtureSpec, make_fixture
@@ -24,6 +25,19 @@ from tests.integration import hostile_sts as h
 def live_segments() -> list[Segment]:
     gc.collect()
     return [o for o in gc.get_objects() if isinstance(o, Segment)]
+
+
+def settled_live_segments(limit: int, deadline_s: float = 10.0) -> int:
+    """How many segments are alive once at most `limit` are, or at the deadline. Right after
+    `run()` returns, the default executor may still be finishing a job handed a segment's audio
+    (an encode or a late result's decode): those references go with the job; a pinned segment
+    never goes."""
+    end = time.monotonic() + deadline_s
+    while True:
+        n = len(live_segments())
+        if n <= limit or time.monotonic() > end:
+            return n
+        time.sleep(0.05)
 
 
 async def test_resolved_fragments_do_not_pin_their_media(tmp_path: Path) -> None:
@@ -42,5 +56,5 @@ async def test_resolved_fragments_do_not_pin_their_media(tmp_path: Path) -> None
     n = h.check_accounting(runner)
     assert n["sent"] == 60 and n["processed"] > 0 and n["fallback"] > 0
     assert len(runner.session.tracker._history) == 60, "resolved fragments are still remembered (ids, outcome)"
-    pinned = live_segments()
-    assert len(pinned) <= 2, f"{len(pinned)} segments still referenced after the run"
+    pinned = settled_live_segments(limit=2)
+    assert pinned <= 2, f"{pinned} segments still referenced after the run"

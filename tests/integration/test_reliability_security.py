@@ -96,7 +96,7 @@ async def test_wrong_token_processes_nothing_and_the_worker_exits_14(tmp_path: P
             runner = WorkerRunner(
                 WorkerSettings(
                     stream_id="auth", input_url=str(src), output_url=str(tmp_path / "o.mp4"),
-                    sts_url=sts.url, sts_auth_token=Secret(token), metrics_port=0, paced=False, segment_s=2.0,
+                    sts_url=sts.url, sts_auth_token=Secret(token) if token else None, metrics_port=0, paced=False, segment_s=2.0,
                 )
             )
             assert await runner.run() == 14  # STS_AUTH_FAILED: final, the orchestrator does not restart
