@@ -452,7 +452,12 @@ def quick_table(results: dict[str, Any]) -> str:
     widths = [max(len(row[i]) for row in (head, *body)) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in (head, *body)]
     missed = sum(1 for r in rows for k in ("cpu_met", "rss_met") if r[k] is False)
-    lines.append(f"targets missed: {missed}" if missed else "all targets met")
+    # "every group keeps up" is a target too (issue 16): a group behind is a miss, whatever its ratios
+    behind = [r["label"] for r in rows if not r["keeps_up"]]
+    if missed or behind:
+        lines.append(f"targets missed: {missed + len(behind)}" + (f" (not keeping up: {', '.join(behind)})" if behind else ""))
+    else:
+        lines.append("all targets met")
     return "\n".join(lines)
 
 

@@ -49,7 +49,18 @@ def test_table_prints_ratios_targets_and_misses() -> None:
     assert "1.00" in relay and "MISSED" not in relay and "met" not in relay
     wav = next(line for line in lines if line.startswith("wav"))
     assert wav.rstrip().endswith("NO")
-    assert lines[-1] == "targets missed: 3"  # m4a CPU, m4a RSS, wav CPU
+    assert lines[-1] == "targets missed: 4 (not keeping up: wav)"  # m4a CPU, m4a RSS, wav CPU, wav behind
+
+
+def test_a_group_behind_is_a_miss_even_with_every_ratio_met() -> None:
+    groups = [
+        _g("m4a", "worker", 22.0, 60.0, keeps_up=False),
+        _g("flac", "worker", 22.0, 60.0),
+        _g("baseline", "baseline", 20.0, 50.0),
+    ]
+    assert quick_table(_results(groups)).splitlines()[-1] == "targets missed: 1 (not keeping up: m4a)"
+    groups[0]["keeps_up"] = True
+    assert quick_table(_results(groups)).splitlines()[-1] == "all targets met"
 
 
 def test_no_relay_no_verdict_and_failed_phase() -> None:
