@@ -306,7 +306,31 @@ def _field_checks(
     return tuple(out)
 
 
+def _coercion(t: Any) -> Callable[[Any], Any] | None:
+    """What a value given in code becomes, as parsing would make it: an enum's value its member,
+    text a `Path` or a `Secret` (so `Settings(backend="dub")` is `BackendKind.DUB`, not "dub")."""
+    t = _without_none(t)
+    if isinstance(t, mi.EnumType):
+        members = {m.value: m for m in t.cls}
+        return lambda v: members.get(v, v) if not isinstance(v, t.cls) else v
+    if isinstance(t, mi.CustomType) and t.cls in (Path, Secret):
+        cls = t.cls
+        return lambda v: cls(v) if isinstance(v, str) else v
+    return None
+
+
+@cache
+def _field_coercions(cls: type[Record]) -> tuple[tuple[str, Callable[[Any], Any]], ...]:
+    return tuple((f.name, c) for f in fields_of(cls) if (c := _coercion(f.type)) is not None)
+
+
 def _check_fields(record: Record) -> None:
+    for name, coerce in _field_coercions(type(record)):
+        value = getattr(record, name)
+        if value is not None:
+            converted = coerce(value)
+            if converted is not value:
+                msgspec.structs.force_setattr(record, name, converted)
     for name, per_type in _field_checks(type(record)):
         value = getattr(record, name)
         if value is None or isinstance(value, bool):

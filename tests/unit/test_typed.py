@@ -3,6 +3,7 @@ record is made; settings come from flags given > env vars > defaults."""
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 
@@ -162,3 +163,22 @@ def test_fields_of_gives_names_defaults_and_descriptions() -> None:
     assert docs["port"].default == 8000 and docs["port"].description == "TCP port"
     assert docs["mapping"].has_factory and not docs["port"].has_factory
     assert docs["timeout_s"].default is None
+
+
+class Kind(enum.StrEnum):
+    ECHO = "echo"
+    DUB = "dub"
+
+
+class Conf(Record):
+    kind: Kind = Kind.ECHO
+    where: Path | None = None
+    token: Secret | None = None
+
+
+def test_values_given_in_code_become_what_parsing_makes() -> None:
+    c = Conf(kind="dub", where="/tmp/x", token="t0k")
+    assert c.kind is Kind.DUB and c.where == Path("/tmp/x") and c.token == Secret("t0k")
+    assert Conf.parse({"kind": "dub", "where": "/tmp/x", "token": "t0k"}) == c
+    with pytest.raises(ValidationError, match="kind"):
+        Conf(kind="nope")
