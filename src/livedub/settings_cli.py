@@ -4,7 +4,8 @@ var and a documented default in exactly one place (the record)."""
 from __future__ import annotations
 
 import argparse
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec.inspect as mi
 
@@ -14,12 +15,16 @@ from livedub.typed import NODEFAULT, FieldDoc, fields_of
 S = TypeVar("S", bound=EnvSettings)
 
 
-def _default_text(field: FieldDoc, unset: str) -> str:
+def _default_text(field: FieldDoc, unset: str, show: Callable[[Any], str] = repr) -> str:
     if field.has_factory:
         return "(per process)"
     if field.default is None or field.default is NODEFAULT:
         return unset
-    return repr(field.default)
+    return show(field.default)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def add_settings_flags(
@@ -29,7 +34,7 @@ def add_settings_flags(
     for field in fields_of(model):
         if field.name in skip:
             continue
-        flag = "--" + field.name.replace("_", "-")
+        flag = _flag(field.name)
         default = _default_text(field, "(derived)")
         env = model.env_name(field.name)
         help_text = f"{field.description or field.name} [env {env}; default {default}]"
@@ -63,10 +68,8 @@ def markdown_table(model: type[EnvSettings], flag_names: dict[str, str] | None =
     flags = flag_names or {}
     rows = ["| env | flag | default | meaning |", "|---|---|---|---|"]
     for field in fields_of(model):
-        default = _default_text(field, "unset")
-        if default not in ("(per process)", "unset"):
-            default = f"`{field.default}`"
-        flag = flags.get(field.name, "--" + field.name.replace("_", "-"))
+        default = _default_text(field, "unset", show=lambda v: f"`{v}`")
+        flag = flags.get(field.name, _flag(field.name))
         env = model.env_name(field.name)
         rows.append(f"| `{env}` | `{flag}` | {default} | {field.description} |")
     return "\n".join(rows)

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 from typing import Any, Self
 
@@ -60,14 +60,18 @@ class Secret:
         return len(self._value)
 
 
+_FROM_TEXT: tuple[type, ...] = (Path, Secret)
+"""Field types a record makes from text, parsed or given in code."""
+
+
+def _from_text(typ: type, obj: Any) -> Any:
+    """`obj` as `typ` (one of `_FROM_TEXT`): text converted, an instance kept, else `obj`."""
+    return typ(obj) if isinstance(obj, str) and not isinstance(obj, typ) else obj
+
+
 def _dec_hook(typ: type, obj: Any) -> Any:
-    if typ is Path and isinstance(obj, str | Path):
-        return Path(obj)
-    if typ is Secret:
-        if isinstance(obj, Secret):
-            return obj
-        if isinstance(obj, str):
-            return Secret(obj)
+    if typ in _FROM_TEXT and isinstance(obj, str | typ):
+        return _from_text(typ, obj)
     raise NotImplementedError(
         f"Expected `{getattr(typ, '__name__', typ)}`, got `{type(obj).__name__}`"
     )
@@ -89,7 +93,13 @@ class Record(msgspec.Struct, kw_only=True):
         try:
             if not converting:  # msgspec.convert has checked the field constraints already
                 _check_fields(self)
-            self.check()
+                self.check()
+            else:  # a record that check() builds in code is checked in full
+                token = _CONVERTING.set(False)
+                try:
+                    self.check()
+                finally:
+                    _CONVERTING.reset(token)
         except ValidationError:
             raise
         except ValueError as exc:
@@ -313,9 +323,8 @@ def _coercion(t: Any) -> Callable[[Any], Any] | None:
     if isinstance(t, mi.EnumType):
         members = {m.value: m for m in t.cls}
         return lambda v: members.get(v, v) if not isinstance(v, t.cls) else v
-    if isinstance(t, mi.CustomType) and t.cls in (Path, Secret):
-        cls = t.cls
-        return lambda v: cls(v) if isinstance(v, str) else v
+    if isinstance(t, mi.CustomType) and t.cls in _FROM_TEXT:
+        return partial(_from_text, t.cls)
     return None
 
 

@@ -182,3 +182,19 @@ def test_values_given_in_code_become_what_parsing_makes() -> None:
     assert Conf.parse({"kind": "dub", "where": "/tmp/x", "token": "t0k"}) == c
     with pytest.raises(ValidationError, match="kind"):
         Conf(kind="nope")
+
+
+class Builds(Record):
+    """A record whose check() builds another in code (as WorkerSettings builds MediaSettings)."""
+
+    n: int = 0
+
+    def check(self) -> None:
+        Inner(n=self.n)
+
+
+def test_a_record_built_inside_check_is_checked_in_full_when_parsed() -> None:
+    assert Builds.parse({"n": 3}).n == 3
+    for make in (lambda: Builds(n=-1), lambda: Builds.parse({"n": -1})):
+        with pytest.raises(ValidationError, match="Expected `int` >= 0"):
+            make()
